@@ -1,0 +1,119 @@
+/*
+ * Moat: the enclave SDK. An enclave is a shared object built against this
+ * header and linked with the static runtime libmoat_enclave (never with
+ * libmoat). It defines its single entry point with MOAT_ENCLAVE(init_fn);
+ * init_fn registers entry handlers and receives the load-time config bytes.
+ *
+ *     static int hello(void *p, const moat_msg *in, moat_msg *out) { ... }
+ *     static int init(const void *cfg, size_t len)
+ *     {
+ *         return moat_entry_register(MOAT_SELECTOR_USER, hello, NULL);
+ *     }
+ *     MOAT_ENCLAVE(init)
+ */
+#ifndef MOAT_ENCLAVE_H
+#define MOAT_ENCLAVE_H
+
+#include "common.h"
+#include "errors.h"
+#include "msg.h"
+
+MOAT_BEGIN_DECL
+
+#ifndef MOAT_SELECTOR_USER
+#define MOAT_SELECTOR_USER ((uint64_t)1024)
+#define MOAT_SELECTOR_LOG ((uint64_t)1)
+#define MOAT_SELECTOR_TIME ((uint64_t)2)
+#define MOAT_SELECTOR_SPAWN ((uint64_t)3)
+#define MOAT_SELECTOR_DONATE ((uint64_t)4)
+#define MOAT_SELECTOR_RUN MOAT_SELECTOR_USER
+#endif
+
+/** ABI version of the loader/enclave interface below. */
+#define MOAT_ENCLAVE_ABI_VERSION 1u
+/** Name of the one symbol an enclave image exports. */
+#define MOAT_ENCLAVE_SYMBOL "moat_enclave_entry"
+
+/**
+ * Entry handler: runs an entry call. Append reply items to out. Return 0 on
+ * success; any other value fails the host's call with MOAT_EHANDLER and is
+ * reported to the host as moat_error.enclave_code.
+ */
+typedef int (*moat_entry_handler)(void *payload, const moat_msg *in, moat_msg *out);
+
+/** Enclave-side handle of a thread started with moat_thread_start(). */
+typedef uint64_t moat_thread;
+
+/**
+ * Register fn for entry calls with selector (>= MOAT_SELECTOR_USER). Call it
+ * from init_fn. Returns 0, MOAT_EINVAL or MOAT_ENOMEM.
+ */
+MOAT_EXTERN(int) moat_entry_register(uint64_t selector, moat_entry_handler fn, void *payload);
+
+/** Set a function to run once when the host destroys the enclave. */
+MOAT_EXTERN(void) moat_finalizer_set(void (*fn)(void));
+
+/**
+ * Make an exit call to the host's handler for selector with items from in
+ * (may be NULL); the reply items are appended to out (may be NULL). Returns
+ * the handler's result: 0, a negative value the handler returned, or
+ * MOAT_ENOHANDLER when the host has none.
+ */
+MOAT_EXTERN(int) moat_exit_call(uint64_t selector, const moat_msg *in, moat_msg *out);
+
+/** Write a printf-style line to the host's stderr. Returns 0 or a negative code. */
+MOAT_EXTERN(int) moat_host_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/** Read the host's wall-clock time in nanoseconds since the epoch. */
+MOAT_EXTERN(int) moat_host_time(uint64_t *ns);
+
+/**
+ * Ask the host to donate a thread that runs fn(arg) inside the enclave. The
+ * thread enters through MOAT_SELECTOR_DONATE on every backend. Returns 0 and
+ * the thread in *out, or a negative code. Join every started thread.
+ */
+MOAT_EXTERN(int) moat_thread_start(moat_thread *out, void (*fn)(void *), void *arg);
+
+/** Wait until a thread started with moat_thread_start() has finished. */
+MOAT_EXTERN(int) moat_thread_join(moat_thread thread);
+
+/* ---- Loader interface (used by MOAT_ENCLAVE and by backends) ---- */
+
+/** Functions the loader hands to the enclave. */
+struct moat_runtime {
+	uint32_t abi_version; /**< MOAT_ENCLAVE_ABI_VERSION */
+	uint32_t size;        /**< sizeof(struct moat_runtime) */
+	void *ctx;            /**< loader's context, passed back to exit_call */
+	int (*exit_call)(void *ctx, uint64_t selector, const moat_msg *in, moat_msg *out);
+};
+
+/** The enclave's exported entry point (MOAT_ENCLAVE_SYMBOL). */
+struct moat_enclave_entry {
+	uint32_t abi_version; /**< MOAT_ENCLAVE_ABI_VERSION of the SDK it was built with */
+	uint32_t size;        /**< sizeof(struct moat_enclave_entry) */
+	/** Run init_fn with the config bytes. Returns 0 or the init function's failure. */
+	int (*start)(const struct moat_runtime *rt, const void *config, size_t config_len);
+	/** Dispatch an entry call; on MOAT_EHANDLER the handler's value is in *handler_code. */
+	int (*call)(uint64_t selector, const moat_msg *in, moat_msg *out, int64_t *handler_code);
+	/** Run the finalizer. */
+	void (*stop)(void);
+};
+
+int moat__enclave_start(const struct moat_runtime *rt, const void *config, size_t config_len);
+int moat__enclave_call(uint64_t selector, const moat_msg *in, moat_msg *out, int64_t *handler_code);
+void moat__enclave_stop(void);
+int moat__enclave_user_init(const void *config, size_t config_len);
+
+/** Define the enclave's entry point; init_fn(config, len) returns 0 or non-zero to refuse the load. */
+#define MOAT_ENCLAVE(init_fn)                                                                  \
+	int moat__enclave_user_init(const void *config, size_t config_len)                     \
+	{                                                                                      \
+		return (init_fn)(config, config_len);                                          \
+	}                                                                                      \
+	__attribute__((visibility("default"))) const struct moat_enclave_entry moat_enclave_entry = { \
+		MOAT_ENCLAVE_ABI_VERSION, sizeof(struct moat_enclave_entry), moat__enclave_start,      \
+		moat__enclave_call, moat__enclave_stop};
+
+MOAT_END_DECL
+
+#endif

@@ -1,0 +1,172 @@
+/*
+ * Moat: the host API. An application loads an enclave image, calls it by
+ * selector with messages, answers its exit calls, and destroys it. The same
+ * calls work whichever backend hosts the enclave: in this process ("sim"), in
+ * a sandboxed child process ("proc"), or on a target server ("local",
+ * "grpc://", "grpcs://", "unix:").
+ */
+#ifndef MOAT_MOAT_H
+#define MOAT_MOAT_H
+
+#include "common.h"
+#include "errors.h"
+#include "msg.h"
+
+MOAT_BEGIN_DECL
+
+/** A loaded enclave. Opaque; thread-safe for calls. */
+typedef struct moat_enclave moat_enclave;
+
+/*
+ * Selectors below MOAT_SELECTOR_USER are reserved for the runtime. Entry and
+ * exit handlers registered by users must use MOAT_SELECTOR_USER or above.
+ */
+#define MOAT_SELECTOR_USER ((uint64_t)1024)
+/** Exit call: write item 0 as a log line on the host's stderr. */
+#define MOAT_SELECTOR_LOG ((uint64_t)1)
+/** Exit call: host wall-clock time, returned as one u64 item (ns since the epoch). */
+#define MOAT_SELECTOR_TIME ((uint64_t)2)
+/** Exit call: ask the host to start a thread that enters by MOAT_SELECTOR_DONATE. */
+#define MOAT_SELECTOR_SPAWN ((uint64_t)3)
+/** Entry call: a host thread donated to the enclave runs the item-0 task. */
+#define MOAT_SELECTOR_DONATE ((uint64_t)4)
+/** Conventional entry selector of `moat run`: items are the command's arguments. */
+#define MOAT_SELECTOR_RUN MOAT_SELECTOR_USER
+
+/** What a call does when max_threads threads are already inside the enclave. */
+typedef enum moat_thread_policy {
+	MOAT_THREADS_WAIT = 0, /**< wait until a thread leaves (the default) */
+	MOAT_THREADS_FAIL = 1  /**< fail at once with MOAT_EBUSY */
+} moat_thread_policy;
+
+/** Load flags. */
+#define MOAT_LOAD_BY_NAME 0x1u /**< remote: path names an image in the target's enclave directory */
+
+#define MOAT_LOAD_OPTIONS_VERSION 1
+
+/**
+ * Options for moat_enclave_load(). Initialise with MOAT_LOAD_OPTIONS_INIT and
+ * set only what you need; every pointer is borrowed for the duration of the
+ * load call only.
+ */
+typedef struct moat_load_options {
+	unsigned int version; /**< MOAT_LOAD_OPTIONS_VERSION */
+	/** Backend URI; NULL means $MOAT_BACKEND, else "sim". */
+	const char *backend;
+	/** Configuration bytes handed to the enclave's init function. */
+	const void *config;
+	size_t config_len;
+	/** When non-NULL, the 32-byte measurement the image must have. */
+	const uint8_t *expected_measurement;
+	/** Most host threads inside the enclave at once; 0 means no limit. */
+	unsigned int max_threads;
+	/** What a call does at the limit (moat_thread_policy). */
+	int thread_policy;
+	/** Per-call time limit in milliseconds; 0 means none (not enforced by sim). */
+	unsigned int call_timeout_ms;
+	/** MOAT_LOAD_* flags. */
+	unsigned int flags;
+	/** grpcs://: CA bundle to verify the target (PEM file); NULL means system roots. */
+	const char *tls_ca_file;
+	/** grpcs://: client certificate and key (PEM files) for mutual TLS. */
+	const char *tls_cert_file;
+	const char *tls_key_file;
+	/** grpcs://: name to check in the target's certificate instead of the host name. */
+	const char *tls_server_name;
+	/** Remote: when non-NULL, the 32-byte Ed25519 public key the target must have. */
+	const uint8_t *target_key;
+	/** Remote: keepalive period in ms used to detect a dead target; 0 means the default (1000). */
+	unsigned int keepalive_ms;
+} moat_load_options;
+
+#define MOAT_LOAD_OPTIONS_INIT { MOAT_LOAD_OPTIONS_VERSION, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0 }
+
+/** Sandbox layers a backend applied (bits of moat_identity.isolation). */
+#define MOAT_ISOLATION_PROCESS 0x01u  /**< separate address space */
+#define MOAT_ISOLATION_SECCOMP 0x02u  /**< seccomp system call allow-list */
+#define MOAT_ISOLATION_USERNS 0x04u   /**< new user namespace */
+#define MOAT_ISOLATION_MOUNTNS 0x08u  /**< new mount namespace */
+#define MOAT_ISOLATION_NETNS 0x10u    /**< new network namespace */
+#define MOAT_ISOLATION_RLIMITS 0x20u  /**< resource limits, no core dumps */
+#define MOAT_ISOLATION_REMOTE 0x40u   /**< runs on a target server */
+
+/** Identity of a loaded enclave. */
+typedef struct moat_identity {
+	/** SHA-256 of the enclave image bytes that were loaded. */
+	uint8_t measurement[MOAT_MEASUREMENT_LEN];
+	/** Backend name ("sim", "proc", "remote"); borrowed from the handle. */
+	const char *backend;
+	/** Remote only: the target server's Ed25519 public key. */
+	int has_target_key;
+	uint8_t target_key[MOAT_TARGET_KEY_LEN];
+	/** MOAT_ISOLATION_* bits describing what separates the enclave from the host. */
+	unsigned int isolation;
+} moat_identity;
+
+/**
+ * Exit handler: answers an exit call made by the enclave. It runs on the
+ * host thread whose entry call led to the exit call and may itself make
+ * entry calls on the same enclave (nesting). Return 0 on success or a
+ * negative value, which the enclave's moat_exit_call() returns.
+ */
+typedef int (*moat_exit_handler)(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out);
+
+/**
+ * Load the enclave image at path with the given options (NULL means
+ * defaults) and return the handle in *out, which the caller destroys with
+ * moat_enclave_destroy(). The image's measurement is checked against
+ * options->expected_measurement before any code in it runs.
+ * Returns 0 or a negative code; details in moat_error_last().
+ */
+MOAT_EXTERN(int) moat_enclave_load(moat_enclave **out, const char *path, const moat_load_options *options);
+
+/**
+ * Make an entry call: run the enclave's handler for selector with items
+ * from in (may be NULL) and append its reply items to out (may be NULL).
+ * Returns 0 or a negative code. After a fatal error (MOAT_ECRASHED,
+ * MOAT_ETRANSPORT, MOAT_ETIMEDOUT on backends that kill the enclave) every
+ * later call fails at once with the same code.
+ */
+MOAT_EXTERN(int) moat_enclave_call(moat_enclave *enclave, uint64_t selector, const moat_msg *in, moat_msg *out);
+
+/**
+ * Register fn to answer exit calls with this selector (fn NULL removes it).
+ * Selectors below MOAT_SELECTOR_USER replace the runtime's own services.
+ * Returns 0, MOAT_EINVAL or MOAT_ENOMEM.
+ */
+MOAT_EXTERN(int) moat_enclave_set_exit_handler(moat_enclave *enclave, uint64_t selector, moat_exit_handler fn, void *payload);
+
+/**
+ * Register fn to answer every exit call that has no handler of its own,
+ * including the runtime's services (log, time, thread spawn). Servers that
+ * forward exit calls elsewhere use this. fn NULL removes it. Returns 0 or
+ * MOAT_EINVAL.
+ */
+MOAT_EXTERN(int) moat_enclave_set_fallback_handler(moat_enclave *enclave, moat_exit_handler fn, void *payload);
+
+/**
+ * Fill *out with the enclave's identity. Strings in it are borrowed from the
+ * handle. Returns 0 or MOAT_EINVAL.
+ */
+MOAT_EXTERN(int) moat_enclave_identity(const moat_enclave *enclave, moat_identity *out);
+
+/**
+ * Run the enclave's finalizer, wait for threads the enclave started, release
+ * the backend and free the handle. NULL is accepted. The caller must not
+ * destroy a handle while other threads are calling it; after destroy the
+ * pointer is gone, so no call on it can be made.
+ */
+MOAT_EXTERN(void) moat_enclave_destroy(moat_enclave *enclave);
+
+/**
+ * Compute the measurement (SHA-256) of the enclave image at path into out.
+ * Returns 0, MOAT_ENOENT or MOAT_EIO.
+ */
+MOAT_EXTERN(int) moat_measure_file(uint8_t out[MOAT_MEASUREMENT_LEN], const char *path);
+
+/** Return the library version string, e.g. "0.1.0". */
+MOAT_EXTERN(const char *) moat_version(void);
+
+MOAT_END_DECL
+
+#endif

@@ -1,0 +1,208 @@
+/*
+ * moat: the command-line tool. A thin user of libmoat's public API.
+ *   moat run [--backend URI] [--config STRING] [--expect HEX] ENCLAVE.so [ARGS...]
+ *   moat measure ENCLAVE.so
+ */
+#include <moat/moat.h>
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_main[] =
+	"usage: moat <command> [options]\n"
+	"\n"
+	"Commands:\n"
+	"  run       load an enclave and call its run selector with arguments\n"
+	"  measure   print the measurement (SHA-256) of an enclave image\n"
+	"\n"
+	"Options:\n"
+	"  -h, --help     show this help (also: moat <command> --help)\n"
+	"  -V, --version  show the version\n";
+
+static const char usage_run[] =
+	"usage: moat run [--backend URI] [--config STRING] [--expect HEX] [--timeout MS]\n"
+	"                [--tls-ca F] [--tls-cert F] [--tls-key F] [--tls-server-name N]\n"
+	"                [--target-key HEX] [--by-name] ENCLAVE [ARGS...]\n"
+	"\n"
+	"Load ENCLAVE, call its run selector (MOAT_SELECTOR_RUN) with each ARG as an\n"
+	"item, and print every item it returns on its own line.\n"
+	"\n"
+	"  -b, --backend URI     sim, proc, local, grpc://HOST:PORT, grpcs://HOST:PORT or\n"
+	"                        unix:PATH (default: $MOAT_BACKEND, else sim)\n"
+	"  -c, --config STRING   configuration bytes handed to the enclave's init\n"
+	"  -e, --expect HEX      refuse to run unless the image's measurement is HEX\n"
+	"  -t, --timeout MS      per-call time limit (not enforced by sim)\n"
+	"      --tls-ca F        CA bundle that signed the target's certificate (grpcs)\n"
+	"      --tls-cert F      client certificate for mutual TLS (grpcs)\n"
+	"      --tls-key F       client key for mutual TLS (grpcs)\n"
+	"      --tls-server-name N  name expected in the target's certificate\n"
+	"      --target-key HEX  refuse unless the target's Ed25519 key is HEX\n"
+	"      --by-name         ENCLAVE names an image in the target's enclave directory\n"
+	"  -h, --help            show this help\n";
+
+static const char usage_measure[] = "usage: moat measure ENCLAVE\n"
+				    "\n"
+				    "Print the measurement (SHA-256 of the image bytes) in hex.\n";
+
+static void print_hex(const uint8_t *b, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		printf("%02x", b[i]);
+	printf("\n");
+}
+
+static int parse_hex(uint8_t *out, size_t n, const char *hex)
+{
+	size_t i;
+
+	if (strlen(hex) != 2 * n)
+		return -1;
+	for (i = 0; i < n; i++) {
+		unsigned int v;
+
+		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static int fail(const char *what, int rc)
+{
+	const moat_error *err = moat_error_last();
+
+	fprintf(stderr, "moat: %s: %s\n", what, err->code == rc && *err->message ? err->message : moat_strerror(rc));
+	return 1;
+}
+
+static int cmd_measure(int argc, char **argv)
+{
+	uint8_t m[MOAT_MEASUREMENT_LEN];
+	int rc;
+
+	if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		fputs(usage_measure, stdout);
+		return 0;
+	}
+	if (argc != 2) {
+		fputs(usage_measure, stderr);
+		return 2;
+	}
+	if ((rc = moat_measure_file(m, argv[1])) < 0)
+		return fail("measure", rc);
+	print_hex(m, sizeof(m));
+	return 0;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	enum { OPT_CA = 256, OPT_CERT, OPT_KEY, OPT_NAME, OPT_TKEY, OPT_BYNAME };
+	static const struct option longopts[] = {
+		{"backend", required_argument, NULL, 'b'}, {"config", required_argument, NULL, 'c'},
+		{"expect", required_argument, NULL, 'e'},  {"timeout", required_argument, NULL, 't'},
+		{"tls-ca", required_argument, NULL, OPT_CA}, {"tls-cert", required_argument, NULL, OPT_CERT},
+		{"tls-key", required_argument, NULL, OPT_KEY}, {"tls-server-name", required_argument, NULL, OPT_NAME},
+		{"target-key", required_argument, NULL, OPT_TKEY}, {"by-name", no_argument, NULL, OPT_BYNAME},
+		{"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
+	uint8_t expect[MOAT_MEASUREMENT_LEN], tkey[MOAT_TARGET_KEY_LEN];
+	moat_enclave *e = NULL;
+	moat_msg *in = NULL, *out = NULL;
+	size_t i;
+	int c, rc, status = 1;
+	char *end;
+
+	while ((c = getopt_long(argc, argv, "+b:c:e:t:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'b': opts.backend = optarg; break;
+		case 'c':
+			opts.config = optarg;
+			opts.config_len = strlen(optarg);
+			break;
+		case 'e':
+			if (parse_hex(expect, sizeof(expect), optarg) < 0) {
+				fprintf(stderr, "moat: run: --expect wants %d hex digits\n", 2 * MOAT_MEASUREMENT_LEN);
+				return 2;
+			}
+			opts.expected_measurement = expect;
+			break;
+		case 't':
+			opts.call_timeout_ms = (unsigned int)strtoul(optarg, &end, 10);
+			if (*end || !*optarg) {
+				fprintf(stderr, "moat: run: --timeout wants milliseconds, got '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case OPT_CA: opts.tls_ca_file = optarg; break;
+		case OPT_CERT: opts.tls_cert_file = optarg; break;
+		case OPT_KEY: opts.tls_key_file = optarg; break;
+		case OPT_NAME: opts.tls_server_name = optarg; break;
+		case OPT_TKEY:
+			if (parse_hex(tkey, sizeof(tkey), optarg) < 0) {
+				fprintf(stderr, "moat: run: --target-key wants %d hex digits\n", 2 * MOAT_TARGET_KEY_LEN);
+				return 2;
+			}
+			opts.target_key = tkey;
+			break;
+		case OPT_BYNAME: opts.flags |= MOAT_LOAD_BY_NAME; break;
+		case 'h': fputs(usage_run, stdout); return 0;
+		default: fputs(usage_run, stderr); return 2;
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "moat: run: no enclave image given\n%s", usage_run);
+		return 2;
+	}
+	if ((rc = moat_enclave_load(&e, argv[optind], &opts)) < 0)
+		return fail("load", rc);
+	if (moat_msg_new(&in) < 0 || moat_msg_new(&out) < 0) {
+		fprintf(stderr, "moat: out of memory\n");
+		goto out;
+	}
+	for (c = optind + 1; c < argc; c++)
+		moat_msg_push_borrowed(in, argv[c], strlen(argv[c]));
+	if ((rc = moat_enclave_call(e, MOAT_SELECTOR_RUN, in, out)) < 0) {
+		fail("run", rc);
+		goto out;
+	}
+	for (i = 0; i < moat_msg_count(out); i++) {
+		const void *data;
+		size_t len;
+
+		moat_msg_item(out, i, &data, &len);
+		fwrite(data, 1, len, stdout);
+		fputc('\n', stdout);
+	}
+	status = 0;
+out:
+	moat_msg_free(in);
+	moat_msg_free(out);
+	moat_enclave_destroy(e);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage_main, stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+		fputs(usage_main, stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
+		printf("moat %s\n", moat_version());
+		return 0;
+	}
+	if (!strcmp(argv[1], "run"))
+		return cmd_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "measure"))
+		return cmd_measure(argc - 1, argv + 1);
+	fprintf(stderr, "moat: unknown command '%s'\n%s", argv[1], usage_main);
+	return 2;
+}

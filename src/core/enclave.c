@@ -1,0 +1,402 @@
+/*
+ * The enclave handle: argument checks, exit handler table, thread limit,
+ * the runtime's host services, then dispatch to the backend.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/internal.h"
+
+typedef struct exit_entry {
+	uint64_t selector;
+	moat_exit_handler fn;
+	void *payload;
+} exit_entry;
+
+typedef struct donated_thread {
+	pthread_t thread;
+	struct moat_enclave *enclave;
+	uint64_t task;
+	atomic_int done;
+	struct donated_thread *next;
+} donated_thread;
+
+struct moat_enclave {
+	moat_backend *backend;
+	const moat_backend_vtable *vtable;
+
+	pthread_rwlock_t handlers_lock;
+	exit_entry *handlers;
+	size_t n_handlers;
+	moat_exit_handler fallback;
+	void *fallback_payload;
+
+	/* Host threads inside the enclave (nested entries on one thread count once). */
+	pthread_mutex_t lock;
+	pthread_cond_t slot_free;
+	unsigned int max_threads;
+	int thread_policy;
+	unsigned int inside;
+	donated_thread *donated;
+	int closing;
+};
+
+/*
+ * The entry calls in progress on this thread, innermost first, so a nested
+ * entry call knows that its thread already holds a slot in the enclave.
+ */
+typedef struct call_frame {
+	struct moat_enclave *enclave;
+	struct call_frame *prev;
+} call_frame;
+
+static _Thread_local call_frame *current_frame;
+
+const char *moat_version(void)
+{
+	return MOAT_VERSION_STRING;
+}
+
+static int thread_is_inside(const struct moat_enclave *e)
+{
+	const call_frame *f;
+
+	for (f = current_frame; f; f = f->prev)
+		if (f->enclave == e)
+			return 1;
+	return 0;
+}
+
+static int slot_acquire(struct moat_enclave *e)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&e->lock);
+	while (e->max_threads && e->inside >= e->max_threads) {
+		if (e->thread_policy == MOAT_THREADS_FAIL) {
+			rc = moat_error_set(MOAT_EBUSY, MOAT_ORIGIN_API,
+					    "%u host threads are already inside the enclave (max_threads)", e->inside);
+			break;
+		}
+		pthread_cond_wait(&e->slot_free, &e->lock);
+	}
+	if (rc == 0)
+		e->inside++;
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+static void slot_release(struct moat_enclave *e)
+{
+	pthread_mutex_lock(&e->lock);
+	e->inside--;
+	pthread_cond_signal(&e->slot_free);
+	pthread_mutex_unlock(&e->lock);
+}
+
+int moat_enclave_call(moat_enclave *e, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	call_frame frame;
+	int nested, dead, rc;
+
+	if (!e)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_call: NULL enclave");
+	if (selector < MOAT_SELECTOR_USER && selector != MOAT_SELECTOR_DONATE)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+				      "selector %llu is reserved for the runtime (user selectors start at %llu)",
+				      (unsigned long long)selector, (unsigned long long)MOAT_SELECTOR_USER);
+	dead = atomic_load_explicit((_Atomic int *)&e->backend->dead, memory_order_acquire);
+	if (dead)
+		return moat_error_set(dead, moat__code_is_fatal(dead) && dead != MOAT_ETRANSPORT ? MOAT_ORIGIN_ENCLAVE
+											       : MOAT_ORIGIN_TRANSPORT,
+				      "the enclave is no longer usable after an earlier failure: %s",
+				      moat_strerror(dead));
+	nested = thread_is_inside(e);
+	if (!nested && (rc = slot_acquire(e)) < 0)
+		return rc;
+	frame.enclave = e;
+	frame.prev = current_frame;
+	current_frame = &frame;
+	moat_error_clear();
+	rc = e->vtable->call(e->backend, selector, in, out);
+	current_frame = frame.prev;
+	if (!nested)
+		slot_release(e);
+	return rc;
+}
+
+static void *donated_main(void *arg)
+{
+	donated_thread *t = arg;
+	moat_msg *in = NULL;
+
+	if (moat_msg_new(&in) == 0 && moat_msg_push_u64(in, t->task) == 0) {
+		if (moat_enclave_call(t->enclave, MOAT_SELECTOR_DONATE, in, NULL) < 0)
+			fprintf(stderr, "moat: donated thread for task %llu failed: %s\n",
+				(unsigned long long)t->task, moat_error_last()->message);
+	}
+	moat_msg_free(in);
+	atomic_store(&t->done, 1);
+	return NULL;
+}
+
+/* Join donated threads that have finished; with all set, join every one. Called with e->lock held. */
+static void reap_donated(struct moat_enclave *e, int all)
+{
+	donated_thread **p = &e->donated;
+
+	while (*p) {
+		donated_thread *t = *p;
+
+		if (all || atomic_load(&t->done)) {
+			*p = t->next;
+			pthread_join(t->thread, NULL);
+			free(t);
+		} else {
+			p = &t->next;
+		}
+	}
+}
+
+static int service_spawn(struct moat_enclave *e, const moat_msg *in)
+{
+	donated_thread *t;
+	uint64_t task;
+	int rc = 0;
+
+	if (moat_msg_item_u64(in, 0, &task) < 0)
+		return MOAT_EINVAL;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return MOAT_ENOMEM;
+	t->enclave = e;
+	t->task = task;
+	pthread_mutex_lock(&e->lock);
+	reap_donated(e, 0);
+	if (e->closing) {
+		rc = MOAT_EINVAL;
+	} else if ((errno = pthread_create(&t->thread, NULL, donated_main, t)) != 0) {
+		rc = MOAT_ENOMEM;
+	} else {
+		t->next = e->donated;
+		e->donated = t;
+		t = NULL;
+	}
+	pthread_mutex_unlock(&e->lock);
+	free(t);
+	return rc;
+}
+
+/* The runtime's own answers to reserved exit calls. */
+static int builtin_service(struct moat_enclave *e, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	switch (selector) {
+	case MOAT_SELECTOR_LOG: {
+		const void *data;
+		size_t len;
+
+		if (moat_msg_item(in, 0, &data, &len) < 0)
+			return MOAT_EINVAL;
+		fprintf(stderr, "[enclave] %.*s\n", (int)len, (const char *)data);
+		return 0;
+	}
+	case MOAT_SELECTOR_TIME: {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		return out ? moat_msg_push_u64(out, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) : 0;
+	}
+	case MOAT_SELECTOR_SPAWN:
+		return service_spawn(e, in);
+	default:
+		return MOAT_ENOHANDLER;
+	}
+}
+
+/* Exit dispatcher handed to the backend: user handler, else fallback, else built-in service. */
+static int exit_dispatch(void *ctx, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	struct moat_enclave *e = ctx;
+	moat_exit_handler fn = NULL;
+	void *payload = NULL;
+	size_t i;
+
+	pthread_rwlock_rdlock(&e->handlers_lock);
+	for (i = 0; i < e->n_handlers; i++) {
+		if (e->handlers[i].selector == selector) {
+			fn = e->handlers[i].fn;
+			payload = e->handlers[i].payload;
+			break;
+		}
+	}
+	if (!fn) {
+		fn = e->fallback;
+		payload = e->fallback_payload;
+	}
+	pthread_rwlock_unlock(&e->handlers_lock);
+	if (fn)
+		return fn(payload, selector, in, out);
+	return builtin_service(e, selector, in, out);
+}
+
+int moat_enclave_set_exit_handler(moat_enclave *e, uint64_t selector, moat_exit_handler fn, void *payload)
+{
+	size_t i;
+	int rc = 0;
+
+	if (!e)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_set_exit_handler: NULL enclave");
+	pthread_rwlock_wrlock(&e->handlers_lock);
+	for (i = 0; i < e->n_handlers; i++)
+		if (e->handlers[i].selector == selector)
+			break;
+	if (!fn) {
+		if (i < e->n_handlers)
+			e->handlers[i] = e->handlers[--e->n_handlers];
+	} else if (i < e->n_handlers) {
+		e->handlers[i].fn = fn;
+		e->handlers[i].payload = payload;
+	} else {
+		exit_entry *h = realloc(e->handlers, (e->n_handlers + 1) * sizeof(*h));
+
+		if (!h) {
+			rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+		} else {
+			e->handlers = h;
+			h[e->n_handlers].selector = selector;
+			h[e->n_handlers].fn = fn;
+			h[e->n_handlers].payload = payload;
+			e->n_handlers++;
+		}
+	}
+	pthread_rwlock_unlock(&e->handlers_lock);
+	return rc;
+}
+
+int moat_enclave_set_fallback_handler(moat_enclave *e, moat_exit_handler fn, void *payload)
+{
+	if (!e)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_set_fallback_handler: NULL enclave");
+	pthread_rwlock_wrlock(&e->handlers_lock);
+	e->fallback = fn;
+	e->fallback_payload = payload;
+	pthread_rwlock_unlock(&e->handlers_lock);
+	return 0;
+}
+
+int moat_enclave_identity(const moat_enclave *e, moat_identity *out)
+{
+	if (!e || !out)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_identity: NULL argument");
+	memset(out, 0, sizeof(*out));
+	memcpy(out->measurement, e->backend->measurement, MOAT_MEASUREMENT_LEN);
+	out->backend = e->vtable->name;
+	out->has_target_key = e->backend->has_target_key;
+	memcpy(out->target_key, e->backend->target_key, MOAT_TARGET_KEY_LEN);
+	out->isolation = e->backend->isolation;
+	return 0;
+}
+
+static void enclave_free(struct moat_enclave *e)
+{
+	pthread_rwlock_destroy(&e->handlers_lock);
+	pthread_mutex_destroy(&e->lock);
+	pthread_cond_destroy(&e->slot_free);
+	free(e->handlers);
+	free(e);
+}
+
+int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_options *options)
+{
+	static const moat_load_options defaults = MOAT_LOAD_OPTIONS_INIT;
+	moat_backend_params params;
+	struct moat_enclave *e;
+	const char *uri;
+	int rc;
+
+	moat_error_clear();
+	if (!out)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_load: out is NULL");
+	*out = NULL;
+	if (!path || !*path)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_load: no image path");
+	if (!options)
+		options = &defaults;
+	if (options->version != MOAT_LOAD_OPTIONS_VERSION)
+		return moat_error_set(MOAT_EVERSION, MOAT_ORIGIN_API,
+				      "moat_load_options version %u is not supported (this library speaks %u); "
+				      "initialise options with MOAT_LOAD_OPTIONS_INIT",
+				      options->version, MOAT_LOAD_OPTIONS_VERSION);
+	if (options->config_len && !options->config)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "config_len is set but config is NULL");
+	if (options->thread_policy != MOAT_THREADS_WAIT && options->thread_policy != MOAT_THREADS_FAIL)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "unknown thread_policy %d", options->thread_policy);
+	uri = options->backend;
+	if (!uri || !*uri)
+		uri = getenv("MOAT_BACKEND");
+	if (!uri || !*uri)
+		uri = "sim";
+
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+	pthread_rwlock_init(&e->handlers_lock, NULL);
+	pthread_mutex_init(&e->lock, NULL);
+	pthread_cond_init(&e->slot_free, NULL);
+	e->max_threads = options->max_threads;
+	e->thread_policy = options->thread_policy;
+	e->vtable = moat__backend_lookup(uri);
+	if (!e->vtable) {
+		rc = moat_error_last()->code;
+		goto fail;
+	}
+
+	params.uri = uri;
+	params.path = path;
+	params.options = options;
+	params.exit_dispatch = exit_dispatch;
+	params.exit_ctx = e;
+	rc = e->vtable->open(&e->backend, &params);
+	if (rc < 0)
+		goto fail;
+	*out = e;
+	return 0;
+
+fail:
+	enclave_free(e);
+	return rc;
+}
+
+void moat_enclave_destroy(moat_enclave *e)
+{
+	if (!e)
+		return;
+	/* Threads the enclave started may still be inside: let them finish first. */
+	pthread_mutex_lock(&e->lock);
+	e->closing = 1;
+	pthread_mutex_unlock(&e->lock);
+	for (;;) {
+		donated_thread *list;
+
+		pthread_mutex_lock(&e->lock);
+		list = e->donated;
+		e->donated = NULL;
+		pthread_mutex_unlock(&e->lock);
+		if (!list)
+			break;
+		while (list) {
+			donated_thread *next = list->next;
+
+			pthread_join(list->thread, NULL);
+			free(list);
+			list = next;
+		}
+	}
+	e->vtable->close(e->backend);
+	enclave_free(e);
+}

@@ -1,0 +1,63 @@
+/*
+ * Internal interfaces of libmoat shared between the core, the backends and
+ * the helper programs. Nothing here is installed.
+ */
+#ifndef MOAT_CORE_INTERNAL_H
+#define MOAT_CORE_INTERNAL_H
+
+#include <stdarg.h>
+
+#include <moat/enclave.h>
+#include <moat/sys/backend.h>
+
+/* Errors (errors.c). */
+int moat__error_vset(int code, moat_origin origin, const char *fmt, va_list ap);
+void moat__error_set_enclave_code(int64_t value);
+
+/*
+ * Record the error for a failed entry call result coming back from an
+ * enclave dispatcher, with the same wording on every backend. Returns code.
+ */
+int moat__error_from_enclave(int code, uint64_t selector, int64_t handler_code, const char *detail);
+
+/* Is this code fatal for the instance (every later call must fail with it)? */
+int moat__code_is_fatal(int code);
+
+/* A loaded enclave image (image.c): used by the sim backend and the proc runner. */
+typedef struct moat_image {
+	void *dl;
+	int fd; /* memfd holding the private copy that was loaded */
+	const struct moat_enclave_entry *entry;
+	uint8_t measurement[MOAT_MEASUREMENT_LEN];
+} moat_image;
+
+/*
+ * Read the image at path into a private in-memory file, measure the bytes,
+ * check them against pin (may be NULL) and the ELF magic, dlopen the private
+ * copy and check the entry symbol and ABI. No code in the image runs before
+ * the pin and magic checks pass. Records the error and returns a code.
+ */
+int moat__image_open(moat_image **out, const char *path, const uint8_t *pin);
+/* Same, from bytes already in memory. */
+int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, const char *what, const uint8_t *pin);
+void moat__image_close(moat_image *image);
+
+/* Read a whole file; *out is malloc'd. Records the error and returns a code. */
+int moat__read_file(uint8_t **out, size_t *len, const char *path);
+
+/* SHA-256 of a buffer. */
+void moat__sha256(uint8_t out[MOAT_MEASUREMENT_LEN], const void *data, size_t len);
+
+/* Hex helpers: out needs 2 * len + 1 bytes. */
+void moat__hex(char *out, const uint8_t *data, size_t len);
+int moat__unhex(uint8_t *out, size_t len, const char *hex);
+
+/* Split "scheme:rest" / "scheme://rest"; returns the backend vtable or NULL. */
+const moat_backend_vtable *moat__backend_lookup(const char *uri);
+
+/* Backends compiled into libmoat. Weak, so a build without one says "not available". */
+extern const moat_backend_vtable moat__backend_sim;
+extern const moat_backend_vtable moat__backend_proc __attribute__((weak));
+extern const moat_backend_vtable moat__backend_remote __attribute__((weak));
+
+#endif

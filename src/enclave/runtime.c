@@ -1,0 +1,275 @@
+/*
+ * libmoat_enclave: the trusted runtime linked into every enclave image.
+ * It keeps the entry handler table, forwards exit calls through the table
+ * of functions the loader handed over, and runs donated threads.
+ */
+#include <moat/enclave.h>
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct entry_slot {
+	uint64_t selector;
+	moat_entry_handler fn;
+	void *payload;
+} entry_slot;
+
+/* A thread the enclave asked the host for (moat_thread_start). */
+typedef struct task {
+	uint64_t id;
+	void (*fn)(void *);
+	void *arg;
+	int state; /* TASK_PENDING, TASK_RUNNING, TASK_DONE */
+	struct task *next;
+} task;
+
+enum { TASK_PENDING, TASK_RUNNING, TASK_DONE };
+
+static const struct moat_runtime *runtime;
+static entry_slot *entries;
+static size_t n_entries;
+static int initialising;
+static void (*finalizer)(void);
+
+static pthread_mutex_t tasks_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tasks_done = PTHREAD_COND_INITIALIZER;
+static task *tasks;
+static uint64_t next_task_id = 1;
+
+int moat_entry_register(uint64_t selector, moat_entry_handler fn, void *payload)
+{
+	entry_slot *e;
+	size_t i;
+
+	/* The table is read without locks once init has returned, so it is frozen then. */
+	if (!initialising || !fn || selector < MOAT_SELECTOR_USER)
+		return MOAT_EINVAL;
+	for (i = 0; i < n_entries; i++) {
+		if (entries[i].selector == selector) {
+			entries[i].fn = fn;
+			entries[i].payload = payload;
+			return 0;
+		}
+	}
+	e = realloc(entries, (n_entries + 1) * sizeof(*e));
+	if (!e)
+		return MOAT_ENOMEM;
+	entries = e;
+	entries[n_entries].selector = selector;
+	entries[n_entries].fn = fn;
+	entries[n_entries].payload = payload;
+	n_entries++;
+	return 0;
+}
+
+void moat_finalizer_set(void (*fn)(void))
+{
+	finalizer = fn;
+}
+
+int moat__enclave_start(const struct moat_runtime *rt, const void *config, size_t config_len)
+{
+	int rc;
+
+	if (!rt || rt->abi_version != MOAT_ENCLAVE_ABI_VERSION || rt->size < sizeof(*rt))
+		return MOAT_EABI;
+	runtime = rt;
+	initialising = 1;
+	rc = moat__enclave_user_init(config, config_len);
+	initialising = 0;
+	return rc;
+}
+
+static task *task_find(uint64_t id)
+{
+	task *t;
+
+	for (t = tasks; t; t = t->next)
+		if (t->id == id)
+			return t;
+	return NULL;
+}
+
+static int run_donated(const moat_msg *in)
+{
+	uint64_t id;
+	task *t;
+
+	if (moat_msg_item_u64(in, 0, &id) < 0)
+		return MOAT_EINVAL;
+	pthread_mutex_lock(&tasks_lock);
+	t = task_find(id);
+	/* Only a task the enclave itself queued runs, and only once. */
+	if (!t || t->state != TASK_PENDING) {
+		pthread_mutex_unlock(&tasks_lock);
+		return MOAT_EINVAL;
+	}
+	t->state = TASK_RUNNING;
+	pthread_mutex_unlock(&tasks_lock);
+
+	t->fn(t->arg);
+
+	pthread_mutex_lock(&tasks_lock);
+	t->state = TASK_DONE;
+	pthread_cond_broadcast(&tasks_done);
+	pthread_mutex_unlock(&tasks_lock);
+	return 0;
+}
+
+int moat__enclave_call(uint64_t selector, const moat_msg *in, moat_msg *out, int64_t *handler_code)
+{
+	size_t i;
+	int rc;
+
+	*handler_code = 0;
+	if (selector == MOAT_SELECTOR_DONATE) {
+		rc = run_donated(in);
+		if (rc < 0) {
+			*handler_code = rc;
+			return MOAT_EHANDLER;
+		}
+		return 0;
+	}
+	for (i = 0; i < n_entries; i++) {
+		if (entries[i].selector == selector) {
+			rc = entries[i].fn(entries[i].payload, in, out);
+			if (rc != 0) {
+				*handler_code = rc;
+				return MOAT_EHANDLER;
+			}
+			return 0;
+		}
+	}
+	return MOAT_ENOSELECTOR;
+}
+
+void moat__enclave_stop(void)
+{
+	if (finalizer)
+		finalizer();
+	free(entries);
+	entries = NULL;
+	n_entries = 0;
+}
+
+int moat_exit_call(uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	if (!runtime)
+		return MOAT_EINVAL;
+	return runtime->exit_call(runtime->ctx, selector, in, out);
+}
+
+int moat_host_log(const char *fmt, ...)
+{
+	char small[256], *line = small;
+	moat_msg *m = NULL;
+	va_list ap;
+	int n, rc;
+
+	va_start(ap, fmt);
+	n = vsnprintf(small, sizeof(small), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return MOAT_EINVAL;
+	if ((size_t)n >= sizeof(small)) {
+		line = malloc((size_t)n + 1);
+		if (!line)
+			return MOAT_ENOMEM;
+		va_start(ap, fmt);
+		vsnprintf(line, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+	}
+	rc = moat_msg_new(&m);
+	if (rc == 0)
+		rc = moat_msg_push_borrowed(m, line, (size_t)n);
+	if (rc == 0)
+		rc = moat_exit_call(MOAT_SELECTOR_LOG, m, NULL);
+	moat_msg_free(m);
+	if (line != small)
+		free(line);
+	return rc;
+}
+
+int moat_host_time(uint64_t *ns)
+{
+	moat_msg *out = NULL;
+	int rc;
+
+	if (!ns)
+		return MOAT_EINVAL;
+	if ((rc = moat_msg_new(&out)) < 0)
+		return rc;
+	rc = moat_exit_call(MOAT_SELECTOR_TIME, NULL, out);
+	if (rc == 0)
+		rc = moat_msg_item_u64(out, 0, ns);
+	moat_msg_free(out);
+	return rc;
+}
+
+int moat_thread_start(moat_thread *out, void (*fn)(void *), void *arg)
+{
+	moat_msg *in = NULL;
+	task *t, **p;
+	int rc;
+
+	if (!out || !fn)
+		return MOAT_EINVAL;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return MOAT_ENOMEM;
+	t->fn = fn;
+	t->arg = arg;
+	t->state = TASK_PENDING;
+	pthread_mutex_lock(&tasks_lock);
+	t->id = next_task_id++;
+	t->next = tasks;
+	tasks = t;
+	pthread_mutex_unlock(&tasks_lock);
+
+	rc = moat_msg_new(&in);
+	if (rc == 0)
+		rc = moat_msg_push_u64(in, t->id);
+	if (rc == 0)
+		rc = moat_exit_call(MOAT_SELECTOR_SPAWN, in, NULL);
+	moat_msg_free(in);
+	if (rc < 0) {
+		pthread_mutex_lock(&tasks_lock);
+		for (p = &tasks; *p; p = &(*p)->next) {
+			if (*p == t) {
+				*p = t->next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&tasks_lock);
+		free(t);
+		return rc;
+	}
+	*out = t->id;
+	return 0;
+}
+
+int moat_thread_join(moat_thread thread)
+{
+	task *t, **p;
+
+	pthread_mutex_lock(&tasks_lock);
+	t = task_find(thread);
+	if (!t) {
+		pthread_mutex_unlock(&tasks_lock);
+		return MOAT_EINVAL;
+	}
+	while (t->state != TASK_DONE)
+		pthread_cond_wait(&tasks_done, &tasks_lock);
+	for (p = &tasks; *p; p = &(*p)->next) {
+		if (*p == t) {
+			*p = t->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&tasks_lock);
+	free(t);
+	return 0;
+}
