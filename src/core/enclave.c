@@ -110,10 +110,9 @@ int moat_enclave_call(moat_enclave *e, uint64_t selector, const moat_msg *in, mo
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
 				      "selector %llu is reserved for the runtime (user selectors start at %llu)",
 				      (unsigned long long)selector, (unsigned long long)MOAT_SELECTOR_USER);
-	dead = atomic_load_explicit((_Atomic int *)&e->backend->dead, memory_order_acquire);
+	dead = __atomic_load_n(&e->backend->dead, __ATOMIC_ACQUIRE);
 	if (dead)
-		return moat_error_set(dead, moat__code_is_fatal(dead) && dead != MOAT_ETRANSPORT ? MOAT_ORIGIN_ENCLAVE
-											       : MOAT_ORIGIN_TRANSPORT,
+		return moat_error_set(dead, dead == MOAT_ETRANSPORT ? MOAT_ORIGIN_TRANSPORT : MOAT_ORIGIN_ENCLAVE,
 				      "the enclave is no longer usable after an earlier failure: %s",
 				      moat_strerror(dead));
 	nested = thread_is_inside(e);
@@ -145,15 +144,15 @@ static void *donated_main(void *arg)
 	return NULL;
 }
 
-/* Join donated threads that have finished; with all set, join every one. Called with e->lock held. */
-static void reap_donated(struct moat_enclave *e, int all)
+/* Join donated threads that have finished. Called with e->lock held. */
+static void reap_finished(struct moat_enclave *e)
 {
 	donated_thread **p = &e->donated;
 
 	while (*p) {
 		donated_thread *t = *p;
 
-		if (all || atomic_load(&t->done)) {
+		if (atomic_load(&t->done)) {
 			*p = t->next;
 			pthread_join(t->thread, NULL);
 			free(t);
@@ -177,7 +176,7 @@ static int service_spawn(struct moat_enclave *e, const moat_msg *in)
 	t->enclave = e;
 	t->task = task;
 	pthread_mutex_lock(&e->lock);
-	reap_donated(e, 0);
+	reap_finished(e);
 	if (e->closing) {
 		rc = MOAT_EINVAL;
 	} else if ((errno = pthread_create(&t->thread, NULL, donated_main, t)) != 0) {

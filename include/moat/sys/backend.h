@@ -62,7 +62,8 @@ struct moat_backend {
 	unsigned int isolation; /**< MOAT_ISOLATION_* */
 	/**
 	 * 0 while usable; once a fatal error happened, its code. The core then
-	 * fails every call with it. Written with atomic stores by the backend.
+	 * fails every call with it. Backends write it with
+	 * __atomic_store_n(&b->dead, code, __ATOMIC_RELEASE).
 	 */
 	int dead;
 };
