@@ -222,8 +222,10 @@ static int exit_dispatch(void *ctx, uint64_t selector, const moat_msg *in, moat_
 {
 	struct moat_enclave *e = ctx;
 	moat_exit_handler fn = NULL;
+	moat_msg *scratch = NULL;
 	void *payload = NULL;
 	size_t i;
+	int rc;
 
 	pthread_rwlock_rdlock(&e->handlers_lock);
 	for (i = 0; i < e->n_handlers; i++) {
@@ -238,9 +240,15 @@ static int exit_dispatch(void *ctx, uint64_t selector, const moat_msg *in, moat_
 		payload = e->fallback_payload;
 	}
 	pthread_rwlock_unlock(&e->handlers_lock);
-	if (fn)
-		return fn(payload, selector, in, out);
-	return builtin_service(e, selector, in, out);
+	/* The enclave may drop the reply (out NULL); handlers always get a message to append to. */
+	if (!out) {
+		if (moat_msg_new(&scratch) < 0)
+			return MOAT_ENOMEM;
+		out = scratch;
+	}
+	rc = fn ? fn(payload, selector, in, out) : builtin_service(e, selector, in, out);
+	moat_msg_free(scratch);
+	return rc;
 }
 
 int moat_enclave_set_exit_handler(moat_enclave *e, uint64_t selector, moat_exit_handler fn, void *payload)

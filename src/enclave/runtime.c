@@ -119,12 +119,11 @@ static int run_donated(const moat_msg *in)
 	return 0;
 }
 
-int moat__enclave_call(uint64_t selector, const moat_msg *in, moat_msg *out, int64_t *handler_code)
+static int dispatch(uint64_t selector, const moat_msg *in, moat_msg *out, int64_t *handler_code)
 {
 	size_t i;
 	int rc;
 
-	*handler_code = 0;
 	if (selector == MOAT_SELECTOR_DONATE) {
 		rc = run_donated(in);
 		if (rc < 0) {
@@ -144,6 +143,26 @@ int moat__enclave_call(uint64_t selector, const moat_msg *in, moat_msg *out, int
 		}
 	}
 	return MOAT_ENOSELECTOR;
+}
+
+int moat__enclave_call(uint64_t selector, const moat_msg *in, moat_msg *out, int64_t *handler_code)
+{
+	moat_msg *scratch = NULL;
+	int rc;
+
+	*handler_code = 0;
+	/*
+	 * The host may pass out NULL to drop the reply; handlers always get a
+	 * message to append to, so they behave the same on every backend.
+	 */
+	if (!out) {
+		if ((rc = moat_msg_new(&scratch)) < 0)
+			return rc;
+		out = scratch;
+	}
+	rc = dispatch(selector, in, out, handler_code);
+	moat_msg_free(scratch);
+	return rc;
 }
 
 void moat__enclave_stop(void)

@@ -1,0 +1,33 @@
+/*
+ * Selectors of tests/enclaves/test_enclave.c, shared by the image and the
+ * tests. Integers travel as 8-byte little-endian items (moat_msg_push_u64);
+ * signed results are sent as their two's-complement u64.
+ */
+#ifndef MOAT_TEST_ENCLAVE_H
+#define MOAT_TEST_ENCLAVE_H
+
+/* items... -> the same items, copied */
+#define T_ECHO (MOAT_SELECTOR_USER + 1)
+/* u64 id, u64 v -> u64 id, u64 (state[id] += v); state lives in the enclave */
+#define T_ADD (MOAT_SELECTOR_USER + 2)
+/* u64 v: set the instance-wide value */
+#define T_GLOBAL_SET (MOAT_SELECTOR_USER + 3)
+/* -> u64 instance-wide value (0 until set) */
+#define T_GLOBAL_GET (MOAT_SELECTOR_USER + 4)
+/* u64 code: the handler returns (int)code */
+#define T_FAIL (MOAT_SELECTOR_USER + 5)
+/* u64 selector, items... -> u64 result of moat_exit_call(selector, items), then its reply items */
+#define T_EXIT (MOAT_SELECTOR_USER + 6)
+/* -> the config bytes init received, as one item */
+#define T_CONFIG (MOAT_SELECTOR_USER + 7)
+/* u64 n -> u64 threads started, u64 threads whose work was seen finished after join */
+#define T_THREADS (MOAT_SELECTOR_USER + 8)
+
+/* init refuses to load (returns T_INIT_FAIL_CODE) when the config is exactly this string */
+#define T_INIT_FAIL_CONFIG "fail-init"
+#define T_INIT_FAIL_CODE 7
+
+/* Environment variable naming the file test_marker.so creates from its constructor. */
+#define T_MARKER_ENV "MOAT_TEST_MARKER"
+
+#endif
