@@ -58,7 +58,10 @@ typedef struct moat_load_options {
 	size_t config_len;
 	/** When non-NULL, the 32-byte measurement the image must have. */
 	const uint8_t *expected_measurement;
-	/** Most host threads inside the enclave at once; 0 means no limit. */
+	/**
+	 * Most application threads inside the enclave at once; 0 means no limit.
+	 * Threads the enclave starts itself (moat_thread_start) are not counted.
+	 */
 	unsigned int max_threads;
 	/** What a call does at the limit (moat_thread_policy). */
 	int thread_policy;

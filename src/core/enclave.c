@@ -115,7 +115,13 @@ int moat_enclave_call(moat_enclave *e, uint64_t selector, const moat_msg *in, mo
 		return moat_error_set(dead, dead == MOAT_ETRANSPORT ? MOAT_ORIGIN_TRANSPORT : MOAT_ORIGIN_ENCLAVE,
 				      "the enclave is no longer usable after an earlier failure: %s",
 				      moat_strerror(dead));
-	nested = thread_is_inside(e);
+	/*
+	 * A thread the enclave asked for (donate) takes no slot: max_threads
+	 * bounds the application's callers, and an enclave that starts and joins
+	 * a thread while a caller holds the last slot would otherwise hang
+	 * (WAIT) or lose the task (FAIL).
+	 */
+	nested = thread_is_inside(e) || selector == MOAT_SELECTOR_DONATE;
 	if (!nested && (rc = slot_acquire(e)) < 0)
 		return rc;
 	frame.enclave = e;

@@ -80,6 +80,12 @@ int moat__enclave_start(const struct moat_runtime *rt, const void *config, size_
 	initialising = 1;
 	rc = moat__enclave_user_init(config, config_len);
 	initialising = 0;
+	if (rc != 0) {
+		/* The loader never calls stop after a refused init: release the table here. */
+		free(entries);
+		entries = NULL;
+		n_entries = 0;
+	}
 	return rc;
 }
 

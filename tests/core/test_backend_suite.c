@@ -697,6 +697,35 @@ static void test_max_threads_wait(void **state)
 	moat_enclave_destroy(b.e);
 }
 
+static void test_max_threads_donated(void **state)
+{
+	static const int policies[] = {MOAT_THREADS_FAIL, MOAT_THREADS_WAIT};
+	moat_msg *in = test_msg(), *out = test_msg();
+	size_t i;
+
+	/*
+	 * max_threads limits the application's callers. Threads the enclave
+	 * starts itself must still run at the limit, or an enclave that starts
+	 * and joins a thread would hang (WAIT) or lose the task (FAIL).
+	 */
+	assert_int_equal(moat_msg_push_u64(in, 4), 0);
+	for (i = 0; i < 2; i++) {
+		moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+		moat_enclave *e;
+
+		o.max_threads = 1;
+		o.thread_policy = policies[i];
+		e = test_load(TEST_ENCLAVE("test_enclave"), &o);
+		moat_msg_reset(out);
+		assert_moat_ok(moat_enclave_call(e, T_THREADS, in, out));
+		assert_int_equal(test_item_u64(out, 0), 4);
+		assert_int_equal(test_item_u64(out, 1), 4);
+		moat_enclave_destroy(e);
+	}
+	moat_msg_free(in);
+	moat_msg_free(out);
+}
+
 /* ---- lifecycle, sizes, config ---- */
 
 static void test_destroy_idle(void **state)
@@ -839,6 +868,7 @@ int main(void)
 		cmocka_unit_test(test_fallback_handler),
 		cmocka_unit_test(test_max_threads_fail),
 		cmocka_unit_test(test_max_threads_wait),
+		cmocka_unit_test(test_max_threads_donated),
 		cmocka_unit_test(test_destroy_idle),
 		cmocka_unit_test(test_large_items),
 		cmocka_unit_test(test_config),

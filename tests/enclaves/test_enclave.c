@@ -178,7 +178,9 @@ static int init(const void *config, size_t len)
 {
 	int rc = 0;
 
-	if (len == strlen(T_INIT_FAIL_CONFIG) && memcmp(config, T_INIT_FAIL_CONFIG, len) == 0)
+	/* Register something first, so a refused load also shows the runtime cleaning up after init. */
+	rc = moat_entry_register(T_ECHO, on_echo, NULL);
+	if (rc == 0 && len == strlen(T_INIT_FAIL_CONFIG) && memcmp(config, T_INIT_FAIL_CONFIG, len) == 0)
 		return T_INIT_FAIL_CODE;
 	config_copy = malloc(len ? len : 1);
 	if (!config_copy)
@@ -187,7 +189,6 @@ static int init(const void *config, size_t len)
 		memcpy(config_copy, config, len);
 	config_copy_len = len;
 	moat_finalizer_set(fini);
-	rc |= moat_entry_register(T_ECHO, on_echo, NULL);
 	rc |= moat_entry_register(T_ADD, on_add, NULL);
 	rc |= moat_entry_register(T_GLOBAL_SET, on_global_set, NULL);
 	rc |= moat_entry_register(T_GLOBAL_GET, on_global_get, NULL);
