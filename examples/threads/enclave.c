@@ -2,7 +2,8 @@
  * threads: the enclave starts its own threads. Each moat_thread_start() asks
  * the host for a thread that enters the enclave through the reserved donate
  * selector, on every backend alike. RUN: decimal thread count in item 0 ->
- * sum of 1..1000000 computed in slices, one slice per thread.
+ * sum of 1..1000000 computed in slices, one slice per thread, and the number
+ * of threads started, both as decimal strings.
  */
 #include <moat/enclave.h>
 
@@ -54,10 +55,13 @@ static int run(void *payload, const moat_msg *in, moat_msg *out)
 	}
 	if (rc < 0)
 		return rc;
+	/* Text items, so `moat run` prints them readably: the sum, then the thread count. */
 	snprintf(buf, sizeof(buf), "%llu", total);
 	rc = moat_msg_push_str(out, buf);
-	if (rc == 0)
-		rc = moat_msg_push_u64(out, (uint64_t)started);
+	if (rc == 0) {
+		snprintf(buf, sizeof(buf), "%d", started);
+		rc = moat_msg_push_str(out, buf);
+	}
 	return rc;
 }
 

@@ -104,15 +104,30 @@ int moat__enclave_call(uint64_t selector, const moat_msg *in, moat_msg *out, int
 void moat__enclave_stop(void);
 int moat__enclave_user_init(const void *config, size_t config_len);
 
-/** Define the enclave's entry point; init_fn(config, len) returns 0 or non-zero to refuse the load. */
-#define MOAT_ENCLAVE(init_fn)                                                                  \
-	int moat__enclave_user_init(const void *config, size_t config_len)                     \
-	{                                                                                      \
-		return (init_fn)(config, config_len);                                          \
-	}                                                                                      \
-	__attribute__((visibility("default"))) const struct moat_enclave_entry moat_enclave_entry = { \
-		MOAT_ENCLAVE_ABI_VERSION, sizeof(struct moat_enclave_entry), moat__enclave_start,      \
-		moat__enclave_call, moat__enclave_stop};
+#ifdef __cplusplus
+#define MOAT__ENCLAVE_LINKAGE extern "C"
+#else
+#define MOAT__ENCLAVE_LINKAGE extern
+#endif
+
+/**
+ * Define the enclave's entry point; init_fn(config, len) returns 0 or
+ * non-zero to refuse the load. Write it at file scope without a trailing
+ * semicolon. The symbols get C linkage and default visibility, so the macro
+ * also works in a C++ translation unit (where a namespace-scope const object
+ * would otherwise have internal linkage and not be exported).
+ */
+#define MOAT_ENCLAVE(init_fn)                                                                             \
+	MOAT__ENCLAVE_LINKAGE int moat__enclave_user_init(const void *config, size_t config_len)          \
+	{                                                                                                 \
+		return (init_fn)(config, config_len);                                                     \
+	}                                                                                                 \
+	MOAT__ENCLAVE_LINKAGE __attribute__((visibility("default"))) const struct moat_enclave_entry      \
+		moat_enclave_entry;                                                                       \
+	const struct moat_enclave_entry moat_enclave_entry = {MOAT_ENCLAVE_ABI_VERSION,                   \
+							      sizeof(struct moat_enclave_entry),          \
+							      moat__enclave_start, moat__enclave_call,    \
+							      moat__enclave_stop};
 
 MOAT_END_DECL
 
