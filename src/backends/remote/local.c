@@ -1,0 +1,265 @@
+/*
+ * Local provisioning: the "local" backend starts a private moatd for each
+ * enclave handle, on a unix socket inside a fresh 0700 directory, and stops
+ * it at destroy.
+ *
+ * moatd learns that its parent died through a pipe, not PR_SET_PDEATHSIG:
+ * the death signal fires when the *thread* that forked exits, so a host
+ * that loads from a short-lived thread would lose its enclave. The pipe's
+ * write end lives in the host process (close-on-exec, so no other child
+ * holds it) and closes only when the process is gone or destroys the handle.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backends/remote/remote.h"
+#include "core/internal.h"
+
+extern char **environ;
+
+static int executable(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* Try dir/rel; on success the path is in out. */
+static int try_dir(char *out, size_t cap, const char *dir, const char *rel)
+{
+	int n = snprintf(out, cap, "%s/%s", dir, rel);
+
+	return n > 0 && (size_t)n < cap && executable(out);
+}
+
+static void dir_of(char *out, size_t cap, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	size_t n = slash ? (size_t)(slash - path) : 0;
+
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(out, path, n);
+	out[n] = '\0';
+}
+
+/*
+ * Find moatd: $MOAT_MOATD, next to libmoat (build tree: bin/ beside the
+ * library; install: ../bin), next to the running program, the build tree,
+ * then the install bindir.
+ */
+static int find_moatd(char *out, size_t cap)
+{
+	const char *env = getenv("MOAT_MOATD");
+	char dir[PATH_MAX], exe[PATH_MAX];
+	Dl_info info;
+	ssize_t n;
+
+	if (env && *env) {
+		if (!executable(env))
+			return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API, "MOAT_MOATD=%s is not an executable", env);
+		snprintf(out, cap, "%s", env);
+		return 0;
+	}
+	if (dladdr((void *)moat__local_target_start, &info) && info.dli_fname && strchr(info.dli_fname, '/')) {
+		dir_of(dir, sizeof(dir), info.dli_fname);
+		if (try_dir(out, cap, dir, "bin/moatd") || try_dir(out, cap, dir, "../bin/moatd") ||
+		    try_dir(out, cap, dir, "moatd"))
+			return 0;
+	}
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		dir_of(dir, sizeof(dir), exe);
+		if (try_dir(out, cap, dir, "moatd") || try_dir(out, cap, dir, "../bin/moatd") ||
+		    try_dir(out, cap, dir, "bin/moatd"))
+			return 0;
+	}
+#ifdef MOAT_BUILD_BINDIR
+	if (try_dir(out, cap, MOAT_BUILD_BINDIR, "moatd"))
+		return 0;
+#endif
+#ifdef MOAT_BINDIR
+	if (try_dir(out, cap, MOAT_BINDIR, "moatd"))
+		return 0;
+#endif
+	return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
+			      "the local backend needs the moatd program: set MOAT_MOATD or install moatd");
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+static long ms_since(const struct timespec *t0)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long)(now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
+{
+	char moatd[PATH_MAX], listen[320], state[300], fdarg[16], line[400];
+	char *argv[20];
+	const char *tmp = getenv("TMPDIR");
+	posix_spawn_file_actions_t fa;
+	int ready[2] = {-1, -1}, parent[2] = {-1, -1}, a = 0, rc, status;
+	size_t got = 0;
+	struct timespec t0;
+
+	memset(lt, 0, sizeof(*lt));
+	lt->pid = -1;
+	lt->parent_fd = -1;
+	if ((rc = find_moatd(moatd, sizeof(moatd))) < 0)
+		return rc;
+	if (!tmp || !*tmp || strlen(tmp) > 100)
+		tmp = "/tmp";
+	snprintf(lt->dir, sizeof(lt->dir), "%s/moat-XXXXXX", tmp);
+	if (!mkdtemp(lt->dir)) {
+		lt->dir[0] = '\0';
+		return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "cannot make a private directory in %s: %s", tmp,
+				      strerror(errno));
+	}
+	snprintf(lt->target, sizeof(lt->target), "unix:%s/moatd.sock", lt->dir);
+	snprintf(listen, sizeof(listen), "%s", lt->target);
+	snprintf(state, sizeof(state), "%s/state", lt->dir);
+	if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(parent, O_CLOEXEC) < 0) {
+		rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	snprintf(fdarg, sizeof(fdarg), "%d", parent[0]);
+	argv[a++] = moatd;
+	argv[a++] = "--listen";
+	argv[a++] = listen;
+	argv[a++] = "--state-dir";
+	argv[a++] = state;
+	argv[a++] = "--allow-upload";
+	argv[a++] = "--parent-fd";
+	argv[a++] = fdarg;
+	argv[a++] = "--session-grace-ms";
+	argv[a++] = "0";
+	argv[a++] = "--log-level";
+	argv[a++] = getenv("MOAT_MOATD_LOG") ? getenv("MOAT_MOATD_LOG") : "error";
+	argv[a] = NULL;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, ready[1], STDOUT_FILENO);
+	/* dup2 onto itself clears close-on-exec: moatd keeps only the read end. */
+	posix_spawn_file_actions_adddup2(&fa, parent[0], parent[0]);
+	rc = posix_spawn(&lt->pid, moatd, &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (rc != 0) {
+		lt->pid = -1;
+		rc = moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API, "cannot start %s: %s", moatd, strerror(rc));
+		goto fail;
+	}
+	close(ready[1]);
+	ready[1] = -1;
+	close(parent[0]);
+	parent[0] = -1;
+	lt->parent_fd = parent[1];
+	parent[1] = -1;
+
+	/* moatd prints its address on stdout once it serves. */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct pollfd p = {ready[0], POLLIN, 0};
+		long left = (long)timeout_ms - ms_since(&t0);
+		ssize_t n;
+
+		if (memchr(line, '\n', got))
+			break;
+		if (left <= 0) {
+			rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+					    "the private moatd (%s) did not become ready within %u ms", moatd, timeout_ms);
+			goto fail;
+		}
+		if (poll(&p, 1, (int)left) < 0 && errno != EINTR) {
+			rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "poll: %s", strerror(errno));
+			goto fail;
+		}
+		if (!(p.revents & (POLLIN | POLLHUP)))
+			continue;
+		n = read(ready[0], line + got, sizeof(line) - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || got + (size_t)n >= sizeof(line) - 1) {
+			status = 0;
+			if (waitpid(lt->pid, &status, 0) == lt->pid)
+				lt->pid = -1;
+			rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+					    "the private moatd (%s) exited during start-up (status %d); see its messages above",
+					    moatd, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+			goto fail;
+		}
+		got += (size_t)n;
+	}
+	close(ready[0]);
+	return 0;
+
+fail:
+	if (ready[0] >= 0)
+		close(ready[0]);
+	if (ready[1] >= 0)
+		close(ready[1]);
+	if (parent[0] >= 0)
+		close(parent[0]);
+	if (parent[1] >= 0)
+		close(parent[1]);
+	moat__local_target_stop(lt);
+	return rc;
+}
+
+void moat__local_target_stop(moat_local_target *lt)
+{
+	struct timespec t0;
+	int status;
+
+	if (lt->parent_fd >= 0) {
+		close(lt->parent_fd);
+		lt->parent_fd = -1;
+	}
+	if (lt->pid > 0) {
+		/* moatd destroys what is left and exits on SIGTERM; give it a moment, then insist. */
+		kill(lt->pid, SIGTERM);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (;;) {
+			pid_t r = waitpid(lt->pid, &status, WNOHANG);
+
+			if (r == lt->pid || (r < 0 && errno != EINTR))
+				break;
+			if (ms_since(&t0) > 5000) {
+				kill(lt->pid, SIGKILL);
+				while (waitpid(lt->pid, &status, 0) < 0 && errno == EINTR)
+					;
+				break;
+			}
+			usleep(2000);
+		}
+		lt->pid = -1;
+	}
+	if (lt->dir[0]) {
+		nftw(lt->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+		lt->dir[0] = '\0';
+	}
+}

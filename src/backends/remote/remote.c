@@ -1,0 +1,751 @@
+/*
+ * The remote backend (host agent): the enclave runs inside moatd, reached
+ * over gRPC. Load uploads the image (or names one the target has), checks
+ * the signed load report and opens the session's lease stream. Every host
+ * thread that calls gets its own Attach stream on first use and drives it
+ * itself: it sends the Call frame, waits on the stream's own completion
+ * queue, answers the enclave's exit calls (which may nest entry calls on
+ * the same stream) and returns when the Return arrives. No other thread
+ * touches a call on the hot path.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "backends/remote/remote.h"
+#include "codec/frame.h"
+#include "core/internal.h"
+#include "moat/v1/target.pb-c.h"
+#include "rpc/rpc.h"
+
+#define PROTOCOL_MINOR 0
+#define UPLOAD_CHUNK (1u << 20)
+#define LOAD_TIMEOUT_MS 60000u
+#define LOCAL_START_TIMEOUT_MS 10000u
+
+typedef struct host_thread host_thread;
+typedef struct remote_backend remote_backend;
+
+/* One host thread's Attach stream to one session. */
+typedef struct stream {
+	remote_backend *owner;
+	host_thread *thread;
+	moat_rpc_call *call;
+	uint64_t serial; /* the owner's serial, for the lock-free per-thread cache */
+	uint64_t seq;
+	unsigned int depth; /* entry calls of this thread in progress on the stream */
+	int broken;         /* the stream ended; replaced at the next outermost call */
+	struct stream *next_owner, *next_thread;
+} stream;
+
+struct host_thread {
+	stream *streams;
+};
+
+struct remote_backend {
+	moat_backend parent;
+	uint64_t serial;
+	moat_exit_dispatch exit_dispatch;
+	void *exit_ctx;
+	char where[320]; /* what to name in messages: the URI */
+	int tls;
+	moat_rpc_channel *ch;
+	const char *md[7];
+	char session_id[64];
+	char token_hex[65];
+	unsigned int call_timeout_ms;
+	uint64_t max_message;
+	stream *streams; /* guarded by streams_lock */
+
+	moat_rpc_call *lease;
+	pthread_t watcher;
+	int has_watcher;
+	atomic_int closing;
+
+	int has_local;
+	moat_local_target local;
+	int rpc_inited;
+};
+
+/* Links between streams, threads and sessions change only under this lock; calls never take it. */
+static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t thread_key;
+static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
+static atomic_uint_fast64_t next_serial = 1;
+
+static _Thread_local host_thread *self;
+static _Thread_local uint64_t cache_serial;
+static _Thread_local stream *cache_stream;
+
+static void stream_free(stream *s)
+{
+	moat__rpc_call_free(s->call);
+	free(s);
+}
+
+/* Unlink s from its thread's list; streams_lock held. */
+static void unlink_thread(stream *s)
+{
+	stream **p;
+
+	if (!s->thread)
+		return;
+	for (p = &s->thread->streams; *p; p = &(*p)->next_thread) {
+		if (*p == s) {
+			*p = s->next_thread;
+			break;
+		}
+	}
+	s->thread = NULL;
+}
+
+static void unlink_owner(stream *s)
+{
+	stream **p;
+
+	for (p = &s->owner->streams; *p; p = &(*p)->next_owner) {
+		if (*p == s) {
+			*p = s->next_owner;
+			break;
+		}
+	}
+}
+
+/* A host thread exits: release its streams (the target ends the matching workers). */
+static void thread_exit(void *arg)
+{
+	host_thread *t = arg;
+	stream *list = NULL, *s;
+
+	pthread_mutex_lock(&streams_lock);
+	while ((s = t->streams) != NULL) {
+		t->streams = s->next_thread;
+		s->thread = NULL;
+		unlink_owner(s);
+		s->next_thread = list;
+		list = s;
+	}
+	pthread_mutex_unlock(&streams_lock);
+	while (list) {
+		s = list->next_thread;
+		stream_free(list);
+		list = s;
+	}
+	free(t);
+	self = NULL;
+	cache_serial = 0;
+	cache_stream = NULL;
+}
+
+static void thread_key_make(void)
+{
+	pthread_key_create(&thread_key, thread_exit);
+}
+
+/* ---- errors ---- */
+
+static const char *transport_hint(const remote_backend *r)
+{
+	if (r->has_local)
+		return "the private moatd went away";
+	if (r->tls)
+		return "is moatd running there with TLS? If so the TLS handshake failed: check that tls_ca_file "
+		       "signed the target's certificate, that tls_server_name (or the host name) is in it, and, "
+		       "when the target requires client certificates, tls_cert_file/tls_key_file";
+	return "is moatd running and reachable there (and not serving TLS only)?";
+}
+
+/* Turn how a call ended into a Moat error. Marks the handle dead when the target is gone. */
+static int status_error(remote_backend *r, const moat_rpc_status *st, const char *what)
+{
+	int code;
+
+	if (st->moat_code < 0) {
+		code = st->moat_code;
+		if (code == MOAT_EINIT || code == MOAT_EBADIMAGE || code == MOAT_ENOENTRY || code == MOAT_EABI)
+			return moat_error_set(code, MOAT_ORIGIN_ENCLAVE, "%s: %s", what, st->message);
+		return moat_error_set(code, MOAT_ORIGIN_TARGET, "%s refused by the target: %s", what, st->message);
+	}
+	switch (st->code) {
+	case MOAT_RPC_PERMISSION_DENIED:
+	case MOAT_RPC_UNAUTHENTICATED:
+		return moat_error_set(MOAT_EPERM, MOAT_ORIGIN_TARGET, "%s refused by the target: %s", what, st->message);
+	case MOAT_RPC_RESOURCE_EXHAUSTED:
+		return moat_error_set(MOAT_ELIMIT, MOAT_ORIGIN_TARGET, "%s refused by the target: %s", what, st->message);
+	case MOAT_RPC_DEADLINE_EXCEEDED:
+		return moat_error_set(MOAT_ETIMEDOUT, MOAT_ORIGIN_TRANSPORT, "%s timed out: %s", what, st->message);
+	case MOAT_RPC_UNIMPLEMENTED:
+		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET, "%s: %s does not speak the Moat protocol (%s)", what,
+				      r->where, st->message);
+	case MOAT_RPC_UNAVAILABLE:
+	case MOAT_RPC_CANCELLED:
+	case MOAT_RPC_UNKNOWN:
+	case MOAT_RPC_INTERNAL:
+		atomic_store((_Atomic int *)&r->parent.dead, MOAT_ETRANSPORT);
+		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "%s: connection to %s failed or was lost (%s; %s)",
+				      what, r->where, st->message[0] ? st->message : "no detail", transport_hint(r));
+	default:
+		return moat_error_set(MOAT_ETARGET, MOAT_ORIGIN_TARGET, "%s refused by the target (gRPC status %d): %s", what,
+				      st->code, st->message);
+	}
+}
+
+/* ---- streams ---- */
+
+static int stream_open(stream **out, remote_backend *r)
+{
+	host_thread *t = self;
+	stream *s;
+	int rc;
+
+	*out = NULL;
+	if (!t) {
+		pthread_once(&thread_key_once, thread_key_make);
+		t = calloc(1, sizeof(*t));
+		if (!t)
+			return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+		self = t;
+		pthread_setspecific(thread_key, t);
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+	s->owner = r;
+	s->serial = r->serial;
+	if ((rc = moat__rpc_stream_open(&s->call, r->ch, "/moat.v1.Target/Attach", r->md)) < 0) {
+		free(s);
+		return rc;
+	}
+	pthread_mutex_lock(&streams_lock);
+	s->thread = t;
+	s->next_thread = t->streams;
+	t->streams = s;
+	s->next_owner = r->streams;
+	r->streams = s;
+	pthread_mutex_unlock(&streams_lock);
+	cache_serial = r->serial;
+	cache_stream = s;
+	*out = s;
+	return 0;
+}
+
+/* This thread's stream for r, or NULL. */
+static stream *stream_find(remote_backend *r)
+{
+	stream *s = NULL;
+
+	if (cache_serial == r->serial)
+		return cache_stream;
+	if (!self)
+		return NULL;
+	pthread_mutex_lock(&streams_lock);
+	for (s = self->streams; s; s = s->next_thread)
+		if (s->owner == r && s->serial == r->serial)
+			break;
+	pthread_mutex_unlock(&streams_lock);
+	if (s) {
+		cache_serial = r->serial;
+		cache_stream = s;
+	}
+	return s;
+}
+
+static void stream_drop(stream *s)
+{
+	pthread_mutex_lock(&streams_lock);
+	unlink_thread(s);
+	unlink_owner(s);
+	pthread_mutex_unlock(&streams_lock);
+	if (cache_stream == s) {
+		cache_stream = NULL;
+		cache_serial = 0;
+	}
+	stream_free(s);
+}
+
+/* Mark the stream ended and record why. */
+static int stream_failed(remote_backend *r, stream *s, int rc, const moat_rpc_status *st, uint64_t selector)
+{
+	char what[64];
+
+	s->broken = 1;
+	moat__rpc_call_cancel(s->call);
+	snprintf(what, sizeof(what), "entry call %llu", (unsigned long long)selector);
+	if (rc == MOAT_RPC_TIMEOUT)
+		return moat_error_set(MOAT_ETIMEDOUT, MOAT_ORIGIN_TRANSPORT,
+				      "%s: the target did not answer within %u ms (call_timeout_ms)", what, r->call_timeout_ms);
+	if (rc == MOAT_RPC_END)
+		return status_error(r, st, what);
+	if (rc == MOAT_EPROTO)
+		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT, "%s: malformed frame from the target", what);
+	return rc;
+}
+
+static int copy_items(moat_msg *out, const moat_msg *in)
+{
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; out && rc == 0 && i < moat_msg_count(in); i++) {
+		const void *d;
+		size_t l;
+
+		moat_msg_item(in, i, &d, &l);
+		rc = moat_msg_push(out, d, l);
+	}
+	return rc;
+}
+
+/* Send the Call, answer exit calls until the Return arrives. */
+static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	moat_frame f = {0};
+	uint8_t *send = NULL, *recv = NULL;
+	size_t send_len, recv_len;
+	uint64_t seq = ++s->seq;
+	int rc;
+
+	f.kind = MOAT_FRAME_CALL;
+	f.seq = seq;
+	f.selector = selector;
+	f.items = in;
+	if ((rc = moat__frame_encode(&f, 0, &send, &send_len)) < 0)
+		return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+	if (r->max_message && send_len > r->max_message) {
+		free(send);
+		return moat_error_set(MOAT_ELIMIT, MOAT_ORIGIN_TARGET,
+				      "entry call %llu: message of %zu bytes exceeds the target's limit of %llu bytes "
+				      "(moatd --max-message-bytes)",
+				      (unsigned long long)selector, send_len, (unsigned long long)r->max_message);
+	}
+	for (;;) {
+		moat_frame_in *fin = NULL;
+		moat_rpc_status st;
+		moat_frame ret = {0};
+		moat_msg *reply = NULL;
+		int hrc;
+
+		if (s->broken) {
+			free(send);
+			return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+					      "entry call %llu: this thread's stream to the target ended in a nested call",
+					      (unsigned long long)selector);
+		}
+		rc = moat__rpc_exchange(s->call, send, send_len, &recv, &recv_len, r->call_timeout_ms, &st);
+		free(send);
+		send = NULL;
+		if (rc != 0)
+			return stream_failed(r, s, rc, &st, selector);
+		rc = moat__frame_decode(&fin, recv, recv_len);
+		free(recv);
+		if (rc < 0)
+			return stream_failed(r, s, MOAT_EPROTO, NULL, selector);
+		if (fin->kind == MOAT_FRAME_RETURN) {
+			if (fin->seq != seq) {
+				moat__frame_in_free(fin);
+				return stream_failed(r, s, MOAT_EPROTO, NULL, selector);
+			}
+			rc = fin->code;
+			if (rc == 0) {
+				rc = copy_items(out, fin->items);
+				if (rc < 0)
+					moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+			} else if (fin->origin == MOAT_ORIGIN_ENCLAVE &&
+				   (rc == MOAT_ENOSELECTOR || rc == MOAT_EHANDLER)) {
+				moat__error_from_enclave(rc, selector, fin->enclave_code, NULL);
+			} else {
+				moat_error_set(rc, fin->origin ? (moat_origin)fin->origin : MOAT_ORIGIN_TARGET, "%s",
+					       fin->message);
+				moat__error_set_enclave_code(fin->enclave_code);
+				if (moat__code_is_fatal(rc))
+					atomic_store((_Atomic int *)&r->parent.dead, rc);
+			}
+			moat__frame_in_free(fin);
+			return rc;
+		}
+		/* An exit call: answer it on this thread, like sim does. */
+		if ((rc = moat_msg_new(&reply)) < 0) {
+			moat__frame_in_free(fin);
+			return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+		}
+		hrc = r->exit_dispatch(r->exit_ctx, fin->selector, fin->items, reply);
+		ret.kind = MOAT_FRAME_RETURN;
+		ret.seq = fin->seq;
+		ret.code = hrc;
+		ret.items = hrc == 0 ? reply : NULL;
+		rc = moat__frame_encode(&ret, 0, &send, &send_len);
+		moat_msg_free(reply);
+		moat__frame_in_free(fin);
+		if (rc < 0)
+			return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+	}
+}
+
+static int remote_call(moat_backend *b, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	remote_backend *r = (remote_backend *)b;
+	stream *s = stream_find(r);
+	int rc;
+
+	if (s && s->broken && s->depth == 0) {
+		stream_drop(s);
+		s = NULL;
+	}
+	if (!s && (rc = stream_open(&s, r)) < 0)
+		return rc;
+	s->depth++;
+	rc = drive(r, s, selector, in, out);
+	s->depth--;
+	return rc;
+}
+
+/* ---- load ---- */
+
+static void *watch_lease(void *arg)
+{
+	remote_backend *r = arg;
+	moat_rpc_status st;
+	uint8_t *buf = NULL;
+	size_t len;
+	int rc;
+
+	/*
+	 * Waiting here keeps the connection polled while no host thread calls,
+	 * so keepalive acks are read and a lost target is noticed at once.
+	 */
+	do {
+		rc = moat__rpc_exchange(r->lease, NULL, 0, &buf, &len, 0, &st);
+		free(buf);
+		buf = NULL;
+	} while (rc == 0);
+	if (!atomic_load(&r->closing))
+		atomic_store((_Atomic int *)&r->parent.dead, MOAT_ETRANSPORT);
+	return NULL;
+}
+
+static int upload(remote_backend *r, const uint8_t *image, size_t len, const uint8_t sha[32])
+{
+	Moat__V1__UploadChunk c = MOAT__V1__UPLOAD_CHUNK__INIT;
+	moat_rpc_call *call = NULL;
+	moat_rpc_status st;
+	uint8_t *buf = NULL;
+	size_t off = 0, n;
+	int rc;
+
+	if ((rc = moat__rpc_stream_open(&call, r->ch, "/moat.v1.Target/Upload", NULL)) < 0)
+		return rc;
+	do {
+		size_t chunk = len - off < UPLOAD_CHUNK ? len - off : UPLOAD_CHUNK;
+
+		moat__v1__upload_chunk__init(&c);
+		if (off == 0) {
+			c.sha256.data = (uint8_t *)sha;
+			c.sha256.len = 32;
+			c.total_size = len;
+		}
+		c.data.data = (uint8_t *)image + off;
+		c.data.len = chunk;
+		n = moat__v1__upload_chunk__get_packed_size(&c);
+		buf = malloc(n + 1);
+		if (!buf) {
+			rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+			goto out;
+		}
+		moat__v1__upload_chunk__pack(&c, buf);
+		rc = moat__rpc_exchange(call, buf, n, NULL, NULL, LOAD_TIMEOUT_MS, &st);
+		free(buf);
+		buf = NULL;
+		if (rc != 0)
+			break; /* the target ended the upload; its status says why */
+		off += chunk;
+	} while (off < len);
+	rc = moat__rpc_stream_finish(call, &buf, &n, LOAD_TIMEOUT_MS, &st);
+	if (rc != MOAT_RPC_OK) {
+		rc = rc < 0 ? rc : status_error(r, &st, "image upload");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(buf);
+	moat__rpc_call_free(call);
+	return rc;
+}
+
+/* Check the signed load report against what the host asked for and what the target answered. */
+static int verify_report(const Moat__V1__LoadResponse *resp, const uint8_t nonce[32])
+{
+	Moat__V1__LoadReport *rep = NULL;
+	EVP_PKEY *key = NULL;
+	EVP_MD_CTX *c = NULL;
+	int ok = 0;
+
+	if (resp->target_key.len != 32 || resp->report_signature.len != 64 || resp->measurement.len != 32)
+		goto out;
+	key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, resp->target_key.data, 32);
+	c = EVP_MD_CTX_new();
+	if (!key || !c || EVP_DigestVerifyInit(c, NULL, NULL, NULL, key) <= 0 ||
+	    EVP_DigestVerify(c, resp->report_signature.data, 64, resp->report.data, resp->report.len) != 1)
+		goto out;
+	rep = moat__v1__load_report__unpack(NULL, resp->report.len, resp->report.data);
+	if (!rep || !rep->format || strcmp(rep->format, "moat-simulated-attestation-v1") != 0)
+		goto out;
+	ok = rep->nonce.len == 32 && memcmp(rep->nonce.data, nonce, 32) == 0 && rep->measurement.len == 32 &&
+	     memcmp(rep->measurement.data, resp->measurement.data, 32) == 0 && rep->target_key.len == 32 &&
+	     memcmp(rep->target_key.data, resp->target_key.data, 32) == 0 && rep->session_id &&
+	     strcmp(rep->session_id, resp->session_id) == 0;
+out:
+	if (rep)
+		moat__v1__load_report__free_unpacked(rep, NULL);
+	EVP_MD_CTX_free(c);
+	EVP_PKEY_free(key);
+	return ok;
+}
+
+static void remote_close(moat_backend *b);
+
+static int load(remote_backend *r, const moat_backend_params *params)
+{
+	const moat_load_options *o = params->options;
+	Moat__V1__LoadRequest req = MOAT__V1__LOAD_REQUEST__INIT;
+	Moat__V1__LoadResponse *resp = NULL;
+	moat_rpc_status st;
+	uint8_t *image = NULL, *buf = NULL, *reply = NULL, sha[32], nonce[32];
+	size_t image_len = 0, n, reply_len;
+	int rc;
+
+	if (!(o->flags & MOAT_LOAD_BY_NAME)) {
+		if ((rc = moat__read_file(&image, &image_len, params->path)) < 0)
+			return rc;
+		moat__sha256(sha, image, image_len);
+		rc = upload(r, image, image_len, sha);
+		free(image);
+		if (rc < 0)
+			return rc;
+		req.image_case = MOAT__V1__LOAD_REQUEST__IMAGE_SHA256;
+		req.sha256.data = sha;
+		req.sha256.len = 32;
+	} else {
+		req.image_case = MOAT__V1__LOAD_REQUEST__IMAGE_NAME;
+		req.name = (char *)params->path;
+	}
+	if (RAND_bytes(nonce, sizeof(nonce)) != 1)
+		return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "no randomness for the load nonce");
+	req.protocol_major = MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR;
+	req.protocol_minor = PROTOCOL_MINOR;
+	req.config.data = (uint8_t *)o->config;
+	req.config.len = o->config_len;
+	if (o->expected_measurement) {
+		req.expected_measurement.data = (uint8_t *)o->expected_measurement;
+		req.expected_measurement.len = MOAT_MEASUREMENT_LEN;
+	}
+	if (o->target_key) {
+		req.expected_target_key.data = (uint8_t *)o->target_key;
+		req.expected_target_key.len = MOAT_TARGET_KEY_LEN;
+	}
+	req.nonce.data = nonce;
+	req.nonce.len = sizeof(nonce);
+	n = moat__v1__load_request__get_packed_size(&req);
+	buf = malloc(n + 1);
+	if (!buf)
+		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+	moat__v1__load_request__pack(&req, buf);
+	rc = moat__rpc_unary(r->ch, "/moat.v1.Target/Load", NULL, buf, n, &reply, &reply_len, LOAD_TIMEOUT_MS, &st);
+	free(buf);
+	if (rc != MOAT_RPC_OK) {
+		if (rc > 0)
+			rc = status_error(r, &st, "load");
+		goto out;
+	}
+	resp = moat__v1__load_response__unpack(NULL, reply_len, reply);
+	if (!resp || !resp->session_id || resp->session_token.len != 32) {
+		rc = moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET, "malformed LoadResponse from %s", r->where);
+		goto out;
+	}
+	snprintf(r->session_id, sizeof(r->session_id), "%s", resp->session_id);
+	moat__hex(r->token_hex, resp->session_token.data, 32);
+	if (resp->protocol_major != MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR) {
+		rc = moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET, "the target speaks Moat protocol %u, this host %d",
+				    resp->protocol_major, MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR);
+		goto out;
+	}
+	if (o->target_key && (resp->target_key.len != 32 || memcmp(resp->target_key.data, o->target_key, 32) != 0)) {
+		rc = moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET, "the target's identity key is not the pinned one");
+		goto out;
+	}
+	if (!verify_report(resp, nonce)) {
+		rc = moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET,
+				    "the target's load report did not verify against its key (signature, nonce or measurement)");
+		goto out;
+	}
+	if ((o->expected_measurement && memcmp(resp->measurement.data, o->expected_measurement, 32) != 0) ||
+	    (!(o->flags & MOAT_LOAD_BY_NAME) && memcmp(resp->measurement.data, sha, 32) != 0)) {
+		rc = moat_error_set(MOAT_EMEASUREMENT, MOAT_ORIGIN_TARGET,
+				    "the target loaded an image whose measurement differs from the expected one");
+		goto out;
+	}
+	memcpy(r->parent.measurement, resp->measurement.data, 32);
+	memcpy(r->parent.target_key, resp->target_key.data, 32);
+	r->parent.has_target_key = 1;
+	r->parent.isolation = MOAT_ISOLATION_REMOTE | resp->isolation;
+	r->max_message = resp->max_message_bytes;
+	rc = 0;
+out:
+	if (resp)
+		moat__v1__load_response__free_unpacked(resp, NULL);
+	free(reply);
+	return rc;
+}
+
+static int remote_open(moat_backend **out, const moat_backend_params *params)
+{
+	const moat_load_options *o = params->options;
+	moat_rpc_channel_opts co = {0};
+	const char *uri = params->uri;
+	remote_backend *r;
+	char target[320];
+	int rc;
+
+	*out = NULL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+	r->parent.vtable = &moat__backend_remote;
+	r->serial = atomic_fetch_add(&next_serial, 1);
+	r->exit_dispatch = params->exit_dispatch;
+	r->exit_ctx = params->exit_ctx;
+	r->call_timeout_ms = o->call_timeout_ms;
+	snprintf(r->where, sizeof(r->where), "%s", uri);
+
+	if (strcmp(uri, "local") == 0) {
+		if (o->flags & MOAT_LOAD_BY_NAME) {
+			rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+					    "the local backend uploads the image; MOAT_LOAD_BY_NAME needs a running moatd");
+			goto fail;
+		}
+		if ((rc = moat__local_target_start(&r->local, LOCAL_START_TIMEOUT_MS)) < 0)
+			goto fail;
+		r->has_local = 1;
+		snprintf(target, sizeof(target), "%s", r->local.target);
+	} else if (strncmp(uri, "grpc://", 7) == 0) {
+		snprintf(target, sizeof(target), "%s", uri + 7);
+	} else if (strncmp(uri, "grpcs://", 8) == 0) {
+		snprintf(target, sizeof(target), "%s", uri + 8);
+		r->tls = 1;
+	} else if (strncmp(uri, "unix:", 5) == 0) {
+		snprintf(target, sizeof(target), "%s", uri);
+	} else {
+		rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "bad remote backend URI '%s'", uri);
+		goto fail;
+	}
+	if (!r->tls && (o->tls_ca_file || o->tls_cert_file || o->tls_key_file)) {
+		rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "TLS files are set but '%s' is not a grpcs:// URI", uri);
+		goto fail;
+	}
+	moat__rpc_init();
+	r->rpc_inited = 1;
+	co.target = target;
+	co.tls = r->tls;
+	co.ca_file = o->tls_ca_file;
+	co.cert_file = o->tls_cert_file;
+	co.key_file = o->tls_key_file;
+	co.server_name = o->tls_server_name;
+	co.keepalive_ms = o->keepalive_ms ? o->keepalive_ms : 1000;
+	co.max_receive_bytes = -1;
+	if ((rc = moat__rpc_channel_open(&r->ch, &co)) < 0)
+		goto fail;
+	if ((rc = load(r, params)) < 0)
+		goto fail;
+
+	r->md[0] = "moat-session";
+	r->md[1] = r->session_id;
+	r->md[2] = "moat-token";
+	r->md[3] = r->token_hex;
+	r->md[4] = NULL;
+	{
+		const char *lease_md[] = {"moat-session", r->session_id, "moat-token", r->token_hex,
+					  "moat-stream", "lease", NULL};
+
+		if ((rc = moat__rpc_stream_open(&r->lease, r->ch, "/moat.v1.Target/Attach", lease_md)) < 0)
+			goto fail;
+	}
+	if (pthread_create(&r->watcher, NULL, watch_lease, r) != 0) {
+		rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "cannot start the lease thread");
+		goto fail;
+	}
+	r->has_watcher = 1;
+	*out = &r->parent;
+	return 0;
+
+fail:
+	{
+		moat_error saved = *moat_error_last();
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", saved.message);
+		remote_close(&r->parent);
+		moat_error_set(saved.code, saved.origin, "%s", msg);
+	}
+	return rc;
+}
+
+static void remote_close(moat_backend *b)
+{
+	remote_backend *r = (remote_backend *)b;
+	stream *list, *s;
+
+	if (!r)
+		return;
+	atomic_store(&r->closing, 1);
+	/* Release every host thread's stream of this session (those threads are not calling). */
+	pthread_mutex_lock(&streams_lock);
+	list = r->streams;
+	r->streams = NULL;
+	for (s = list; s; s = s->next_owner)
+		unlink_thread(s);
+	pthread_mutex_unlock(&streams_lock);
+	while (list) {
+		s = list->next_owner;
+		stream_free(list);
+		list = s;
+	}
+	if (r->session_id[0] && r->ch) {
+		const int dead = atomic_load((_Atomic int *)&r->parent.dead);
+		moat_rpc_status st;
+		uint8_t *reply = NULL;
+		size_t len;
+
+		/* A dead target cannot answer; a live one runs the finalizer now. */
+		moat__rpc_unary(r->ch, "/moat.v1.Target/Destroy", r->md[0] ? r->md : (const char *const[]){
+			"moat-session", r->session_id, "moat-token", r->token_hex, NULL},
+				(const uint8_t *)"", 0, &reply, &len, dead ? 1000 : 30000, &st);
+		free(reply);
+	}
+	if (r->lease) {
+		moat__rpc_call_cancel(r->lease);
+		if (r->has_watcher)
+			pthread_join(r->watcher, NULL);
+		moat__rpc_call_free(r->lease);
+	}
+	moat__rpc_channel_close(r->ch);
+	if (r->rpc_inited)
+		moat__rpc_shutdown();
+	if (r->has_local)
+		moat__local_target_stop(&r->local);
+	OPENSSL_cleanse(r->token_hex, sizeof(r->token_hex));
+	free(r);
+}
+
+const moat_backend_vtable moat__backend_remote = {
+	MOAT_BACKEND_VERSION,
+	"remote",
+	MOAT_BACKEND_CAP_ISOLATED | MOAT_BACKEND_CAP_REMOTE | MOAT_BACKEND_CAP_TIMEOUT | MOAT_BACKEND_CAP_CRASH,
+	remote_open,
+	remote_call,
+	remote_close,
+};

@@ -1,0 +1,142 @@
+/*
+ * The rpc layer: the only code in Moat that includes grpc.h. It wraps gRPC
+ * core's C API into what the remote backend and moatd need: channels (plain,
+ * TLS, mutual TLS; TCP and unix sockets), unary calls, client streams, bidi
+ * streams, and a server that runs every incoming call on its own thread.
+ *
+ * Every call owns a completion queue of its own that only the thread
+ * driving the call plucks, so a call's thread does its own socket I/O and
+ * no completion is handed from one thread to another on the hot path.
+ */
+#ifndef MOAT_RPC_RPC_H
+#define MOAT_RPC_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* gRPC status codes (the wire values, the same in every gRPC language). */
+enum {
+	MOAT_RPC_OK = 0,
+	MOAT_RPC_CANCELLED = 1,
+	MOAT_RPC_UNKNOWN = 2,
+	MOAT_RPC_INVALID_ARGUMENT = 3,
+	MOAT_RPC_DEADLINE_EXCEEDED = 4,
+	MOAT_RPC_NOT_FOUND = 5,
+	MOAT_RPC_PERMISSION_DENIED = 7,
+	MOAT_RPC_RESOURCE_EXHAUSTED = 8,
+	MOAT_RPC_FAILED_PRECONDITION = 9,
+	MOAT_RPC_UNIMPLEMENTED = 12,
+	MOAT_RPC_INTERNAL = 13,
+	MOAT_RPC_UNAVAILABLE = 14,
+	MOAT_RPC_UNAUTHENTICATED = 16
+};
+
+/* Results of the stream functions besides 0 (see moat__rpc_exchange). */
+#define MOAT_RPC_END 1      /* the call ended; the status says why */
+#define MOAT_RPC_TIMEOUT 2  /* the wait timed out; the call is still open */
+
+/* How a call ended. moat_code is the "moat-error" trailer, 0 when absent. */
+typedef struct moat_rpc_status {
+	int code;
+	int moat_code;
+	char message[384];
+} moat_rpc_status;
+
+typedef struct moat_rpc_channel moat_rpc_channel;
+typedef struct moat_rpc_call moat_rpc_call;
+typedef struct moat_rpc_server moat_rpc_server;
+
+/* Channel options; NULL strings mean "not set". */
+typedef struct moat_rpc_channel_opts {
+	const char *target;      /* "host:port", "unix:/path" */
+	int tls;                 /* grpcs */
+	const char *ca_file;     /* PEM; NULL: system roots */
+	const char *cert_file;   /* PEM client certificate (mTLS) */
+	const char *key_file;
+	const char *server_name; /* name checked in the server certificate */
+	unsigned int keepalive_ms;
+	long max_receive_bytes;  /* -1: unlimited */
+} moat_rpc_channel_opts;
+
+/* Reference-counted gRPC library set-up. */
+void moat__rpc_init(void);
+void moat__rpc_shutdown(void);
+
+/* Open a channel; records a moat error (TRANSPORT/API origin) on failure. */
+int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *opts);
+void moat__rpc_channel_close(moat_rpc_channel *ch);
+
+/*
+ * Metadata lists are NULL-terminated arrays of key, value pairs:
+ * {"moat-session", id, "moat-token", hex, NULL}.
+ */
+
+/*
+ * Unary call. On MOAT_RPC_OK *resp is a malloc'd copy of the reply.
+ * Returns the gRPC status code (st filled) or a negative MOAT_E* code.
+ */
+int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const *md, const void *req, size_t req_len,
+		    uint8_t **resp, size_t *resp_len, unsigned int timeout_ms, moat_rpc_status *st);
+
+/* Start a streaming call (client or bidi). The initial metadata is sent with the first message. */
+int moat__rpc_stream_open(moat_rpc_call **out, moat_rpc_channel *ch, const char *method, const char *const *md);
+
+/*
+ * Send one message (send may be NULL: receive only) and, when recv is not
+ * NULL, wait for the next message from the peer (*recv malloc'd). Waits at
+ * most timeout_ms (0: forever). Returns 0, MOAT_RPC_END when the call ended
+ * (st filled on the client; on the server st->code is MOAT_RPC_CANCELLED
+ * or MOAT_RPC_OK for a clean half-close), MOAT_RPC_TIMEOUT, or a negative
+ * MOAT_E* code. After END or TIMEOUT the call can only be cancelled and freed.
+ */
+int moat__rpc_exchange(moat_rpc_call *call, const void *send, size_t send_len, uint8_t **recv, size_t *recv_len,
+		       unsigned int timeout_ms, moat_rpc_status *st);
+
+/* Client: half-close and wait for the final status (and reply, when reply is not NULL). */
+int moat__rpc_stream_finish(moat_rpc_call *call, uint8_t **reply, size_t *reply_len, unsigned int timeout_ms,
+			    moat_rpc_status *st);
+
+/* Cancel the call (safe at any time from the thread that drives it). */
+void moat__rpc_call_cancel(moat_rpc_call *call);
+/* Release a call: cancels it if still open, drains and frees its queue. */
+void moat__rpc_call_free(moat_rpc_call *call);
+
+/* ---- Server ---- */
+
+/* Runs on a fresh thread for every incoming call; it must finish and free the call. */
+typedef void (*moat_rpc_handler)(void *ctx, moat_rpc_call *call);
+
+typedef struct moat_rpc_server_opts {
+	const char *listen;         /* "host:port", "unix:/path" */
+	const char *tls_cert_file;  /* PEM; TLS when set */
+	const char *tls_key_file;
+	const char *tls_client_ca;  /* PEM; mutual TLS when set */
+	long max_receive_bytes;
+	moat_rpc_handler handler;
+	void *ctx;
+	void (*tick)(void *ctx);    /* called about every 100 ms on the server thread */
+} moat_rpc_server_opts;
+
+/* Create, bind and start a server. *port gets the bound TCP port (0 for unix). */
+int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *opts, int *port, char *err,
+			   size_t err_len);
+/* Serve until *stop becomes non-zero, then cancel every call and join every handler thread. */
+void moat__rpc_server_run(moat_rpc_server *srv, volatile int *stop);
+void moat__rpc_server_free(moat_rpc_server *srv);
+
+/* Server call accessors. */
+const char *moat__rpc_call_method(const moat_rpc_call *call);
+/* Value of request metadata key (NUL-terminated copy kept in the call) or NULL. */
+const char *moat__rpc_call_md(moat_rpc_call *call, const char *key);
+/* Receive one message (server side); same results as moat__rpc_exchange. */
+#define moat__rpc_recv(call, buf, len, st) moat__rpc_exchange((call), NULL, 0, (buf), (len), 0, (st))
+/*
+ * Server: send the final status (with reply when not NULL). moat_code != 0
+ * is sent as the "moat-error" trailer. Returns 0 or a negative code.
+ */
+int moat__rpc_finish(moat_rpc_call *call, const void *reply, size_t reply_len, int code, int moat_code,
+		     const char *message);
+/* Server: has the peer cancelled (or the connection dropped)? */
+int moat__rpc_call_cancelled(moat_rpc_call *call);
+
+#endif
