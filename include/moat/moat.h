@@ -163,7 +163,8 @@ MOAT_EXTERN(void) moat_enclave_destroy(moat_enclave *enclave);
 
 /**
  * Compute the measurement (SHA-256) of the enclave image at path into out.
- * Returns 0, MOAT_ENOENT or MOAT_EIO.
+ * Returns 0, MOAT_EINVAL, MOAT_ENOENT, MOAT_EBADIMAGE (not a regular file)
+ * or MOAT_EIO.
  */
 MOAT_EXTERN(int) moat_measure_file(uint8_t out[MOAT_MEASUREMENT_LEN], const char *path);
 

@@ -55,6 +55,18 @@ static void print_hex(const uint8_t *b, size_t n)
 	printf("\n");
 }
 
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Exactly 2n hex digits (sscanf's %x would also take signs, spaces and "0x"). */
 static int parse_hex(uint8_t *out, size_t n, const char *hex)
 {
 	size_t i;
@@ -62,11 +74,11 @@ static int parse_hex(uint8_t *out, size_t n, const char *hex)
 	if (strlen(hex) != 2 * n)
 		return -1;
 	for (i = 0; i < n; i++) {
-		unsigned int v;
+		int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
 
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+		if (hi < 0 || lo < 0)
 			return -1;
-		out[i] = (uint8_t)v;
+		out[i] = (uint8_t)(hi << 4 | lo);
 	}
 	return 0;
 }

@@ -78,7 +78,8 @@ int moat__read_file(uint8_t **out, size_t *len, const char *path)
 
 	*out = NULL;
 	*len = 0;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		if (errno == ENOENT || errno == ENOTDIR)
 			return moat_error_set(MOAT_ENOENT, MOAT_ORIGIN_API, "%s: no such file", path);

@@ -103,6 +103,11 @@ static void test_not_elf(void **state)
 
 	/* A directory is not an image either. */
 	expect_load_fails(tmpdir, NULL, MOAT_EBADIMAGE, MOAT_ORIGIN_API, tmpdir);
+	/* Nor a FIFO: refused at once rather than waiting for a writer. */
+	tmp_path(p, sizeof(p), "fifo.so");
+	assert_int_equal(mkfifo(p, 0600), 0);
+	expect_load_fails(p, NULL, MOAT_EBADIMAGE, MOAT_ORIGIN_API, "not a regular file");
+	assert_int_equal(moat_measure_file(head, p), MOAT_EBADIMAGE);
 
 	/* An ELF header with nothing behind it: the loader refuses it. */
 	f = fopen(TEST_ENCLAVE("test_enclave"), "rb");
@@ -332,7 +337,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	static const char *names[] = {"text.so", "empty.so", "truncated.so", "constructor-ran"};
+	static const char *names[] = {"text.so", "empty.so", "truncated.so", "fifo.so", "constructor-ran"};
 	char p[128];
 	size_t i;
 
