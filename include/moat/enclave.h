@@ -35,9 +35,10 @@ MOAT_BEGIN_DECL
 #define MOAT_ENCLAVE_SYMBOL "moat_enclave_entry"
 
 /**
- * Entry handler: runs an entry call. Append reply items to out. Return 0 on
- * success; any other value fails the host's call with MOAT_EHANDLER and is
- * reported to the host as moat_error.enclave_code.
+ * Entry handler: runs an entry call. Append reply items to out (never
+ * NULL). Return 0 on success; any other value fails the host's call with
+ * MOAT_EHANDLER, is reported to the host as moat_error.enclave_code, and
+ * drops the items the handler appended.
  */
 typedef int (*moat_entry_handler)(void *payload, const moat_msg *in, moat_msg *out);
 
@@ -57,7 +58,7 @@ MOAT_EXTERN(void) moat_finalizer_set(void (*fn)(void));
  * Make an exit call to the host's handler for selector with items from in
  * (may be NULL); the reply items are appended to out (may be NULL). Returns
  * the handler's result: 0, a negative value the handler returned, or
- * MOAT_ENOHANDLER when the host has none.
+ * MOAT_ENOHANDLER when the host has none. On failure out is unchanged.
  */
 MOAT_EXTERN(int) moat_exit_call(uint64_t selector, const moat_msg *in, moat_msg *out);
 

@@ -110,7 +110,8 @@ typedef struct moat_identity {
  * Exit handler: answers an exit call made by the enclave. It runs on the
  * host thread whose entry call led to the exit call and may itself make
  * entry calls on the same enclave (nesting). Return 0 on success or a
- * negative value, which the enclave's moat_exit_call() returns.
+ * negative value, which the enclave's moat_exit_call() returns; items
+ * appended to out before a failure are dropped. out is never NULL.
  */
 typedef int (*moat_exit_handler)(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out);
 
@@ -126,7 +127,8 @@ MOAT_EXTERN(int) moat_enclave_load(moat_enclave **out, const char *path, const m
 /**
  * Make an entry call: run the enclave's handler for selector with items
  * from in (may be NULL) and append its reply items to out (may be NULL).
- * Returns 0 or a negative code. After a fatal error (MOAT_ECRASHED,
+ * When the call fails, out keeps exactly the items it had before (a
+ * handler's partial reply is dropped). Returns 0 or a negative code. After a fatal error (MOAT_ECRASHED,
  * MOAT_ETRANSPORT, MOAT_ETIMEDOUT on backends that kill the enclave) every
  * later call fails at once with the same code.
  */

@@ -236,7 +236,7 @@ static int exit_dispatch(void *ctx, uint64_t selector, const moat_msg *in, moat_
 	moat_exit_handler fn = NULL;
 	moat_msg *scratch = NULL;
 	void *payload = NULL;
-	size_t i;
+	size_t i, had;
 	int rc;
 
 	pthread_rwlock_rdlock(&e->handlers_lock);
@@ -258,7 +258,11 @@ static int exit_dispatch(void *ctx, uint64_t selector, const moat_msg *in, moat_
 			return MOAT_ENOMEM;
 		out = scratch;
 	}
+	had = moat_msg_count(out);
 	rc = fn ? fn(payload, selector, in, out) : builtin_service(e, selector, in, out);
+	/* A failed exit call delivers no reply, even if the handler appended some before failing. */
+	if (rc != 0)
+		moat__msg_truncate(out, had);
 	moat_msg_free(scratch);
 	return rc;
 }

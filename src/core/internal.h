@@ -10,6 +10,13 @@
 #include <moat/enclave.h>
 #include <moat/sys/backend.h>
 
+/*
+ * Drop every item after the first count (msg.c). A failed handler's partial
+ * reply is undone with it, so on every backend a failed call leaves out as
+ * it was.
+ */
+void moat__msg_truncate(moat_msg *msg, size_t count);
+
 /* Errors (errors.c). */
 int moat__error_vset(int code, moat_origin origin, const char *fmt, va_list ap);
 void moat__error_set_enclave_code(int64_t value);

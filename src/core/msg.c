@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/internal.h"
+
 typedef struct msg_item {
 	const uint8_t *data;
 	size_t len;
@@ -43,6 +45,18 @@ void moat_msg_reset(moat_msg *msg)
 		if (msg->items[i].owned)
 			free((void *)msg->items[i].data);
 	msg->count = 0;
+}
+
+void moat__msg_truncate(moat_msg *msg, size_t count)
+{
+	size_t i;
+
+	if (!msg || count >= msg->count)
+		return;
+	for (i = count; i < msg->count; i++)
+		if (msg->items[i].owned)
+			free((void *)msg->items[i].data);
+	msg->count = count;
 }
 
 void moat_msg_free(moat_msg *msg)

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/internal.h"
+
 typedef struct entry_slot {
 	uint64_t selector;
 	moat_entry_handler fn;
@@ -154,6 +156,7 @@ static int dispatch(uint64_t selector, const moat_msg *in, moat_msg *out, int64_
 int moat__enclave_call(uint64_t selector, const moat_msg *in, moat_msg *out, int64_t *handler_code)
 {
 	moat_msg *scratch = NULL;
+	size_t had;
 	int rc;
 
 	*handler_code = 0;
@@ -166,7 +169,11 @@ int moat__enclave_call(uint64_t selector, const moat_msg *in, moat_msg *out, int
 			return rc;
 		out = scratch;
 	}
+	had = moat_msg_count(out);
 	rc = dispatch(selector, in, out, handler_code);
+	/* A failed call delivers no reply, even if the handler appended some before failing. */
+	if (rc != 0)
+		moat__msg_truncate(out, had);
 	moat_msg_free(scratch);
 	return rc;
 }

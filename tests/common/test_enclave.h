@@ -14,7 +14,7 @@
 #define T_GLOBAL_SET (MOAT_SELECTOR_USER + 3)
 /* -> u64 instance-wide value (0 until set) */
 #define T_GLOBAL_GET (MOAT_SELECTOR_USER + 4)
-/* u64 code: the handler returns (int)code */
+/* u64 code [, anything]: the handler returns (int)code; with a second item it first appends a reply item */
 #define T_FAIL (MOAT_SELECTOR_USER + 5)
 /* u64 selector, items... -> u64 result of moat_exit_call(selector, items), then its reply items */
 #define T_EXIT (MOAT_SELECTOR_USER + 6)

@@ -443,28 +443,35 @@ static void test_null_messages(void **state)
 	moat_enclave_destroy(e);
 }
 
-static void fail_with(moat_enclave *e, int64_t code)
+static void fail_with(moat_enclave *e, int64_t code, int partial)
 {
-	moat_msg *in = test_msg();
+	moat_msg *in = test_msg(), *out = test_msg();
 	const moat_error *err;
 
 	assert_int_equal(moat_msg_push_u64(in, (uint64_t)code), 0);
-	assert_int_equal(moat_enclave_call(e, T_FAIL, in, NULL), MOAT_EHANDLER);
+	if (partial)
+		assert_int_equal(moat_msg_push_str(in, "partial"), 0);
+	assert_int_equal(moat_msg_push_str(out, "kept"), 0);
+	assert_int_equal(moat_enclave_call(e, T_FAIL, in, out), MOAT_EHANDLER);
 	err = moat_error_last();
 	assert_int_equal(err->code, MOAT_EHANDLER);
 	assert_int_equal(err->origin, MOAT_ORIGIN_ENCLAVE);
 	assert_int_equal(err->enclave_code, code);
 	assert_true(err->message[0] != '\0');
+	/* A failed call leaves out as it was: no partial reply, earlier items kept. */
+	assert_int_equal(moat_msg_count(out), 1);
+	test_assert_item_str(out, 0, "kept");
 	moat_msg_free(in);
+	moat_msg_free(out);
 }
 
 static void test_handler_error(void **state)
 {
 	moat_enclave *e = test_load(TEST_ENCLAVE("test_enclave"), NULL);
 
-	fail_with(e, 42);
-	fail_with(e, -1234);
-	fail_with(e, MOAT_ENOMEM);
+	fail_with(e, 42, 0);
+	fail_with(e, -1234, 1);
+	fail_with(e, MOAT_ENOMEM, 1);
 	/* A failed call leaves the enclave usable and the last error is cleared by the next success. */
 	assert_int_equal(global_get(e), 0);
 	assert_int_equal(moat_error_last()->code, MOAT_OK);
@@ -498,6 +505,8 @@ static int64_t enclave_exit(moat_enclave *e, uint64_t selector, const char *arg,
 static int host_fail(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out)
 {
 	(*(int *)payload)++;
+	/* A partial reply before failing: the enclave must not see it. */
+	moat_msg_push_str(out, "partial reply");
 	return HOST_FAIL_CODE;
 }
 
@@ -536,8 +545,9 @@ static void test_exit_handler_error(void **state)
 
 	assert_moat_ok(moat_enclave_set_exit_handler(e, HOST_FAIL, host_fail, &fails));
 	assert_moat_ok(moat_enclave_set_exit_handler(e, HOST_PONG, host_pong, &pongs));
-	assert_int_equal(enclave_exit(e, HOST_FAIL, NULL, NULL), HOST_FAIL_CODE);
+	assert_int_equal(enclave_exit(e, HOST_FAIL, NULL, reply), HOST_FAIL_CODE);
 	assert_int_equal(fails, 1);
+	assert_int_equal(moat_msg_count(reply), 0);
 
 	/* A handler that succeeds: its reply items reach the enclave. */
 	assert_int_equal(enclave_exit(e, HOST_PONG, "ping", reply), 0);

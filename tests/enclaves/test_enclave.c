@@ -79,6 +79,9 @@ static int on_fail(void *payload, const moat_msg *in, moat_msg *out)
 
 	if (moat_msg_item_u64(in, 0, &code) < 0)
 		return MOAT_EINVAL;
+	/* A partial reply before failing: the host must not see it. */
+	if (moat_msg_count(in) > 1 && moat_msg_push_str(out, "partial reply") < 0)
+		return MOAT_ENOMEM;
 	return (int)(int64_t)code;
 }
 
