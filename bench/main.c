@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -512,16 +513,18 @@ static int file_exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path) < 0 ? -1 : 0;
+}
+
 static void moatd_stop(moatd *d)
 {
-	char path[128];
-
 	bench_reap(d->pid);
 	d->pid = -1;
 	if (d->dir[0]) {
-		snprintf(path, sizeof(path), "%s/ready", d->dir);
-		unlink(path);
-		rmdir(d->dir);
+		/* Its ready file, identity key and uploaded images: all ours, in our temp dir. */
+		nftw(d->dir, remove_one, 8, FTW_DEPTH | FTW_PHYS);
 		d->dir[0] = '\0';
 	}
 }
@@ -529,7 +532,7 @@ static void moatd_stop(moatd *d)
 /* Start moatd on 127.0.0.1:0 (mTLS when tls), wait for its ready file and read the address from it. */
 static int moatd_start(moatd *d, int tls)
 {
-	char exe[512], ready[128], tls_args[4][300];
+	char exe[512], ready[128], state[128], logpath[128], tls_args[4][300];
 	char *argv[20];
 	int n = 0, i;
 	pid_t pid;
@@ -552,6 +555,8 @@ static int moatd_start(moatd *d, int tls)
 		return -1;
 	}
 	snprintf(ready, sizeof(ready), "%s/ready", d->dir);
+	snprintf(state, sizeof(state), "%s/state", d->dir);
+	snprintf(logpath, sizeof(logpath), "%s/log", d->dir);
 	argv[n++] = exe;
 	argv[n++] = (char *)"--listen";
 	argv[n++] = (char *)"127.0.0.1:0";
@@ -560,6 +565,8 @@ static int moatd_start(moatd *d, int tls)
 	argv[n++] = (char *)"--allow-upload";
 	argv[n++] = (char *)"--max-sessions";
 	argv[n++] = (char *)"1000";
+	argv[n++] = (char *)"--state-dir";
+	argv[n++] = state;
 	if (tls) {
 		snprintf(tls_args[0], sizeof(tls_args[0]), "%s/server.pem", cfg.tls_dir);
 		snprintf(tls_args[1], sizeof(tls_args[1]), "%s/server.key", cfg.tls_dir);
@@ -578,10 +585,13 @@ static int moatd_start(moatd *d, int tls)
 		return -1;
 	}
 	if (pid == 0) {
-		int devnull = open("/dev/null", O_RDWR);
+		/* Its chatter goes to a log in its temp dir; the last line explains a failed start. */
+		int log = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
-		if (devnull >= 0)
-			dup2(devnull, STDOUT_FILENO);
+		if (log >= 0) {
+			dup2(log, STDOUT_FILENO);
+			dup2(log, STDERR_FILENO);
+		}
 		execv(exe, argv);
 		_exit(127);
 	}
@@ -591,8 +601,18 @@ static int moatd_start(moatd *d, int tls)
 		int status;
 
 		if (waitpid(pid, &status, WNOHANG) == pid) {
+			char last[200] = "", line[200];
+
+			if ((f = fopen(logpath, "r")) != NULL) {
+				while (fgets(line, sizeof(line), f))
+					if (line[0] != '\n')
+						memcpy(last, line, sizeof(last));
+				fclose(f);
+			}
+			last[strcspn(last, "\n")] = '\0';
 			d->pid = -1;
-			bench_fail("moatd exited at start (status %d)", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+			bench_fail("moatd exited at start (status %d): %s",
+				   WIFEXITED(status) ? WEXITSTATUS(status) : -1, last);
 			moatd_stop(d);
 			return -1;
 		}
