@@ -1,0 +1,173 @@
+/*
+ * Test helper: start a real moatd on a free loopback port (or a unix
+ * socket), learn its address from --ready-file, stop it by PID and reap it.
+ * Header-only; include after <cmocka.h>.
+ */
+#ifndef MOAT_TEST_MOATD_HELPER_H
+#define MOAT_TEST_MOATD_HELPER_H
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct test_moatd {
+	pid_t pid;
+	char dir[128];
+	char addr[256];    /* host:port */
+	char uri[300];     /* grpc://host:port */
+} test_moatd;
+
+static inline void test_sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Start moatd with extra arguments (NULL-terminated). scheme is "grpc" or
+ * "grpcs". Returns 0 or -1 when it did not become ready.
+ */
+static inline int test_moatd_start_v(test_moatd *m, const char *scheme, const char *const *extra)
+{
+	char ready[200], state[200];
+	const char *argv[48];
+	int a = 0, i;
+
+	memset(m, 0, sizeof(*m));
+	snprintf(m->dir, sizeof(m->dir), "/tmp/moat-rtest-XXXXXX");
+	if (!mkdtemp(m->dir))
+		return -1;
+	snprintf(ready, sizeof(ready), "%s/ready", m->dir);
+	snprintf(state, sizeof(state), "%s/state", m->dir);
+	argv[a++] = MOAT_TEST_BINDIR "/moatd";
+	argv[a++] = "--listen";
+	argv[a++] = "127.0.0.1:0";
+	argv[a++] = "--state-dir";
+	argv[a++] = state;
+	argv[a++] = "--ready-file";
+	argv[a++] = ready;
+	argv[a++] = "--log-level";
+	argv[a++] = "error";
+	for (i = 0; extra && extra[i] && a < 46; i++)
+		argv[a++] = extra[i];
+	argv[a] = NULL;
+	m->pid = fork();
+	if (m->pid < 0)
+		return -1;
+	if (m->pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		if (null >= 0)
+			dup2(null, STDOUT_FILENO);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	for (i = 0; i < 600; i++) {
+		FILE *f = fopen(ready, "r");
+
+		if (f) {
+			int ok = fgets(m->addr, sizeof(m->addr), f) != NULL;
+
+			fclose(f);
+			if (ok) {
+				m->addr[strcspn(m->addr, "\n")] = '\0';
+				snprintf(m->uri, sizeof(m->uri), "%s://%s", scheme, m->addr);
+				return 0;
+			}
+		}
+		if (waitpid(m->pid, NULL, WNOHANG) == m->pid) {
+			m->pid = 0;
+			return -1;
+		}
+		test_sleep_ms(20);
+	}
+	return -1;
+}
+
+static inline int test_moatd_start(test_moatd *m, const char *scheme, ...)
+{
+	const char *extra[32];
+	va_list ap;
+	int n = 0;
+
+	va_start(ap, scheme);
+	while (n < 31 && (extra[n] = va_arg(ap, const char *)) != NULL)
+		n++;
+	va_end(ap);
+	extra[n] = NULL;
+	return test_moatd_start_v(m, scheme, extra);
+}
+
+/* Stop moatd with SIGTERM and return its exit status (-1 if it had to be killed). */
+static inline int test_moatd_stop(test_moatd *m)
+{
+	char cmd[200];
+	int status = 0, i, rc = -1;
+
+	if (m->pid > 0) {
+		kill(m->pid, SIGCONT);
+		kill(m->pid, SIGTERM);
+		for (i = 0; i < 1500; i++) {
+			if (waitpid(m->pid, &status, WNOHANG) == m->pid) {
+				rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+				break;
+			}
+			test_sleep_ms(10);
+		}
+		if (i == 1500) {
+			kill(m->pid, SIGKILL);
+			waitpid(m->pid, &status, 0);
+		}
+		m->pid = 0;
+	} else {
+		rc = 0;
+	}
+	if (m->dir[0]) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
+		if (system(cmd) != 0)
+			rc = -1;
+		m->dir[0] = '\0';
+	}
+	return rc;
+}
+
+/* Kill moatd with sig and reap it (for fault tests). */
+static inline void test_moatd_kill(test_moatd *m, int sig)
+{
+	kill(m->pid, sig);
+	if (sig == SIGKILL) {
+		waitpid(m->pid, NULL, 0);
+		m->pid = 0;
+	}
+}
+
+/* Number of entries in /proc/PID/<what> ("fd" or "task"). */
+static inline int test_proc_count(pid_t pid, const char *what)
+{
+	char path[64];
+	struct dirent *d;
+	DIR *dir;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, what);
+	dir = opendir(path);
+	if (!dir)
+		return -1;
+	while ((d = readdir(dir)) != NULL)
+		if (d->d_name[0] != '.')
+			n++;
+	closedir(dir);
+	return n;
+}
+
+#endif

@@ -1,0 +1,10 @@
+/* Selectors of tests/remote/remote_enclave.c. */
+#ifndef MOAT_TEST_REMOTE_ENCLAVE_H
+#define MOAT_TEST_REMOTE_ENCLAVE_H
+/* u64 ms -> u64 exit calls made: loops on host time and host log until ms of host time passed */
+#define R_SLOW (MOAT_SELECTOR_USER + 1)
+/* u64 ms: sleeps inside the enclave without any exit call */
+#define R_SLEEP (MOAT_SELECTOR_USER + 2)
+/* items... -> u64 total bytes received */
+#define R_SIZE (MOAT_SELECTOR_USER + 3)
+#endif

@@ -1,0 +1,251 @@
+/*
+ * moatd's request handling seen by a raw gRPC client (the rpc layer, no
+ * libmoat host agent): wrong token, unknown session, bad upload hash,
+ * protocol version, unknown methods, health check.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <moat/moat.h>
+
+#include "codec/frame.h"
+#include "moat/v1/target.pb-c.h"
+#include "moat_test.h"
+#include "moatd_helper.h"
+#include "rpc/rpc.h"
+#include "test_enclave.h"
+
+static test_moatd m;
+static moat_rpc_channel *ch;
+
+static int setup(void **state)
+{
+	moat_rpc_channel_opts o = {0};
+
+	if (test_moatd_start(&m, "grpc", "--enclave-dir", MOAT_TEST_ENCLAVES, "--allow-upload", NULL) < 0)
+		return -1;
+	moat__rpc_init();
+	o.target = m.addr;
+	o.keepalive_ms = 1000;
+	o.max_receive_bytes = -1;
+	return moat__rpc_channel_open(&ch, &o);
+}
+
+static int teardown(void **state)
+{
+	moat__rpc_channel_close(ch);
+	moat__rpc_shutdown();
+	return test_moatd_stop(&m) == 0 ? 0 : -1;
+}
+
+typedef struct session {
+	char id[64];
+	char token[65];
+} session;
+
+static int raw_load(session *s, uint32_t major, moat_rpc_status *st)
+{
+	Moat__V1__LoadRequest req = MOAT__V1__LOAD_REQUEST__INIT;
+	Moat__V1__LoadResponse *resp;
+	uint8_t buf[256], *reply = NULL;
+	size_t n, len;
+	int rc, i;
+
+	req.protocol_major = major;
+	req.image_case = MOAT__V1__LOAD_REQUEST__IMAGE_NAME;
+	req.name = "test_enclave";
+	n = moat__v1__load_request__pack(&req, buf);
+	rc = moat__rpc_unary(ch, "/moat.v1.Target/Load", NULL, buf, n, &reply, &len, 10000, st);
+	if (rc != MOAT_RPC_OK)
+		return rc;
+	resp = moat__v1__load_response__unpack(NULL, len, reply);
+	assert_non_null(resp);
+	snprintf(s->id, sizeof(s->id), "%s", resp->session_id);
+	for (i = 0; i < 32; i++)
+		snprintf(s->token + 2 * i, 3, "%02x", resp->session_token.data[i]);
+	moat__v1__load_response__free_unpacked(resp, NULL);
+	free(reply);
+	return 0;
+}
+
+/* One entry call over a fresh Attach stream with the given credentials. */
+static int raw_call(const char *id, const char *token, uint64_t selector, moat_msg *out, moat_rpc_status *st)
+{
+	const char *md[] = {"moat-session", id, "moat-token", token, NULL};
+	moat_frame f = {0};
+	moat_frame_in *fin = NULL;
+	moat_rpc_call *call = NULL;
+	uint8_t *send = NULL, *recv = NULL;
+	size_t send_len, recv_len;
+	int rc;
+
+	assert_int_equal(moat__rpc_stream_open(&call, ch, "/moat.v1.Target/Attach", md), 0);
+	f.kind = MOAT_FRAME_CALL;
+	f.seq = 1;
+	f.selector = selector;
+	assert_int_equal(moat__frame_encode(&f, 0, &send, &send_len), 0);
+	rc = moat__rpc_exchange(call, send, send_len, &recv, &recv_len, 10000, st);
+	free(send);
+	if (rc == 0) {
+		assert_int_equal(moat__frame_decode(&fin, recv, recv_len), 0);
+		assert_int_equal(fin->kind, MOAT_FRAME_RETURN);
+		rc = fin->code;
+		if (rc == 0 && out) {
+			const void *d;
+			size_t l;
+
+			moat_msg_item(fin->items, 0, &d, &l);
+			moat_msg_push(out, d, l);
+		}
+		moat__frame_in_free(fin);
+		free(recv);
+	}
+	moat__rpc_call_free(call);
+	return rc;
+}
+
+static void raw_destroy(const session *s)
+{
+	const char *md[] = {"moat-session", s->id, "moat-token", s->token, NULL};
+	moat_rpc_status st;
+	uint8_t *reply = NULL;
+	size_t len;
+
+	assert_int_equal(moat__rpc_unary(ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len, 10000, &st), MOAT_RPC_OK);
+	free(reply);
+}
+
+static void test_wrong_token_leaves_session_alone(void **state)
+{
+	moat_rpc_status st;
+	session s;
+	char bad[65];
+	moat_msg *out = test_msg();
+
+	assert_int_equal(raw_load(&s, 1, &st), 0);
+	assert_int_equal(raw_call(s.id, s.token, T_GLOBAL_GET, out, &st), 0);
+
+	memcpy(bad, s.token, sizeof(bad));
+	bad[0] = bad[0] == '0' ? '1' : '0';
+	assert_int_equal(raw_call(s.id, bad, T_GLOBAL_GET, NULL, &st), MOAT_RPC_END);
+	assert_int_equal(st.code, MOAT_RPC_PERMISSION_DENIED);
+	assert_int_equal(st.moat_code, MOAT_EPERM);
+	assert_int_equal(raw_call(s.id, "", T_GLOBAL_GET, NULL, &st), MOAT_RPC_END);
+	assert_int_equal(st.code, MOAT_RPC_PERMISSION_DENIED);
+
+	/* Destroy with a wrong token is refused too, and the session still answers. */
+	{
+		const char *md[] = {"moat-session", s.id, "moat-token", bad, NULL};
+		uint8_t *reply = NULL;
+		size_t len;
+
+		assert_int_equal(moat__rpc_unary(ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len, 10000, &st),
+				 MOAT_RPC_PERMISSION_DENIED);
+	}
+	assert_int_equal(raw_call(s.id, s.token, T_GLOBAL_GET, out, &st), 0);
+	raw_destroy(&s);
+	/* Gone now. */
+	assert_int_equal(raw_call(s.id, s.token, T_GLOBAL_GET, NULL, &st), MOAT_RPC_END);
+	assert_int_equal(st.code, MOAT_RPC_NOT_FOUND);
+	moat_msg_free(out);
+}
+
+static void test_unknown_session(void **state)
+{
+	moat_rpc_status st;
+
+	assert_int_equal(raw_call("00000000000000000000000000000000",
+				  "0000000000000000000000000000000000000000000000000000000000000000", T_GLOBAL_GET, NULL, &st),
+			 MOAT_RPC_END);
+	assert_int_equal(st.code, MOAT_RPC_NOT_FOUND);
+	assert_int_equal(st.moat_code, MOAT_ETARGET);
+}
+
+static void test_protocol_mismatch(void **state)
+{
+	moat_rpc_status st;
+	session s;
+
+	assert_int_equal(raw_load(&s, 2, &st), MOAT_RPC_FAILED_PRECONDITION);
+	assert_int_equal(st.moat_code, MOAT_EPROTO);
+	assert_non_null(strstr(st.message, "protocol"));
+}
+
+static void upload(const uint8_t *data, size_t len, const uint8_t sha[32], moat_rpc_status *st)
+{
+	Moat__V1__UploadChunk c = MOAT__V1__UPLOAD_CHUNK__INIT;
+	moat_rpc_call *call = NULL;
+	uint8_t buf[512];
+	size_t n;
+
+	c.sha256.data = (uint8_t *)sha;
+	c.sha256.len = 32;
+	c.total_size = len;
+	c.data.data = (uint8_t *)data;
+	c.data.len = len;
+	n = moat__v1__upload_chunk__pack(&c, buf);
+	assert_int_equal(moat__rpc_stream_open(&call, ch, "/moat.v1.Target/Upload", NULL), 0);
+	assert_int_equal(moat__rpc_exchange(call, buf, n, NULL, NULL, 10000, st), 0);
+	moat__rpc_stream_finish(call, NULL, NULL, 10000, st);
+	moat__rpc_call_free(call);
+}
+
+static void test_upload_bad_hash(void **state)
+{
+	static const uint8_t data[] = "not really an image";
+	uint8_t sha[32] = {0};
+	moat_rpc_status st;
+
+	upload(data, sizeof(data), sha, &st);
+	assert_int_equal(st.code, MOAT_RPC_FAILED_PRECONDITION);
+	assert_int_equal(st.moat_code, MOAT_EMEASUREMENT);
+	assert_non_null(strstr(st.message, "SHA-256"));
+}
+
+static void test_unknown_method(void **state)
+{
+	moat_rpc_status st;
+	uint8_t *reply = NULL;
+	size_t len;
+
+	assert_int_equal(moat__rpc_unary(ch, "/moat.v1.Target/NoSuchMethod", NULL, "", 0, &reply, &len, 10000, &st),
+			 MOAT_RPC_UNIMPLEMENTED);
+	assert_int_equal(moat__rpc_unary(ch, "/other.Service/Call", NULL, "", 0, &reply, &len, 10000, &st),
+			 MOAT_RPC_UNIMPLEMENTED);
+}
+
+static void test_health(void **state)
+{
+	moat_rpc_status st;
+	uint8_t *reply = NULL;
+	size_t len;
+
+	assert_int_equal(moat__rpc_unary(ch, "/grpc.health.v1.Health/Check", NULL, "", 0, &reply, &len, 10000, &st),
+			 MOAT_RPC_OK);
+	/* HealthCheckResponse{status: SERVING} */
+	assert_int_equal(len, 2);
+	assert_int_equal(reply[0], 0x08);
+	assert_int_equal(reply[1], 0x01);
+	free(reply);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_wrong_token_leaves_session_alone),
+		cmocka_unit_test(test_unknown_session),
+		cmocka_unit_test(test_protocol_mismatch),
+		cmocka_unit_test(test_upload_bad_hash),
+		cmocka_unit_test(test_unknown_method),
+		cmocka_unit_test(test_health),
+	};
+
+	return cmocka_run_group_tests_name("remote_raw", tests, setup, teardown);
+}
