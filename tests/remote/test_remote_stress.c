@@ -143,17 +143,17 @@ static void test_sequential_sessions_no_growth(void **state)
 	assert_true(tasks <= tasks0);
 }
 
-/* Entries under /tmp named moat-XXXXXX (local provisioning's private directories). */
-static int count_local_dirs(void)
+/* Entries in dir (local provisioning makes its private directories under $TMPDIR). */
+static int count_entries(const char *dir)
 {
-	DIR *d = opendir("/tmp");
+	DIR *d = opendir(dir);
 	struct dirent *e;
 	int n = 0;
 
 	if (!d)
 		return -1;
 	while ((e = readdir(d)) != NULL)
-		if (strncmp(e->d_name, "moat-", 5) == 0 && strlen(e->d_name) == 11)
+		if (e->d_name[0] != '.')
 			n++;
 	closedir(d);
 	return n;
@@ -178,14 +178,25 @@ static int count_children(void)
 
 static void test_local_leaves_nothing(void **state)
 {
-	int i, dirs0 = count_local_dirs(), kids0 = count_children();
+	char tmp[64] = "/tmp/moat-lt-XXXXXX", *old = getenv("TMPDIR");
+	int i, kids0 = count_children();
 
-	unsetenv("TMPDIR");
-	for (i = 0; i < 10; i++)
+	old = old ? strdup(old) : NULL;
+	assert_non_null(mkdtemp(tmp));
+	setenv("TMPDIR", tmp, 1);
+	for (i = 0; i < 10; i++) {
 		one_session("local");
-	assert_int_equal(count_local_dirs(), dirs0);
-	if (kids0 >= 0)
-		assert_int_equal(count_children(), kids0);
+		/* No socket, key or image is left behind, and the private moatd was reaped. */
+		assert_int_equal(count_entries(tmp), 0);
+		if (kids0 >= 0)
+			assert_int_equal(count_children(), kids0);
+	}
+	if (old)
+		setenv("TMPDIR", old, 1);
+	else
+		unsetenv("TMPDIR");
+	free(old);
+	assert_int_equal(rmdir(tmp), 0);
 }
 
 int main(void)
