@@ -1,0 +1,836 @@
+/*
+ * The proc backend: the enclave runs in `moat-enclave-host`, a separate
+ * process that enters a seccomp sandbox (plus namespaces and limits where the
+ * kernel allows) before the image is loaded. Calls are Call/Return frames on
+ * a socketpair, one channel per host thread, so exit calls run on the host
+ * thread that waits for its entry call and nesting works as in sim.
+ *
+ * What it protects against: an enclave that is buggy or hostile cannot read
+ * or write the host's memory, open files, start programs, open sockets or
+ * take the host down by crashing. It is process isolation, not hardware
+ * isolation: the kernel and anyone who can ptrace the runner as root can
+ * still see the enclave's memory.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <seccomp.h>
+
+#include "backends/proc/proc.h"
+#include "core/internal.h"
+
+#define RUNNER_NAME "moat-enclave-host"
+/* How long the runner may take to start and enter its sandbox. */
+#define START_TIMEOUT_MS 30000
+/* How long a runner that closed its channel gets to finish dying before it is killed. */
+#define EXIT_GRACE_MS 2000
+
+typedef struct proc_backend proc_backend;
+
+/*
+ * One host thread's channel to one instance. The thread that made it is the
+ * only one that does I/O on it. It is listed both in its thread's list (for
+ * the lookup on each call and for release at thread exit) and in its
+ * instance's list (for release at destroy); chan_lock guards the second
+ * list and the hand-over between the two owners.
+ */
+typedef struct proc_chan {
+	moat_proc_wire wire;
+	uint64_t instance;
+	uint64_t seq;
+	atomic_int detached; /* the instance was destroyed; only the thread still refers to it */
+	proc_backend *owner;
+	struct proc_chan *next_owner;
+	struct proc_chan *next_thread;
+} proc_chan;
+
+struct proc_backend {
+	moat_backend parent;
+	uint64_t instance;
+	char *path;
+	pid_t pid;
+	int ctl;
+	unsigned int timeout_ms;
+	moat_exit_dispatch exit_dispatch;
+	void *exit_ctx;
+	pthread_mutex_t ctl_lock; /* sending channels on ctl */
+	pthread_mutex_t reap_lock;
+	int reaped;
+	char death[400]; /* why the instance is dead; written once under reap_lock before parent.dead */
+	proc_chan *chans; /* chan_lock */
+};
+
+static pthread_mutex_t chan_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t chan_key;
+static pthread_once_t chan_once = PTHREAD_ONCE_INIT;
+static int chan_key_ok;
+static atomic_uint_fast64_t next_instance = 1;
+static atomic_flag ns_warned = ATOMIC_FLAG_INIT;
+
+static int proc_lost(proc_backend *b, int timed_out, uint64_t selector);
+
+/* ---- Channels ---- */
+
+/* Remove ch from its instance's list and close it. Called with chan_lock held. */
+static void chan_unlink_owner(proc_chan *ch)
+{
+	proc_chan **p;
+
+	for (p = &ch->owner->chans; *p; p = &(*p)->next_owner) {
+		if (*p == ch) {
+			*p = ch->next_owner;
+			break;
+		}
+	}
+	close(ch->wire.fd);
+	ch->wire.fd = -1;
+	ch->owner = NULL;
+}
+
+/* Thread exit: release this thread's channels so the runner's workers for them end. */
+static void chan_thread_exit(void *arg)
+{
+	proc_chan *ch = arg, *next;
+
+	pthread_mutex_lock(&chan_lock);
+	for (; ch; ch = next) {
+		next = ch->next_thread;
+		if (!atomic_load(&ch->detached))
+			chan_unlink_owner(ch);
+		moat__proc_wire_release(&ch->wire);
+		free(ch);
+	}
+	pthread_mutex_unlock(&chan_lock);
+}
+
+static void chan_key_make(void)
+{
+	chan_key_ok = pthread_key_create(&chan_key, chan_thread_exit) == 0;
+}
+
+/* Free this thread's channels of destroyed instances. */
+static void chan_prune(void)
+{
+	proc_chan *head = pthread_getspecific(chan_key), **p = &head;
+
+	pthread_mutex_lock(&chan_lock);
+	while (*p) {
+		proc_chan *ch = *p;
+
+		if (atomic_load(&ch->detached)) {
+			*p = ch->next_thread;
+			moat__proc_wire_release(&ch->wire);
+			free(ch);
+		} else {
+			p = &ch->next_thread;
+		}
+	}
+	pthread_mutex_unlock(&chan_lock);
+	pthread_setspecific(chan_key, head);
+}
+
+/* Hand the runner its end of a new channel over the control socket. */
+static int send_channel(proc_backend *b, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	char byte = 'C';
+	struct iovec iov = {&byte, 1};
+	struct msghdr mh;
+	struct cmsghdr *c;
+	ssize_t n;
+
+	memset(&u, 0, sizeof(u));
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.buf;
+	mh.msg_controllen = sizeof(u.buf);
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	pthread_mutex_lock(&b->ctl_lock);
+	do
+		n = sendmsg(b->ctl, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	pthread_mutex_unlock(&b->ctl_lock);
+	return n == 1 ? 0 : MOAT_ETRANSPORT;
+}
+
+/* The calling thread's channel to b, made on first use. Records the error on failure. */
+static proc_chan *chan_get(proc_backend *b)
+{
+	proc_chan *head, *ch, *found = NULL;
+	int prune = 0, sv[2];
+
+	pthread_once(&chan_once, chan_key_make);
+	if (!chan_key_ok) {
+		moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "proc: cannot make a thread key");
+		return NULL;
+	}
+	head = pthread_getspecific(chan_key);
+	for (ch = head; ch; ch = ch->next_thread) {
+		if (atomic_load(&ch->detached))
+			prune = 1;
+		else if (ch->instance == b->instance)
+			found = ch;
+	}
+	if (prune)
+		chan_prune();
+	if (found)
+		return found;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: socketpair: %s", strerror(errno));
+		return NULL;
+	}
+	if (send_channel(b, sv[1]) < 0) {
+		close(sv[0]);
+		close(sv[1]);
+		proc_lost(b, 0, 0);
+		return NULL;
+	}
+	close(sv[1]);
+	ch = calloc(1, sizeof(*ch));
+	if (!ch) {
+		/* The runner's worker ends when this end closes. */
+		close(sv[0]);
+		moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+		return NULL;
+	}
+	ch->wire.fd = sv[0];
+	ch->instance = b->instance;
+	ch->owner = b;
+	pthread_mutex_lock(&chan_lock);
+	ch->next_owner = b->chans;
+	b->chans = ch;
+	pthread_mutex_unlock(&chan_lock);
+	ch->next_thread = pthread_getspecific(chan_key);
+	pthread_setspecific(chan_key, ch);
+	return ch;
+}
+
+/* Destroy: close every channel of b; threads free their entries later (or now, for this one). */
+static void chan_detach_all(proc_backend *b)
+{
+	proc_chan *ch;
+
+	pthread_mutex_lock(&chan_lock);
+	for (ch = b->chans; ch; ch = ch->next_owner) {
+		close(ch->wire.fd);
+		ch->wire.fd = -1;
+		ch->owner = NULL;
+		atomic_store(&ch->detached, 1);
+	}
+	b->chans = NULL;
+	pthread_mutex_unlock(&chan_lock);
+	if (chan_key_ok)
+		chan_prune();
+}
+
+/* ---- Starting the runner ---- */
+
+/*
+ * The runner is forked by one long-lived thread. PR_SET_PDEATHSIG fires when
+ * the thread that forked the child exits, not the process; forking from
+ * whatever thread loads an enclave would kill the runner as soon as that
+ * thread ended, which a server's worker threads do.
+ */
+typedef struct spawn_req {
+	const char *path;
+	char *const *argv;
+	int ctl_fd, null_fd, err_fd;
+	pid_t pid;
+	int err;
+	int done;
+	struct spawn_req *next;
+} spawn_req;
+
+static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t spawn_wake = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t spawn_done = PTHREAD_COND_INITIALIZER;
+static spawn_req *spawn_queue;
+static int spawner_running;
+static pthread_once_t spawn_once = PTHREAD_ONCE_INIT;
+
+static void spawn_atfork_prepare(void)
+{
+	pthread_mutex_lock(&spawn_lock);
+}
+
+static void spawn_atfork_parent(void)
+{
+	pthread_mutex_unlock(&spawn_lock);
+}
+
+/* A forked copy of the host has no spawner thread. */
+static void spawn_atfork_child(void)
+{
+	spawner_running = 0;
+	spawn_queue = NULL;
+	pthread_mutex_unlock(&spawn_lock);
+}
+
+static void spawn_init(void)
+{
+	pthread_atfork(spawn_atfork_prepare, spawn_atfork_parent, spawn_atfork_child);
+}
+
+/* In the child between fork and exec: async-signal-safe calls only. */
+static void __attribute__((noreturn)) spawn_child(const spawn_req *r)
+{
+	static char *const envp[] = {NULL};
+	moat_proc_note note;
+
+	/* The parent made every fd here 10 or higher, so these never clobber each other. */
+	if (dup2(r->ctl_fd, MOAT_PROC_CTL_FD) < 0 || dup2(r->null_fd, 0) < 0 || dup2(r->null_fd, 1) < 0 ||
+	    dup2(r->err_fd, 2) < 0)
+		_exit(127);
+	close_range(MOAT_PROC_CTL_FD + 1, ~0U, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	execve(r->path, r->argv, envp);
+	memset(&note, 0, sizeof(note));
+	note.magic = MOAT_PROC_NOTE_MAGIC;
+	note.kind = MOAT_PROC_NOTE_EXEC_FAILED;
+	note.value = errno;
+	if (write(MOAT_PROC_CTL_FD, &note, sizeof(note)) < 0)
+		_exit(127);
+	_exit(127);
+}
+
+static void spawn_now(spawn_req *r)
+{
+	r->pid = fork();
+	if (r->pid == 0)
+		spawn_child(r);
+	r->err = r->pid < 0 ? errno : 0;
+}
+
+static void *spawner_main(void *arg)
+{
+	sigset_t all;
+
+	/* Signals are for the application's threads. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	pthread_mutex_lock(&spawn_lock);
+	for (;;) {
+		spawn_req *r;
+
+		while (!spawn_queue)
+			pthread_cond_wait(&spawn_wake, &spawn_lock);
+		r = spawn_queue;
+		spawn_queue = r->next;
+		pthread_mutex_unlock(&spawn_lock);
+		spawn_now(r);
+		pthread_mutex_lock(&spawn_lock);
+		r->done = 1;
+		pthread_cond_broadcast(&spawn_done);
+	}
+	return NULL;
+}
+
+static void spawn(spawn_req *r)
+{
+	pthread_once(&spawn_once, spawn_init);
+	pthread_mutex_lock(&spawn_lock);
+	if (!spawner_running) {
+		pthread_attr_t attr;
+		pthread_t t;
+
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		spawner_running = pthread_create(&t, &attr, spawner_main, NULL) == 0;
+		pthread_attr_destroy(&attr);
+	}
+	if (!spawner_running) {
+		/* No thread to spare: fork here, the runner then lives as long as this thread. */
+		pthread_mutex_unlock(&spawn_lock);
+		spawn_now(r);
+		return;
+	}
+	r->next = spawn_queue;
+	spawn_queue = r;
+	pthread_cond_signal(&spawn_wake);
+	while (!r->done)
+		pthread_cond_wait(&spawn_done, &spawn_lock);
+	pthread_mutex_unlock(&spawn_lock);
+}
+
+static int executable(char *out, size_t size, const char *dir, const char *rel)
+{
+	int n = snprintf(out, size, "%s/%s", dir, rel);
+
+	return n > 0 && (size_t)n < size && access(out, X_OK) == 0;
+}
+
+/* Find the runner: $MOAT_ENCLAVE_HOST, next to libmoat, the build tree, the install dirs. */
+static int find_runner(char *out, size_t size)
+{
+	const char *env = secure_getenv("MOAT_ENCLAVE_HOST");
+	Dl_info info;
+
+	if (env && *env) {
+		if (access(env, X_OK) == 0 && snprintf(out, size, "%s", env) < (int)size)
+			return 0;
+		return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
+				      "proc: MOAT_ENCLAVE_HOST=%s is not an executable file", env);
+	}
+	if (dladdr((void *)find_runner, &info) && info.dli_fname && strchr(info.dli_fname, '/')) {
+		char dir[PATH_MAX];
+		int n = snprintf(dir, sizeof(dir), "%s", info.dli_fname);
+
+		if (n > 0 && (size_t)n < sizeof(dir)) {
+			*strrchr(dir, '/') = '\0';
+			if (executable(out, size, dir, RUNNER_NAME) || executable(out, size, dir, "bin/" RUNNER_NAME) ||
+			    executable(out, size, dir, "../libexec/" RUNNER_NAME))
+				return 0;
+		}
+	}
+#ifdef MOAT_PROC_BUILD_BINDIR
+	if (executable(out, size, MOAT_PROC_BUILD_BINDIR, RUNNER_NAME))
+		return 0;
+#endif
+	if (executable(out, size, MOAT_LIBEXECDIR, RUNNER_NAME) || executable(out, size, MOAT_BINDIR, RUNNER_NAME))
+		return 0;
+	return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
+			      "proc: cannot find %s (looked next to libmoat, in %s and %s); set MOAT_ENCLAVE_HOST",
+			      RUNNER_NAME, MOAT_LIBEXECDIR, MOAT_BINDIR);
+}
+
+/* Duplicate fd to a number of 10 or more (close-on-exec) and close the original. */
+static int fd_high(int fd)
+{
+	int hi;
+
+	if (fd < 0 || fd >= 10)
+		return fd;
+	hi = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+	close(fd);
+	return hi;
+}
+
+static int start_runner(proc_backend *b, const char *runner)
+{
+	char pid_arg[32];
+	char *argv[] = {(char *)runner, "--moat-proc", MOAT_PROC_PROTOCOL, "--parent", pid_arg, NULL};
+	spawn_req r;
+	int sv[2] = {-1, -1}, null_fd, err_fd, rc = 0;
+
+	snprintf(pid_arg, sizeof(pid_arg), "%ld", (long)getpid());
+	null_fd = fd_high(open("/dev/null", O_RDWR | O_CLOEXEC));
+	/*
+	 * The runner's stderr is the host's, reopened write-only and appending:
+	 * a terminal opened read-write must not become readable by the enclave.
+	 */
+	err_fd = fd_high(open("/proc/self/fd/2", O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY));
+	if (err_fd < 0)
+		err_fd = fd_high(fcntl(null_fd, F_DUPFD_CLOEXEC, 10));
+	if (null_fd < 0 || err_fd < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: cannot set up the runner's files: %s",
+				    strerror(errno));
+		goto out;
+	}
+	b->ctl = sv[0];
+	sv[1] = fd_high(sv[1]);
+	memset(&r, 0, sizeof(r));
+	r.path = runner;
+	r.argv = argv;
+	r.ctl_fd = sv[1];
+	r.null_fd = null_fd;
+	r.err_fd = err_fd;
+	spawn(&r);
+	if (r.pid < 0)
+		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: fork: %s", strerror(r.err));
+	else
+		b->pid = r.pid;
+out:
+	if (sv[1] >= 0)
+		close(sv[1]);
+	if (null_fd >= 0)
+		close(null_fd);
+	if (err_fd >= 0)
+		close(err_fd);
+	return rc;
+}
+
+/* Read one note from the control socket, waiting up to timeout_ms (0: don't wait). Returns 1 if read. */
+static int read_note(proc_backend *b, moat_proc_note *note, int timeout_ms)
+{
+	struct pollfd p = {b->ctl, POLLIN, 0};
+	ssize_t n;
+	int r;
+
+	do
+		r = poll(&p, 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r <= 0)
+		return 0;
+	do
+		n = recv(b->ctl, note, sizeof(*note), MSG_WAITALL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)sizeof(*note) && note->magic == MOAT_PROC_NOTE_MAGIC;
+}
+
+/* ---- Death of the runner ---- */
+
+/* Wait for the runner to end, killing it after grace_ms. Returns its wait status or -1. */
+static int wait_runner(proc_backend *b, int grace_ms, int *killed)
+{
+	struct timespec ms = {0, 1000000};
+	int st, i;
+
+	*killed = 0;
+	for (i = 0;; i++) {
+		pid_t r = waitpid(b->pid, &st, grace_ms > 0 && i < grace_ms ? WNOHANG : 0);
+
+		if (r == b->pid)
+			return st;
+		if (r < 0 && errno != EINTR)
+			return -1;
+		if (r == 0) {
+			nanosleep(&ms, NULL);
+			if (i + 1 == grace_ms) {
+				kill(b->pid, SIGKILL);
+				*killed = 1;
+			}
+		}
+	}
+}
+
+/*
+ * The runner is gone or must go: reap it once, record why as the instance's
+ * fatal error, and return that error for the calling thread.
+ */
+static int proc_lost(proc_backend *b, int timed_out, uint64_t selector)
+{
+	int code, killed, st;
+
+	pthread_mutex_lock(&b->reap_lock);
+	if (!b->reaped) {
+		moat_proc_note note;
+		int syscall_nr = INT_MIN;
+
+		if (timed_out)
+			kill(b->pid, SIGKILL);
+		st = wait_runner(b, timed_out ? 0 : EXIT_GRACE_MS, &killed);
+		b->reaped = 1;
+		while (read_note(b, &note, 0))
+			if (note.kind == MOAT_PROC_NOTE_SYSCALL)
+				syscall_nr = note.value;
+		if (timed_out) {
+			code = MOAT_ETIMEDOUT;
+			snprintf(b->death, sizeof(b->death),
+				 "%s: entry call %llu did not finish within %u ms; the enclave was stopped", b->path,
+				 (unsigned long long)selector, b->timeout_ms);
+		} else if (st == -1) {
+			code = MOAT_ECRASHED;
+			snprintf(b->death, sizeof(b->death), "%s: the enclave's process is gone", b->path);
+		} else if (killed) {
+			code = MOAT_ECRASHED;
+			snprintf(b->death, sizeof(b->death),
+				 "%s: the enclave closed its channel to the host and was stopped", b->path);
+		} else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS) {
+			char *name = syscall_nr >= 0 ? seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, syscall_nr)
+						     : NULL;
+
+			code = MOAT_ESANDBOX;
+			if (syscall_nr >= 0)
+				snprintf(b->death, sizeof(b->death),
+					 "%s: the enclave made a forbidden system call (%d, %s) and was stopped", b->path,
+					 syscall_nr, name ? name : "?");
+			else
+				snprintf(b->death, sizeof(b->death),
+					 "%s: the enclave made a forbidden system call and was stopped", b->path);
+			free(name);
+		} else if (WIFSIGNALED(st)) {
+			const char *abbrev = sigabbrev_np(WTERMSIG(st)), *descr = sigdescr_np(WTERMSIG(st));
+
+			code = MOAT_ECRASHED;
+			snprintf(b->death, sizeof(b->death), "%s: the enclave crashed: killed by signal %d (SIG%s, %s)",
+				 b->path, WTERMSIG(st), abbrev ? abbrev : "?", descr ? descr : "?");
+		} else {
+			code = MOAT_ECRASHED;
+			snprintf(b->death, sizeof(b->death), "%s: the enclave's process exited with status %d",
+				 b->path, WEXITSTATUS(st));
+		}
+		atomic_store_explicit(&b->parent.dead, code, memory_order_release);
+	}
+	code = atomic_load(&b->parent.dead);
+	pthread_mutex_unlock(&b->reap_lock);
+	return moat_error_set(code, MOAT_ORIGIN_ENCLAVE, "%s", b->death);
+}
+
+/* ---- Calls ---- */
+
+/*
+ * Send a Call on ch and wait for its Return, answering the enclave's exit
+ * calls on this thread meanwhile (they may nest entry calls on the same
+ * channel). The call's time limit counts the enclave's time only, not the
+ * time the host spends in exit handlers. On success *ret is the Return.
+ */
+static int chan_call(proc_backend *b, proc_chan *ch, uint64_t selector, const moat_msg *in, moat_frame_in **ret)
+{
+	moat_frame call;
+	uint64_t seq = ++ch->seq;
+	int64_t deadline = b->timeout_ms ? moat__proc_now_ns() + (int64_t)b->timeout_ms * 1000000 : 0;
+
+	*ret = NULL;
+	memset(&call, 0, sizeof(call));
+	call.kind = MOAT_FRAME_CALL;
+	call.seq = seq;
+	call.selector = selector;
+	call.items = in;
+	if (moat__proc_wire_send(ch->wire.fd, &call) < 0)
+		return proc_lost(b, 0, selector);
+	for (;;) {
+		moat_frame_in *f;
+		moat_frame answer;
+		moat_msg *xout = NULL;
+		int64_t t0;
+		int rc = moat__proc_wire_recv(&ch->wire, &f, deadline);
+
+		if (rc == MOAT_ETIMEDOUT)
+			return proc_lost(b, 1, selector);
+		if (rc == MOAT_ENOMEM)
+			return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+		if (rc < 0) {
+			/* A malformed frame means a runner that cannot be trusted any more. */
+			if (rc == MOAT_EPROTO)
+				kill(b->pid, SIGKILL);
+			return proc_lost(b, 0, selector);
+		}
+		if (f->kind == MOAT_FRAME_RETURN) {
+			if (f->seq != seq) {
+				moat__frame_in_free(f);
+				kill(b->pid, SIGKILL);
+				return proc_lost(b, 0, selector);
+			}
+			*ret = f;
+			return 0;
+		}
+		/* An exit call: answer it here, on the thread that waits. */
+		t0 = moat__proc_now_ns();
+		rc = moat_msg_new(&xout);
+		if (rc == 0)
+			rc = b->exit_dispatch(b->exit_ctx, f->selector, f->items, xout);
+		memset(&answer, 0, sizeof(answer));
+		answer.kind = MOAT_FRAME_RETURN;
+		answer.seq = f->seq;
+		answer.code = rc;
+		answer.items = rc == 0 ? xout : NULL;
+		rc = moat__proc_wire_send(ch->wire.fd, &answer);
+		moat_msg_free(xout);
+		moat__frame_in_free(f);
+		if (rc < 0)
+			return proc_lost(b, 0, selector);
+		if (deadline)
+			deadline += moat__proc_now_ns() - t0;
+	}
+}
+
+static int proc_dead_error(proc_backend *b, int dead)
+{
+	return moat_error_set(dead, MOAT_ORIGIN_ENCLAVE, "%s", b->death);
+}
+
+static int proc_call(moat_backend *base, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	proc_backend *b = (proc_backend *)base;
+	moat_frame_in *ret;
+	proc_chan *ch;
+	int dead = atomic_load_explicit(&b->parent.dead, memory_order_acquire);
+	int rc;
+
+	if (dead)
+		return proc_dead_error(b, dead);
+	if (!(ch = chan_get(b)))
+		return moat_error_last()->code;
+	if ((rc = chan_call(b, ch, selector, in, &ret)) < 0)
+		return rc;
+	rc = ret->code;
+	if (rc == 0 && out) {
+		size_t i, n = moat_msg_count(ret->items);
+
+		for (i = 0; i < n && rc == 0; i++) {
+			const void *data;
+			size_t len;
+
+			moat_msg_item(ret->items, i, &data, &len);
+			rc = moat_msg_push(out, data, len);
+		}
+		if (rc < 0)
+			moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+	} else if (rc < 0) {
+		moat__error_from_enclave(rc, selector, ret->enclave_code, *ret->message ? ret->message : NULL);
+	}
+	moat__frame_in_free(ret);
+	return rc;
+}
+
+/* ---- Open and close ---- */
+
+static void proc_free(proc_backend *b)
+{
+	if (!b)
+		return;
+	chan_detach_all(b);
+	if (b->ctl >= 0)
+		close(b->ctl);
+	if (b->pid > 0 && !b->reaped) {
+		int st;
+
+		/* The finalizer has run (or cannot): nothing in the runner needs to finish. */
+		kill(b->pid, SIGKILL);
+		while (waitpid(b->pid, &st, 0) < 0 && errno == EINTR)
+			;
+	}
+	pthread_mutex_destroy(&b->ctl_lock);
+	pthread_mutex_destroy(&b->reap_lock);
+	free(b->path);
+	free(b);
+}
+
+static void warn_namespaces(const moat_proc_note *hello)
+{
+	static const unsigned int all = MOAT_ISOLATION_USERNS | MOAT_ISOLATION_MOUNTNS | MOAT_ISOLATION_NETNS;
+
+	if ((hello->isolation & all) == all || atomic_flag_test_and_set(&ns_warned))
+		return;
+	fprintf(stderr,
+		"moat: proc: this system does not allow new user/mount/network namespaces (%s); enclaves run "
+		"without the ones missing (isolation 0x%x)\n",
+		strerror(hello->ns_errno), hello->isolation);
+}
+
+static int proc_open(moat_backend **out, const moat_backend_params *params)
+{
+	const moat_load_options *o = params->options;
+	char runner[PATH_MAX];
+	uint8_t *bytes = NULL;
+	size_t len = 0;
+	moat_msg *load = NULL;
+	moat_frame_in *ret = NULL;
+	moat_proc_note hello;
+	proc_backend *b;
+	proc_chan *ch;
+	int rc;
+
+	*out = NULL;
+	if (o->flags & MOAT_LOAD_BY_NAME)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "MOAT_LOAD_BY_NAME needs a remote backend");
+	b = calloc(1, sizeof(*b));
+	if (!b || !(b->path = strdup(params->path))) {
+		free(b);
+		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+	}
+	b->parent.vtable = &moat__backend_proc;
+	b->instance = atomic_fetch_add(&next_instance, 1);
+	b->ctl = -1;
+	b->pid = -1;
+	b->timeout_ms = o->call_timeout_ms;
+	b->exit_dispatch = params->exit_dispatch;
+	b->exit_ctx = params->exit_ctx;
+	pthread_mutex_init(&b->ctl_lock, NULL);
+	pthread_mutex_init(&b->reap_lock, NULL);
+
+	if ((rc = find_runner(runner, sizeof(runner))) < 0)
+		goto fail;
+	if ((rc = moat__read_file(&bytes, &len, params->path)) < 0)
+		goto fail;
+	/* The identity comes from the bytes the host read, never from what the runner says. */
+	moat__sha256(b->parent.measurement, bytes, len);
+	if ((rc = start_runner(b, runner)) < 0)
+		goto fail;
+	if (!read_note(b, &hello, START_TIMEOUT_MS) || hello.kind != MOAT_PROC_NOTE_HELLO) {
+		int exec_errno = hello.magic == MOAT_PROC_NOTE_MAGIC && hello.kind == MOAT_PROC_NOTE_EXEC_FAILED
+					 ? hello.value
+					 : 0;
+
+		proc_lost(b, 0, 0);
+		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: %s did not start: %s", runner,
+				    exec_errno ? strerror(exec_errno) : b->death);
+		goto fail;
+	}
+	if (!(hello.isolation & MOAT_ISOLATION_SECCOMP)) {
+		rc = moat_error_set(MOAT_ESANDBOX, MOAT_ORIGIN_API,
+				    "proc: the runner could not install its seccomp filter (%s); nothing was loaded",
+				    strerror(hello.value));
+		goto fail;
+	}
+	warn_namespaces(&hello);
+	b->parent.isolation = hello.isolation;
+
+	if (!(ch = chan_get(b))) {
+		rc = moat_error_last()->code;
+		goto fail;
+	}
+	if ((rc = moat_msg_new(&load)) < 0 || (rc = moat_msg_push_borrowed(load, params->path, strlen(params->path))) < 0 ||
+	    (rc = moat_msg_push_borrowed(load, bytes, len)) < 0 ||
+	    (rc = moat_msg_push_borrowed(load, o->expected_measurement,
+					 o->expected_measurement ? MOAT_MEASUREMENT_LEN : 0)) < 0 ||
+	    (rc = moat_msg_push_borrowed(load, o->config, o->config_len)) < 0) {
+		rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+		goto fail;
+	}
+	if ((rc = chan_call(b, ch, MOAT_PROC_SELECTOR_LOAD, load, &ret)) < 0)
+		goto fail;
+	if ((rc = ret->code) < 0) {
+		moat_error_set(rc, ret->origin ? (moat_origin)ret->origin : MOAT_ORIGIN_ENCLAVE, "%s", ret->message);
+		goto fail;
+	}
+	moat__frame_in_free(ret);
+	moat_msg_free(load);
+	free(bytes);
+	*out = &b->parent;
+	return 0;
+
+fail:
+	moat__frame_in_free(ret);
+	moat_msg_free(load);
+	free(bytes);
+	proc_free(b);
+	return rc;
+}
+
+static void proc_close(moat_backend *base)
+{
+	proc_backend *b = (proc_backend *)base;
+	moat_frame_in *ret = NULL;
+	proc_chan *ch;
+
+	if (!b)
+		return;
+	/* Run the finalizer; it may make exit calls, answered on this thread. */
+	if (!atomic_load(&b->parent.dead) && (ch = chan_get(b)) != NULL &&
+	    chan_call(b, ch, MOAT_PROC_SELECTOR_STOP, NULL, &ret) == 0)
+		moat__frame_in_free(ret);
+	proc_free(b);
+}
+
+const moat_backend_vtable moat__backend_proc = {
+	MOAT_BACKEND_VERSION,
+	"proc",
+	MOAT_BACKEND_CAP_ISOLATED | MOAT_BACKEND_CAP_TIMEOUT | MOAT_BACKEND_CAP_CRASH,
+	proc_open,
+	proc_call,
+	proc_close,
+};

@@ -1,0 +1,82 @@
+/*
+ * The proc backend: what libmoat and the runner `moat-enclave-host` share.
+ *
+ * libmoat starts the runner with one end of a control socket on fd 3. The
+ * runner enters its sandbox, then writes a hello note on the control socket
+ * saying which layers it applied. After that the host passes one socket per
+ * host thread over the control socket (SCM_RIGHTS); the runner starts a
+ * worker thread for each. On a channel both sides exchange Call and Return
+ * frames (src/codec/frame.h), each preceded by its length as 4 little-endian
+ * bytes, in strict LIFO order: the same protocol as a remote Attach stream.
+ * The first Call on the first channel loads the image; the runner writes a
+ * death note on the control socket when the sandbox stops the enclave.
+ */
+#ifndef MOAT_BACKENDS_PROC_PROC_H
+#define MOAT_BACKENDS_PROC_PROC_H
+
+#include <stdint.h>
+
+#include "codec/frame.h"
+
+/* Version of this protocol; the host passes it on the runner's command line. */
+#define MOAT_PROC_PROTOCOL "1"
+/* The control socket's fd number in the runner. */
+#define MOAT_PROC_CTL_FD 3
+
+/*
+ * Private entry selectors of the proc protocol, in the range reserved for
+ * the runtime. The core never sends them: it refuses reserved selectors.
+ */
+/* Items: image name (for messages), image bytes, pin (0 or 32 bytes), config. */
+#define MOAT_PROC_SELECTOR_LOAD ((uint64_t)1000)
+/* Run the enclave's finalizer. */
+#define MOAT_PROC_SELECTOR_STOP ((uint64_t)1001)
+
+/* Largest frame either side accepts; an image travels in one frame. */
+#define MOAT_PROC_FRAME_MAX ((uint32_t)1 << 30)
+
+#define MOAT_PROC_NOTE_MAGIC 0x4d4f4154u /* "MOAT" */
+
+enum {
+	MOAT_PROC_NOTE_HELLO = 1,      /* sandbox is up: isolation, ns_errno */
+	MOAT_PROC_NOTE_SYSCALL = 2,    /* the sandbox stopped a system call: value */
+	MOAT_PROC_NOTE_EXEC_FAILED = 3 /* the runner could not be executed: value is errno */
+};
+
+/* A fixed-size record on the control socket, runner to host. */
+typedef struct moat_proc_note {
+	uint32_t magic;
+	uint32_t kind;
+	uint32_t isolation; /* HELLO: MOAT_ISOLATION_* applied */
+	int32_t value;      /* SYSCALL: number; EXEC_FAILED: errno */
+	int32_t ns_errno;   /* HELLO: why new namespaces could not be made, or 0 */
+	int32_t reserved;
+} moat_proc_note;
+
+/* Buffered reader of length-prefixed frames on one socket. */
+typedef struct moat_proc_wire {
+	int fd;
+	uint8_t *buf;
+	size_t have, cap;
+} moat_proc_wire;
+
+/*
+ * Encode f with its length header and send it whole (MSG_NOSIGNAL).
+ * Returns 0, MOAT_ENOMEM or MOAT_ETRANSPORT (peer gone); records no error.
+ */
+int moat__proc_wire_send(int fd, const moat_frame *f);
+
+/*
+ * Receive the next frame into *out. deadline_ns is a CLOCK_MONOTONIC time
+ * or 0 for none. Returns 0, MOAT_ETRANSPORT (end of stream or error),
+ * MOAT_ETIMEDOUT, MOAT_EPROTO or MOAT_ENOMEM; records no error.
+ */
+int moat__proc_wire_recv(moat_proc_wire *w, moat_frame_in **out, int64_t deadline_ns);
+
+/* Free the reader's buffer (not the fd). */
+void moat__proc_wire_release(moat_proc_wire *w);
+
+/* CLOCK_MONOTONIC now, in nanoseconds. */
+int64_t moat__proc_now_ns(void);
+
+#endif

@@ -1,0 +1,301 @@
+/*
+ * moat-enclave-host: the runner of the proc backend. libmoat starts it with
+ * a control socket on fd 3 (see proc.h). It enters the sandbox before it
+ * reads anything from the host, then serves one worker thread per channel.
+ * The enclave image arrives in the first Call and is measured, checked and
+ * loaded inside the sandbox.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "backends/proc/runner.h"
+
+typedef struct channel {
+	moat_proc_wire wire;
+	uint64_t seq;
+} channel;
+
+static moat_image *image;
+static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct moat_runtime runtime;
+/* The channel of the worker running on this thread; enclave exit calls go there. */
+static _Thread_local channel *current;
+
+#if defined(__SANITIZE_ADDRESS__)
+/*
+ * In sanitizer builds the enclave's crashes must look as they do in plain
+ * builds (killed by the signal), and the sanitizer must not try to open
+ * files or start a symbolizer inside the sandbox.
+ */
+const char *__asan_default_options(void);
+__attribute__((visibility("default"))) const char *__asan_default_options(void)
+{
+	return "detect_leaks=0:handle_segv=0:handle_sigbus=0:handle_abort=0:handle_sigfpe=0:handle_sigill=0:"
+	       "symbolize=0";
+}
+#endif
+
+static int reply(channel *ch, uint64_t seq, int code, moat_origin origin, int64_t enclave_code, const char *message,
+		 const moat_msg *items)
+{
+	moat_frame f;
+
+	memset(&f, 0, sizeof(f));
+	f.kind = MOAT_FRAME_RETURN;
+	f.seq = seq;
+	f.code = code;
+	f.origin = code ? (uint32_t)origin : 0;
+	f.enclave_code = enclave_code;
+	f.message = message;
+	f.items = code ? NULL : items;
+	return moat__proc_wire_send(ch->wire.fd, &f);
+}
+
+static int runner_exit_call(void *ctx, uint64_t selector, const moat_msg *in, moat_msg *out);
+
+/* LOAD: items are name, image bytes, pin (0 or 32 bytes), config. */
+static int load(moat_frame_in *f, moat_origin *origin, char *message, size_t size)
+{
+	const void *bytes, *pin, *config;
+	size_t len, pin_len, config_len;
+	char *name = NULL;
+	moat_image *img = NULL;
+	int rc;
+
+	*origin = MOAT_ORIGIN_API;
+	pthread_mutex_lock(&load_lock);
+	if (image || moat_msg_count(f->items) != 4 || moat_msg_item_strdup(f->items, 0, &name) < 0 ||
+	    moat_msg_item(f->items, 1, &bytes, &len) < 0 || moat_msg_item(f->items, 2, &pin, &pin_len) < 0 ||
+	    (pin_len != 0 && pin_len != MOAT_MEASUREMENT_LEN) ||
+	    moat_msg_item(f->items, 3, &config, &config_len) < 0) {
+		snprintf(message, size, "malformed load request");
+		*origin = MOAT_ORIGIN_TRANSPORT;
+		rc = MOAT_EPROTO;
+		goto out;
+	}
+	/* Measure and check the pin before anything in the image runs. */
+	rc = moat__image_open_bytes(&img, bytes, len, name, pin_len ? pin : NULL);
+	if (rc < 0) {
+		snprintf(message, size, "%s", moat_error_last()->message);
+		*origin = moat_error_last()->origin;
+		goto out;
+	}
+	runtime.abi_version = MOAT_ENCLAVE_ABI_VERSION;
+	runtime.size = sizeof(runtime);
+	runtime.exit_call = runner_exit_call;
+	image = img;
+	rc = img->entry->start(&runtime, config_len ? config : NULL, config_len);
+	if (rc != 0) {
+		snprintf(message, size, "%s: the enclave's init function failed (%d)", name, rc);
+		*origin = MOAT_ORIGIN_ENCLAVE;
+		rc = MOAT_EINIT;
+	}
+out:
+	pthread_mutex_unlock(&load_lock);
+	free(name);
+	return rc;
+}
+
+/* Run one Call from the host on this channel and answer it. */
+static void serve(channel *ch, moat_frame_in *f)
+{
+	moat_msg *out = NULL;
+	moat_origin origin = MOAT_ORIGIN_ENCLAVE;
+	char message[512] = "";
+	int64_t handler_code = 0;
+	int rc;
+
+	if ((rc = moat_msg_new(&out)) < 0) {
+		origin = MOAT_ORIGIN_ENCLAVE;
+	} else if (f->selector == MOAT_PROC_SELECTOR_LOAD) {
+		rc = load(f, &origin, message, sizeof(message));
+	} else if (!image) {
+		rc = MOAT_EPROTO;
+		origin = MOAT_ORIGIN_TRANSPORT;
+		snprintf(message, sizeof(message), "no enclave image is loaded");
+	} else if (f->selector == MOAT_PROC_SELECTOR_STOP) {
+		image->entry->stop();
+		rc = 0;
+	} else {
+		rc = image->entry->call(f->selector, f->items, out, &handler_code);
+	}
+	if (reply(ch, f->seq, rc, origin, handler_code, message, out) < 0)
+		_exit(0); /* the host is gone */
+	moat_msg_free(out);
+}
+
+/* The enclave's exit calls: a Call to the host on this thread's channel, serving nested Calls until its Return. */
+static int runner_exit_call(void *ctx, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	channel *ch = current;
+	moat_frame call;
+	uint64_t seq;
+
+	/* Threads the enclave made itself have no host thread to answer them. */
+	if (!ch)
+		return MOAT_EINVAL;
+	seq = ++ch->seq;
+	memset(&call, 0, sizeof(call));
+	call.kind = MOAT_FRAME_CALL;
+	call.seq = seq;
+	call.selector = selector;
+	call.items = in;
+	if (moat__proc_wire_send(ch->wire.fd, &call) < 0)
+		_exit(0);
+	for (;;) {
+		moat_frame_in *f;
+		int rc;
+
+		if (moat__proc_wire_recv(&ch->wire, &f, 0) < 0)
+			_exit(0);
+		if (f->kind == MOAT_FRAME_CALL) {
+			serve(ch, f);
+			moat__frame_in_free(f);
+			continue;
+		}
+		if (f->seq != seq)
+			_exit(0); /* out of order: the host broke the protocol */
+		rc = f->code;
+		if (rc == 0 && out) {
+			size_t i, n = moat_msg_count(f->items);
+
+			for (i = 0; i < n && rc == 0; i++) {
+				const void *data;
+				size_t len;
+
+				moat_msg_item(f->items, i, &data, &len);
+				rc = moat_msg_push(out, data, len);
+			}
+		}
+		moat__frame_in_free(f);
+		return rc;
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	channel *ch = arg;
+	moat_frame_in *f;
+
+	current = ch;
+	while (moat__proc_wire_recv(&ch->wire, &f, 0) == 0) {
+		if (f->kind != MOAT_FRAME_CALL) {
+			moat__frame_in_free(f);
+			break;
+		}
+		serve(ch, f);
+		moat__frame_in_free(f);
+	}
+	/* The host thread behind this channel has gone. */
+	current = NULL;
+	close(ch->wire.fd);
+	moat__proc_wire_release(&ch->wire);
+	free(ch);
+	return NULL;
+}
+
+/* Receive one channel fd from the control socket; returns it, or -1 when the host is gone. */
+static int receive_channel(int ctl)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	char byte;
+	struct iovec iov = {&byte, 1};
+	struct msghdr mh;
+	struct cmsghdr *c;
+	ssize_t n;
+	int fd = -1;
+
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.buf;
+	mh.msg_controllen = sizeof(u.buf);
+	do
+		n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return -1;
+	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	return fd < 0 ? -2 : fd;
+}
+
+int main(int argc, char **argv)
+{
+	moat_proc_note hello;
+	uint8_t warm[MOAT_MEASUREMENT_LEN];
+	unsigned int isolation = 0;
+	int ns_errno = 0, sig, rc, ctl = MOAT_PROC_CTL_FD;
+	sigset_t none;
+	char *end;
+	long parent;
+
+	if (argc != 5 || strcmp(argv[1], "--moat-proc") != 0 || strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 ||
+	    strcmp(argv[3], "--parent") != 0) {
+		fprintf(stderr, "moat-enclave-host: started by libmoat only (protocol %s)\n", MOAT_PROC_PROTOCOL);
+		return 2;
+	}
+	parent = strtol(argv[4], &end, 10);
+	/* Die with the host; the check after it closes the race with a host that died already. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (*end || getppid() != (pid_t)parent)
+		return 2;
+	/* Start from default signal handling whatever the host had. */
+	for (sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* OpenSSL reads its configuration on first use: do that before the sandbox. */
+	moat__sha256(warm, "", 0);
+
+	rc = moat__runner_sandbox_enter(ctl, &isolation, &ns_errno);
+	memset(&hello, 0, sizeof(hello));
+	hello.magic = MOAT_PROC_NOTE_MAGIC;
+	hello.kind = MOAT_PROC_NOTE_HELLO;
+	hello.isolation = isolation;
+	hello.value = rc < 0 ? -rc : 0;
+	hello.ns_errno = ns_errno;
+	if (send(ctl, &hello, sizeof(hello), MSG_NOSIGNAL) != (ssize_t)sizeof(hello) || rc < 0)
+		_exit(1);
+
+	for (;;) {
+		pthread_attr_t attr;
+		pthread_t thread;
+		channel *ch;
+		int fd = receive_channel(ctl);
+
+		if (fd == -1)
+			break;
+		if (fd < 0)
+			continue;
+		ch = calloc(1, sizeof(*ch));
+		if (!ch) {
+			close(fd);
+			continue;
+		}
+		ch->wire.fd = fd;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&thread, &attr, worker_main, ch) != 0) {
+			/* The host sees its channel close and reports the enclave lost. */
+			close(fd);
+			free(ch);
+		}
+		pthread_attr_destroy(&attr);
+	}
+	/* The host closed the control socket: destroy, or the host died. */
+	_exit(0);
+}
