@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/prctl.h>
+#include <sys/sysinfo.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,11 +36,18 @@ static _Thread_local channel *current;
  * builds (killed by the signal), and the sanitizer must not try to open
  * files or start a symbolizer inside the sandbox.
  */
+#define RUNNER_SANITIZER_OPTIONS \
+	"handle_segv=0:handle_sigbus=0:handle_abort=0:handle_sigfpe=0:handle_sigill=0:symbolize=0"
 const char *__asan_default_options(void);
+const char *__ubsan_default_options(void);
 __attribute__((visibility("default"))) const char *__asan_default_options(void)
 {
-	return "detect_leaks=0:handle_segv=0:handle_sigbus=0:handle_abort=0:handle_sigfpe=0:handle_sigill=0:"
-	       "symbolize=0";
+	return "detect_leaks=0:" RUNNER_SANITIZER_OPTIONS;
+}
+/* MOAT_ASAN builds pair AddressSanitizer with UBSan, whose runtime has its own signal handlers. */
+__attribute__((visibility("default"))) const char *__ubsan_default_options(void)
+{
+	return RUNNER_SANITIZER_OPTIONS;
 }
 #endif
 
@@ -260,6 +269,12 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* OpenSSL reads its configuration on first use: do that before the sandbox. */
 	moat__sha256(warm, "", 0);
+	/*
+	 * malloc counts the CPUs (reading /sys) when a thread first needs an
+	 * arena of its own, unless the limit is set: set it here to glibc's own
+	 * default, 8 per CPU.
+	 */
+	mallopt(M_ARENA_MAX, 8 * get_nprocs());
 
 	rc = moat__runner_sandbox_enter(ctl, &isolation, &ns_errno);
 	memset(&hello, 0, sizeof(hello));

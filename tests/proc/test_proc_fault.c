@@ -1,0 +1,200 @@
+/*
+ * Faults: the enclave crashes, exits or hangs; the host survives, the
+ * handle fails fast, destroy reaps the child and the next load works.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "proc_test.h"
+
+static void expect_crash(uint64_t selector, int code, const char *words)
+{
+	moat_enclave *e = load_probe(NULL, 0);
+	int rc;
+
+	assert_non_null(e);
+	rc = call_str(e, selector, NULL, NULL, 0);
+	if (rc != code || !strstr(moat_error_last()->message, words))
+		fprintf(stderr, "selector %llu: rc %d: %s\n", (unsigned long long)selector, rc,
+			moat_error_last()->message);
+	assert_int_equal(rc, code);
+	assert_int_equal(moat_error_last()->origin, MOAT_ORIGIN_ENCLAVE);
+	assert_non_null(strstr(moat_error_last()->message, words));
+	assert_int_equal(call_str(e, PROBE_ECHO, "x", NULL, 0), code);
+	assert_int_equal(moat_error_last()->origin, MOAT_ORIGIN_ENCLAVE);
+	moat_enclave_destroy(e);
+	assert_int_equal(count_children(NULL), 0);
+	/* The host is fine and loads again. */
+	e = load_probe(NULL, 0);
+	assert_non_null(e);
+	assert_int_equal(call_str(e, PROBE_ECHO, "x", NULL, 0), 0);
+	moat_enclave_destroy(e);
+}
+
+static void test_segv(void **state)
+{
+	expect_crash(PROBE_SEGV, MOAT_ECRASHED, "SIGSEGV");
+}
+
+static void test_abort(void **state)
+{
+	expect_crash(PROBE_ABORT, MOAT_ECRASHED, "SIGABRT");
+}
+
+static void test_exit(void **state)
+{
+	expect_crash(PROBE_EXIT, MOAT_ECRASHED, "exited with status 3");
+}
+
+static void test_crash_in_init(void **state)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e = NULL;
+
+	o.backend = "proc";
+	o.config = "crash";
+	o.config_len = 5;
+	assert_int_equal(moat_enclave_load(&e, PROBE_PATH, &o), MOAT_ECRASHED);
+	assert_null(e);
+	assert_non_null(strstr(moat_error_last()->message, "SIGSEGV"));
+	assert_int_equal(count_children(NULL), 0);
+}
+
+typedef struct hung {
+	moat_enclave *e;
+	int rc;
+	char message[512];
+} hung;
+
+static void *hang_main(void *arg)
+{
+	hung *h = arg;
+
+	h->rc = call_str(h->e, PROBE_HANG, NULL, NULL, 0);
+	snprintf(h->message, sizeof(h->message), "%s", moat_error_last()->message);
+	return NULL;
+}
+
+/* A crash on one thread fails the calls in flight on the others. */
+static void test_crash_fails_calls_in_flight(void **state)
+{
+	moat_enclave *e = load_probe(NULL, 0);
+	hung h = {e, 0, ""};
+	pthread_t t;
+	struct timespec ms = {0, 50 * 1000 * 1000};
+
+	assert_non_null(e);
+	assert_int_equal(pthread_create(&t, NULL, hang_main, &h), 0);
+	nanosleep(&ms, NULL);
+	assert_int_equal(call_str(e, PROBE_SEGV, NULL, NULL, 0), MOAT_ECRASHED);
+	pthread_join(t, NULL);
+	assert_int_equal(h.rc, MOAT_ECRASHED);
+	assert_non_null(strstr(h.message, "SIGSEGV"));
+	moat_enclave_destroy(e);
+	assert_int_equal(count_children(NULL), 0);
+}
+
+/* The enclave dies while no call is in flight: the next call (and a new thread's) fail, no SIGPIPE. */
+static void test_crash_while_idle(void **state)
+{
+	moat_enclave *e = load_probe(NULL, 0);
+	pthread_t t;
+	hung h;
+	int i, rc = 0;
+
+	assert_non_null(e);
+	/* SIGPIPE's default action would end this test process. */
+	signal(SIGPIPE, SIG_DFL);
+	assert_int_equal(call_str(e, PROBE_LATER, NULL, NULL, 0), 0);
+	for (i = 0; i < 1000 && rc == 0; i++) {
+		struct timespec ms = {0, 10 * 1000 * 1000};
+
+		nanosleep(&ms, NULL);
+		rc = call_str(e, PROBE_ECHO, "x", NULL, 0);
+	}
+	assert_int_equal(rc, MOAT_ECRASHED);
+	assert_non_null(strstr(moat_error_last()->message, "SIGSEGV"));
+	/* A thread with no channel yet fails the same way. */
+	h.e = e;
+	assert_int_equal(pthread_create(&t, NULL, hang_main, &h), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(h.rc, MOAT_ECRASHED);
+	moat_enclave_destroy(e);
+	assert_int_equal(count_children(NULL), 0);
+}
+
+static void test_timeout(void **state)
+{
+	moat_enclave *e = load_probe(NULL, 300);
+
+	assert_non_null(e);
+	assert_int_equal(call_str(e, PROBE_ECHO, "x", NULL, 0), 0);
+	assert_int_equal(call_str(e, PROBE_HANG, NULL, NULL, 0), MOAT_ETIMEDOUT);
+	assert_int_equal(moat_error_last()->origin, MOAT_ORIGIN_ENCLAVE);
+	assert_non_null(strstr(moat_error_last()->message, "300 ms"));
+	/* The enclave was stopped: the handle is dead. */
+	assert_int_equal(call_str(e, PROBE_ECHO, "x", NULL, 0), MOAT_ETIMEDOUT);
+	moat_enclave_destroy(e);
+	assert_int_equal(count_children(NULL), 0);
+}
+
+static int slow_handler(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	struct timespec t = {0, 600 * 1000 * 1000};
+
+	nanosleep(&t, NULL);
+	return 0;
+}
+
+/* The time limit counts the enclave's time, not the host's own exit handlers. */
+static void test_timeout_excludes_exit_handlers(void **state)
+{
+	moat_enclave *e = load_probe(NULL, 300);
+
+	assert_non_null(e);
+	assert_int_equal(moat_enclave_set_exit_handler(e, PROBE_HOST, slow_handler, NULL), 0);
+	assert_int_equal(call_str(e, PROBE_EXIT_CALL, "x", NULL, 0), 0);
+	moat_enclave_destroy(e);
+}
+
+static int crash_handler(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	return moat_enclave_call(payload, PROBE_SEGV, NULL, NULL);
+}
+
+/* A crash inside a nested call fails the nested and the outer call alike. */
+static void test_crash_while_nested(void **state)
+{
+	moat_enclave *e = load_probe(NULL, 0);
+
+	assert_non_null(e);
+	assert_int_equal(moat_enclave_set_exit_handler(e, PROBE_HOST, crash_handler, e), 0);
+	assert_int_equal(call_str(e, PROBE_EXIT_CALL, "x", NULL, 0), MOAT_ECRASHED);
+	assert_non_null(strstr(moat_error_last()->message, "SIGSEGV"));
+	moat_enclave_destroy(e);
+	assert_int_equal(count_children(NULL), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_segv),
+		cmocka_unit_test(test_abort),
+		cmocka_unit_test(test_exit),
+		cmocka_unit_test(test_crash_in_init),
+		cmocka_unit_test(test_crash_fails_calls_in_flight),
+		cmocka_unit_test(test_crash_while_idle),
+		cmocka_unit_test(test_timeout),
+		cmocka_unit_test(test_timeout_excludes_exit_handlers),
+		cmocka_unit_test(test_crash_while_nested),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
