@@ -71,7 +71,9 @@ MOAT_EXTERN(int) moat_host_time(uint64_t *ns);
 /**
  * Ask the host to donate a thread that runs fn(arg) inside the enclave. The
  * thread enters through MOAT_SELECTOR_DONATE on every backend. Returns 0 and
- * the thread in *out, or a negative code. Join every started thread.
+ * the thread in *out, or a negative code. Join every started thread. Not
+ * available in init_fn or the finalizer (MOAT_EINVAL): the host's handle
+ * does not exist yet, or is going away.
  */
 MOAT_EXTERN(int) moat_thread_start(moat_thread *out, void (*fn)(void *), void *arg);
 

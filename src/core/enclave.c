@@ -43,6 +43,7 @@ struct moat_enclave {
 	int thread_policy;
 	unsigned int inside;
 	donated_thread *donated;
+	int ready; /* the backend is open: threads may enter */
 	int closing;
 };
 
@@ -189,7 +190,11 @@ static int service_spawn(struct moat_enclave *e, const moat_msg *in)
 	t->task = task;
 	pthread_mutex_lock(&e->lock);
 	reap_finished(e);
-	if (e->closing) {
+	if (!e->ready || e->closing) {
+		/*
+		 * During init the handle has no backend yet, and during destroy it
+		 * is going away: no thread can enter the enclave then.
+		 */
 		rc = MOAT_EINVAL;
 	} else if ((errno = pthread_create(&t->thread, NULL, donated_main, t)) != 0) {
 		rc = MOAT_ENOMEM;
@@ -387,6 +392,9 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 	rc = e->vtable->open(&e->backend, &params);
 	if (rc < 0)
 		goto fail;
+	pthread_mutex_lock(&e->lock);
+	e->ready = 1;
+	pthread_mutex_unlock(&e->lock);
 	*out = e;
 	return 0;
 

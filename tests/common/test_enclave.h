@@ -23,6 +23,10 @@
 /* u64 n -> u64 threads started, u64 threads whose work was seen finished after join */
 #define T_THREADS (MOAT_SELECTOR_USER + 8)
 
+/* -> u64 (as int64) what moat_thread_start() returned inside init, when the config was T_SPAWN_IN_INIT_CONFIG */
+#define T_INIT_SPAWN (MOAT_SELECTOR_USER + 9)
+#define T_SPAWN_IN_INIT_CONFIG "spawn-in-init"
+
 /* init refuses to load (returns T_INIT_FAIL_CODE) when the config is exactly this string */
 #define T_INIT_FAIL_CONFIG "fail-init"
 #define T_INIT_FAIL_CODE 7

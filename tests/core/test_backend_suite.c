@@ -846,6 +846,32 @@ static void test_init_failure(void **state)
 	check_config("ok", 2);
 }
 
+static void test_spawn_in_init(void **state)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e;
+	moat_msg *in = test_msg(), *out = test_msg();
+
+	/*
+	 * The handle does not exist yet while init runs, so a thread cannot
+	 * enter the enclave: moat_thread_start() from init is refused (and the
+	 * load itself still works).
+	 */
+	o.config = T_SPAWN_IN_INIT_CONFIG;
+	o.config_len = strlen(T_SPAWN_IN_INIT_CONFIG);
+	e = test_load(TEST_ENCLAVE("test_enclave"), &o);
+	assert_moat_ok(moat_enclave_call(e, T_INIT_SPAWN, NULL, out));
+	assert_int_equal((int64_t)test_item_u64(out, 0), MOAT_EINVAL);
+	/* Threads work once the load has finished. */
+	moat_msg_reset(out);
+	assert_int_equal(moat_msg_push_u64(in, 2), 0);
+	assert_moat_ok(moat_enclave_call(e, T_THREADS, in, out));
+	assert_int_equal(test_item_u64(out, 1), 2);
+	moat_enclave_destroy(e);
+	moat_msg_free(in);
+	moat_msg_free(out);
+}
+
 static void test_identity(void **state)
 {
 	moat_enclave *e = test_load(TEST_ENCLAVE("test_enclave"), NULL);
@@ -883,6 +909,7 @@ int main(void)
 		cmocka_unit_test(test_large_items),
 		cmocka_unit_test(test_config),
 		cmocka_unit_test(test_init_failure),
+		cmocka_unit_test(test_spawn_in_init),
 		cmocka_unit_test(test_identity),
 	};
 	const char *env = getenv("MOAT_BACKEND");

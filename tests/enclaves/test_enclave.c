@@ -171,6 +171,13 @@ static int on_threads(void *payload, const moat_msg *in, moat_msg *out)
 	return rc ? rc : moat_msg_push_u64(out, finished);
 }
 
+static int64_t init_spawn_rc = 1; /* 1: not tried */
+
+static int on_init_spawn(void *payload, const moat_msg *in, moat_msg *out)
+{
+	return moat_msg_push_u64(out, (uint64_t)init_spawn_rc);
+}
+
 static void fini(void)
 {
 	free(config_copy);
@@ -185,6 +192,14 @@ static int init(const void *config, size_t len)
 	rc = moat_entry_register(T_ECHO, on_echo, NULL);
 	if (rc == 0 && len == strlen(T_INIT_FAIL_CONFIG) && memcmp(config, T_INIT_FAIL_CONFIG, len) == 0)
 		return T_INIT_FAIL_CODE;
+	if (rc == 0 && len == strlen(T_SPAWN_IN_INIT_CONFIG) && memcmp(config, T_SPAWN_IN_INIT_CONFIG, len) == 0) {
+		static work w;
+		moat_thread t;
+
+		init_spawn_rc = moat_thread_start(&t, worker, &w);
+		if (init_spawn_rc == 0)
+			moat_thread_join(t);
+	}
 	config_copy = malloc(len ? len : 1);
 	if (!config_copy)
 		return MOAT_ENOMEM;
@@ -199,6 +214,7 @@ static int init(const void *config, size_t len)
 	rc |= moat_entry_register(T_EXIT, on_exit_call, NULL);
 	rc |= moat_entry_register(T_CONFIG, on_config, NULL);
 	rc |= moat_entry_register(T_THREADS, on_threads, NULL);
+	rc |= moat_entry_register(T_INIT_SPAWN, on_init_spawn, NULL);
 	return rc;
 }
 
