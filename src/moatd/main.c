@@ -283,6 +283,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "moatd: --backend must be sim or proc\n");
 		return 2;
 	}
+	if (c->max_message < 65536) {
+		/* Image uploads come in 32 KiB chunks. */
+		fprintf(stderr, "moatd: --max-message-bytes must be at least 65536\n");
+		return 2;
+	}
 	if (c->max_message > 0x7fffffff)
 		c->max_message = 0x7fffffff;
 

@@ -92,6 +92,15 @@ int moat__rpc_stream_open(moat_rpc_call **out, moat_rpc_channel *ch, const char 
 int moat__rpc_exchange(moat_rpc_call *call, const void *send, size_t send_len, uint8_t **recv, size_t *recv_len,
 		       unsigned int timeout_ms, moat_rpc_status *st);
 
+/*
+ * Client: watch a stream without blocking: the first call starts a receive,
+ * every call polls the connection once (reading pings and acks) and returns
+ * 0 while the stream is open or MOAT_RPC_END (st filled) once it ended.
+ * For a thread that must keep an idle connection serviced without becoming
+ * the poller that other threads' replies are handed through.
+ */
+int moat__rpc_watch(moat_rpc_call *call, moat_rpc_status *st);
+
 /* Client: half-close and wait for the final status (and reply, when reply is not NULL). */
 int moat__rpc_stream_finish(moat_rpc_call *call, uint8_t **reply, size_t *reply_len, unsigned int timeout_ms,
 			    moat_rpc_status *st);

@@ -332,6 +332,20 @@ static void test_call_timeout(void **state)
 	moat_enclave_destroy(e);
 }
 
+/* An idle handle stays usable across many keepalive periods (something must read the pings' acks). */
+static void test_idle_keepalive(void **state)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e;
+
+	o.keepalive_ms = 200;
+	e = load_on(shared.uri, TEST_ENCLAVE("hello_enclave"), &o);
+	hello_works(e);
+	test_sleep_ms(2500);
+	hello_works(e);
+	moat_enclave_destroy(e);
+}
+
 static void test_no_target(void **state)
 {
 	/* Nothing listens on port 1: a clear transport error with a hint, at load. */
@@ -506,6 +520,7 @@ int main(void)
 		cmocka_unit_test(test_max_threads_per_session),
 		cmocka_unit_test(test_two_sessions_isolated),
 		cmocka_unit_test(test_call_timeout),
+		cmocka_unit_test(test_idle_keepalive),
 		cmocka_unit_test(test_no_target),
 		cmocka_unit_test(test_nested_fib_threads),
 	};
