@@ -142,7 +142,7 @@ static void test_measurement_pin_nothing_runs(void **state)
 	snprintf(marker, sizeof(marker), "/tmp/moat-marker-%d", (int)getpid());
 	unlink(marker);
 	setenv(T_MARKER_ENV, marker, 1);
-	assert_int_equal(test_moatd_start(&m, "grpc", "--enclave-dir", MOAT_TEST_ENCLAVES, NULL), 0);
+	assert_int_equal(test_moatd_start(&m, "grpc", "--enclave-dir", MOAT_TEST_ENCLAVES, "--backend", "sim", NULL), 0);
 	unsetenv(T_MARKER_ENV);
 	o.expected_measurement = wrong;
 	o.flags = MOAT_LOAD_BY_NAME;
