@@ -44,6 +44,8 @@ struct moat_rpc_call {
 	int md_received;
 	int ended;
 	grpc_byte_buffer *watch_msg; /* moat__rpc_watch's receive slot */
+	/* The outstanding batch's buffers live here: a timed-out batch completes later. */
+	grpc_byte_buffer *send_buf, *recv_buf;
 	char tag_batch, tag_status, tag_close;
 
 	/* Client. */
@@ -299,6 +301,15 @@ static void slice_to(char *out, size_t cap, grpc_slice s)
 	out[n] = '\0';
 }
 
+static void batch_buffers_free(moat_rpc_call *c)
+{
+	if (c->send_buf)
+		grpc_byte_buffer_destroy(c->send_buf);
+	if (c->recv_buf)
+		grpc_byte_buffer_destroy(c->recv_buf);
+	c->send_buf = c->recv_buf = NULL;
+}
+
 /* Fill st from the client call's final status; waits for it when still pending. */
 static void client_status(moat_rpc_call *c, moat_rpc_status *st)
 {
@@ -437,7 +448,6 @@ int moat__rpc_exchange(moat_rpc_call *c, const void *send, size_t send_len, uint
 		       unsigned int timeout_ms, moat_rpc_status *st)
 {
 	grpc_op ops[4];
-	grpc_byte_buffer *sbuf = NULL, *rbuf = NULL;
 	size_t n = 0;
 	int ok, rc = 0;
 
@@ -456,9 +466,9 @@ int moat__rpc_exchange(moat_rpc_call *c, const void *send, size_t send_len, uint
 		c->md_sent = 1;
 	}
 	if (send) {
-		sbuf = buffer_from(send, send_len);
+		c->send_buf = buffer_from(send, send_len);
 		ops[n].op = GRPC_OP_SEND_MESSAGE;
-		ops[n].data.send_message.send_message = sbuf;
+		ops[n].data.send_message.send_message = c->send_buf;
 		n++;
 	}
 	if (recv && !c->server && !c->md_received) {
@@ -469,35 +479,30 @@ int moat__rpc_exchange(moat_rpc_call *c, const void *send, size_t send_len, uint
 	}
 	if (recv) {
 		ops[n].op = GRPC_OP_RECV_MESSAGE;
-		ops[n].data.recv_message.recv_message = &rbuf;
+		ops[n].data.recv_message.recv_message = &c->recv_buf;
 		n++;
 	}
 	if (n == 0)
 		return 0;
 	if (grpc_call_start_batch(c->call, ops, n, &c->tag_batch, NULL) != GRPC_CALL_OK) {
-		if (sbuf)
-			grpc_byte_buffer_destroy(sbuf);
+		batch_buffers_free(c);
 		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT, "gRPC refused a stream operation");
 	}
 	c->batch_pending = 1;
 	ok = wait_tag(c, &c->tag_batch, deadline_ms(timeout_ms));
 	if (ok < 0) {
-		/* The batch stays pending; the caller cancels and frees the call. */
+		/* The batch stays pending (its buffers with it); the caller cancels and frees the call. */
 		c->ended = 1;
 		return MOAT_RPC_TIMEOUT;
 	}
 	c->batch_pending = 0;
-	if (sbuf)
-		grpc_byte_buffer_destroy(sbuf);
-	if (!ok || (recv && !rbuf)) {
-		if (rbuf)
-			grpc_byte_buffer_destroy(rbuf);
+	if (!ok || (recv && !c->recv_buf)) {
+		batch_buffers_free(c);
 		return call_ended(c, st);
 	}
-	if (rbuf) {
-		rc = buffer_take(rbuf, recv, recv_len);
-		grpc_byte_buffer_destroy(rbuf);
-	}
+	if (c->recv_buf)
+		rc = buffer_take(c->recv_buf, recv, recv_len);
+	batch_buffers_free(c);
 	return rc;
 }
 
@@ -626,6 +631,7 @@ void moat__rpc_call_free(moat_rpc_call *c)
 	grpc_completion_queue_destroy(c->cq);
 	if (c->watch_msg)
 		grpc_byte_buffer_destroy(c->watch_msg);
+	batch_buffers_free(c);
 	for (i = 0; i < c->n_md; i++) {
 		grpc_slice_unref(c->md[i].key);
 		grpc_slice_unref(c->md[i].value);

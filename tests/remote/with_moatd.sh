@@ -2,7 +2,8 @@
 # with_moatd.sh MOATD [MOATD ARGS...] -- CMD [ARGS...]
 # Start moatd on a free loopback port, run CMD with MOAT_BACKEND=grpc://ADDR,
 # then stop moatd (SIGTERM, by PID) and reap it. Fails when CMD fails or
-# moatd does not exit cleanly.
+# moatd does not exit cleanly. $MOATD_LAUNCHER (e.g. a valgrind command
+# line) is put in front of moatd.
 set -u
 moatd=$1
 shift
@@ -13,10 +14,10 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
 done
 shift
 dir=$(mktemp -d "${TMPDIR:-/tmp}/moat-test-XXXXXX")
-"$moatd" --listen 127.0.0.1:0 --state-dir "$dir/state" --allow-upload --ready-file "$dir/ready" \
+${MOATD_LAUNCHER:-} "$moatd" --listen 127.0.0.1:0 --state-dir "$dir/state" --allow-upload --ready-file "$dir/ready" \
   ${extra[@]+"${extra[@]}"} >"$dir/stdout" &
 pid=$!
-for _ in $(seq 1 400); do
+for _ in $(seq 1 1200); do
   [ -s "$dir/ready" ] && break
   kill -0 "$pid" 2>/dev/null || break
   sleep 0.05
