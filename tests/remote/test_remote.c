@@ -142,6 +142,7 @@ static void test_measurement_pin_nothing_runs(void **state)
 	snprintf(marker, sizeof(marker), "/tmp/moat-marker-%d", (int)getpid());
 	unlink(marker);
 	setenv(T_MARKER_ENV, marker, 1);
+	/* sim inside moatd, so the image's constructor can leave its file where the test sees it. */
 	assert_int_equal(test_moatd_start(&m, "grpc", "--enclave-dir", MOAT_TEST_ENCLAVES, "--backend", "sim", NULL), 0);
 	unsetenv(T_MARKER_ENV);
 	o.expected_measurement = wrong;
