@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,6 +67,15 @@ static inline int test_moatd_start_v(test_moatd *m, const char *scheme, const ch
 		return -1;
 	if (m->pid == 0) {
 		int null = open("/dev/null", O_WRONLY);
+
+		/*
+		 * A failed assertion ends the test without test_moatd_stop(); moatd
+		 * must not outlive it, or it keeps the test's stderr open and the
+		 * test runner waits for it until its time-out.
+		 */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() == 1)
+			_exit(127);
 
 		if (null >= 0)
 			dup2(null, STDOUT_FILENO);
