@@ -229,21 +229,43 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /*
- * Time op: a warm-up, then samples until the per-row time cap or the sample
- * limit. Operations under a microsecond are timed in batches (each sample is
- * the mean of a batch) so that reading the clock does not dominate them.
+ * A lane is one row being timed. The rows a comparison is made between run
+ * as lanes side by side: each lane gets a slice of time in turn, round after
+ * round, so that noise from other work on a shared machine lands on all of
+ * them alike instead of on whichever row happened to run at a bad moment.
  */
-static int measure(row *r, bench_op op, void *ctx)
-{
-	size_t max_samples, warm, i, n = 0, batch = 1, b;
-	double cap_ns = cfg.row_seconds * 1e9, *s;
-	uint64_t t0, t1, start, ops = 0;
+typedef struct lane {
+	row *r;
+	bench_op op;
+	void *ctx;
+	int live;
+	size_t batch, n, max;
+	double *s;       /* per-call time of each sample, ns */
+	uint64_t ops, ns; /* calls made and time spent making them while timing */
+} lane;
 
+#define ROUNDS 5
+
+/*
+ * Warm up and size the batches: operations under a microsecond are timed in
+ * batches (each sample is the mean of a batch) so that reading the clock
+ * does not dominate them.
+ */
+static int lane_begin(lane *l, row *r, bench_op op, void *ctx)
+{
+	size_t warm, i;
+	uint64_t t0, t1;
+
+	memset(l, 0, sizeof(*l));
+	l->r = r;
+	l->op = op;
+	l->ctx = ctx;
+	l->batch = 1;
 	if (r->size >= MIB) {
-		max_samples = cfg.smoke ? 5 : 400;
+		l->max = cfg.smoke ? 5 : 400;
 		warm = cfg.smoke ? 1 : 10;
 	} else {
-		max_samples = cfg.smoke ? 200 : 20000;
+		l->max = cfg.smoke ? 200 : 20000;
 		warm = cfg.smoke ? 20 : 1000;
 	}
 	bench_error[0] = '\0';
@@ -254,46 +276,82 @@ static int measure(row *r, bench_op op, void *ctx)
 	}
 	t1 = bench_now_ns();
 	if ((double)(t1 - t0) / (double)warm < 1000.0) {
-		batch = (size_t)(2000.0 * (double)warm / (double)(t1 - t0 + 1)) + 1;
-		if (batch > 10000)
-			batch = 10000;
+		l->batch = (size_t)(2000.0 * (double)warm / (double)(t1 - t0 + 1)) + 1;
+		if (l->batch > 10000)
+			l->batch = 10000;
 	}
-	s = malloc(max_samples * sizeof(*s));
-	if (!s) {
+	l->s = malloc(l->max * sizeof(*l->s));
+	if (!l->s) {
 		bench_fail("out of memory");
 		goto fail;
 	}
-	start = bench_now_ns();
-	for (n = 0; n < max_samples; n++) {
-		t0 = bench_now_ns();
-		for (b = 0; b < batch; b++) {
-			if (op(ctx) < 0) {
-				free(s);
-				goto fail;
-			}
-		}
-		t1 = bench_now_ns();
-		s[n] = (double)(t1 - t0) / (double)batch;
-		ops += batch;
-		if ((double)(t1 - start) > cap_ns && n >= 20)
-			break;
-	}
-	if (n < max_samples)
-		n++;
-	t1 = bench_now_ns();
-	qsort(s, n, sizeof(*s), cmp_double);
-	r->p50 = s[n / 2] / 1000.0;
-	r->p99 = s[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1] / 1000.0;
-	r->cps = (double)ops * 1e9 / (double)(t1 - start);
-	r->samples = n;
-	r->state = ROW_DONE;
-	if (batch > 1)
-		snprintf(r->note, sizeof(r->note), "batches of %zu", batch);
-	free(s);
+	l->live = 1;
 	return 0;
 fail:
 	row_na(r, "failed", bench_error[0] ? bench_error : "operation failed");
 	return -1;
+}
+
+/* One turn: samples until this round's share of the time cap or of the sample limit. */
+static void lane_round(lane *l, int round, int rounds)
+{
+	size_t limit = l->max * (size_t)(round + 1) / (size_t)rounds, b;
+	double cap = cfg.row_seconds * 1e9 / rounds;
+	uint64_t start = bench_now_ns(), t0, t1 = start;
+
+	if (!l->live)
+		return;
+	while (l->n < limit) {
+		t0 = bench_now_ns();
+		for (b = 0; b < l->batch; b++) {
+			if (l->op(l->ctx) < 0) {
+				l->live = 0;
+				row_na(l->r, "failed", bench_error[0] ? bench_error : "operation failed");
+				return;
+			}
+		}
+		t1 = bench_now_ns();
+		l->s[l->n++] = (double)(t1 - t0) / (double)l->batch;
+		l->ops += l->batch;
+		if ((double)(t1 - start) > cap && l->n >= 4 * (size_t)(round + 1))
+			break;
+	}
+	l->ns += t1 - start;
+}
+
+static void lane_end(lane *l)
+{
+	row *r = l->r;
+	size_t n = l->n;
+
+	if (l->live && n > 0) {
+		qsort(l->s, n, sizeof(*l->s), cmp_double);
+		r->p50 = l->s[n / 2] / 1000.0;
+		r->p99 = l->s[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1] / 1000.0;
+		r->cps = l->ns ? (double)l->ops * 1e9 / (double)l->ns : 0;
+		r->samples = n;
+		r->state = ROW_DONE;
+		r->note[0] = '\0';
+		if (l->batch > 1)
+			snprintf(r->note, sizeof(r->note), "batches of %zu", l->batch);
+	}
+	free(l->s);
+	l->s = NULL;
+	l->live = 0;
+}
+
+/* Time every live lane, interleaved round by round. */
+static void lanes_run(lane *l, size_t n)
+{
+	int rounds = cfg.smoke ? 1 : ROUNDS, k;
+	size_t i;
+
+	for (k = 0; k < rounds; k++) {
+		for (i = 0; i < n; i++)
+			lane_round(&l[i], k, rounds);
+	}
+	for (i = 0; i < n; i++)
+		lane_end(&l[i]);
 }
 
 /* ---- sim baseline: a call through a function pointer the compiler cannot see through ---- */
@@ -410,92 +468,125 @@ static int enclave_open(moat_enclave **out, const char *uri)
 	return rc;
 }
 
-/* The call and call+exit rows of one backend; prefix is the row id's first part. */
-static void run_moat_rows(const char *prefix, const char *uri)
+/* One backend's enclave, with the messages its call and call+exit rows use. */
+typedef struct moat_rows {
+	const char *prefix; /* row ids start with it: "sim", "grpc", ... */
+	moat_enclave *e;
+	call_ctx call, exit;
+} moat_rows;
+
+static unsigned char *payload; /* MIB bytes every row sends from */
+
+static void moat_rows_close(moat_rows *m)
 {
-	unsigned char *payload = NULL;
-	moat_enclave *e = NULL;
-	call_ctx c = {0};
+	moat_msg_free(m->call.in);
+	moat_msg_free(m->call.out);
+	moat_msg_free(m->exit.in);
+	moat_msg_free(m->exit.out);
+	moat_enclave_destroy(m->e);
+	memset(m, 0, sizeof(*m));
+}
+
+/* Load the bench enclave on uri; on failure mark the backend's rows n/a with the reason. */
+static int moat_rows_open(moat_rows *m, const char *prefix, const char *uri)
+{
 	char fmt[48];
-	size_t s;
+
+	memset(m, 0, sizeof(*m));
+	m->prefix = prefix;
+	if (enclave_open(&m->e, uri) < 0) {
+		snprintf(fmt, sizeof(fmt), "%s.call.", prefix);
+		rows_na(fmt, "n/a (backend not available", bench_error);
+		snprintf(fmt, sizeof(fmt), "%s.exit.", prefix);
+		rows_na(fmt, "n/a (backend not available", bench_error);
+		return -1;
+	}
+	if (moat_msg_new(&m->call.in) < 0 || moat_msg_new(&m->call.out) < 0 || moat_msg_new(&m->exit.in) < 0 ||
+	    moat_msg_new(&m->exit.out) < 0) {
+		snprintf(fmt, sizeof(fmt), "%s.", prefix);
+		rows_na(fmt, "failed", "out of memory");
+		moat_rows_close(m);
+		return -1;
+	}
+	m->call.e = m->exit.e = m->e;
+	return 0;
+}
+
+/* Add the call and call+exit lanes of an open backend at size index s. */
+static size_t moat_rows_lanes(moat_rows *m, size_t s, lane *l)
+{
+	char fmt[48];
+	size_t n = 0;
 	int k;
 
-	snprintf(fmt, sizeof(fmt), "%s.", prefix);
-	if (enclave_open(&e, uri) < 0) {
-		rows_na(fmt, "n/a (backend not available", bench_error);
-		return;
-	}
-	payload = calloc(1, MIB);
-	if (!payload || moat_msg_new(&c.in) < 0 || moat_msg_new(&c.out) < 0) {
-		rows_na(fmt, "failed", "out of memory");
-		goto out;
-	}
-	memset(payload, 0xa5, MIB);
-	c.e = e;
+	if (!m->e)
+		return 0;
 	for (k = 0; k < 2; k++) {
-		for (s = 0; s < NSIZES; s++) {
-			snprintf(fmt, sizeof(fmt), "%s.%s.%%s", prefix, k == 0 ? "call" : "exit");
-			moat_msg_reset(c.in);
-			c.size = sizes[s];
-			c.want_items = sizes[s] ? 1 : 0;
-			if (sizes[s])
-				moat_msg_push_borrowed(c.in, payload, sizes[s]);
-			c.selector = k == 1 ? BENCH_SEL_EXIT : sizes[s] ? BENCH_SEL_ECHO : BENCH_SEL_EMPTY;
-			measure(row_find(fmt, size_names[s]), call_op, &c);
-		}
+		call_ctx *c = k == 0 ? &m->call : &m->exit;
+
+		moat_msg_reset(c->in);
+		c->size = sizes[s];
+		c->want_items = sizes[s] ? 1 : 0;
+		if (sizes[s])
+			moat_msg_push_borrowed(c->in, payload, sizes[s]);
+		c->selector = k == 1 ? BENCH_SEL_EXIT : sizes[s] ? BENCH_SEL_ECHO : BENCH_SEL_EMPTY;
+		snprintf(fmt, sizeof(fmt), "%s.%s.%%s", m->prefix, k == 0 ? "call" : "exit");
+		if (lane_begin(&l[n], row_find(fmt, size_names[s]), call_op, c) == 0)
+			n++;
 	}
-out:
-	moat_msg_free(c.in);
-	moat_msg_free(c.out);
-	moat_enclave_destroy(e);
-	free(payload);
+	return n;
 }
 
 static void run_sim(void)
 {
-	unsigned char *in = malloc(MIB), *out = malloc(MIB);
-	fnptr_ctx c;
-	size_t s;
+	unsigned char *out = malloc(MIB);
+	fnptr_ctx f;
+	moat_rows m;
+	lane l[3];
+	size_t s, n;
 
-	if (!in || !out) {
+	if (!out) {
 		rows_na("sim.", "failed", "out of memory");
-		goto done;
+		return;
 	}
-	memset(in, 0xa5, MIB);
+	moat_rows_open(&m, "sim", "sim");
 	for (s = 0; s < NSIZES; s++) {
-		c.fn = direct_echo;
-		c.in = in;
-		c.out = out;
-		c.len = sizes[s];
-		measure(row_find("sim.fnptr.%s", size_names[s]), fnptr_op, &c);
+		n = 0;
+		f.fn = direct_echo;
+		f.in = payload;
+		f.out = out;
+		f.len = sizes[s];
+		if (lane_begin(&l[n], row_find("sim.fnptr.%s", size_names[s]), fnptr_op, &f) == 0)
+			n++;
+		n += moat_rows_lanes(&m, s, l + n);
+		lanes_run(l, n);
 	}
-	run_moat_rows("sim", "sim");
-done:
-	free(in);
+	moat_rows_close(&m);
 	free(out);
-}
-
-static void run_raw(const char *fmt, int tcp)
-{
-	raw_pingpong p;
-	size_t s;
-
-	for (s = 0; s < NSIZES; s++) {
-		row *r = row_find(fmt, size_names[s]);
-
-		bench_error[0] = '\0';
-		if ((tcp ? raw_tcp_open(&p, sizes[s]) : raw_socketpair_open(&p, sizes[s])) < 0)
-			row_na(r, "failed", bench_error);
-		else
-			measure(r, raw_pingpong_op, &p);
-		raw_close(&p);
-	}
 }
 
 static void run_proc(void)
 {
-	run_raw("proc.socketpair.%s", 0);
-	run_moat_rows("proc", "proc");
+	raw_pingpong p;
+	moat_rows m;
+	lane l[3];
+	size_t s, n;
+
+	moat_rows_open(&m, "proc", "proc");
+	for (s = 0; s < NSIZES; s++) {
+		row *r = row_find("proc.socketpair.%s", size_names[s]);
+
+		n = 0;
+		bench_error[0] = '\0';
+		if (raw_socketpair_open(&p, sizes[s]) < 0)
+			row_na(r, "failed", bench_error);
+		else if (lane_begin(&l[n], r, raw_pingpong_op, &p) == 0)
+			n++;
+		n += moat_rows_lanes(&m, s, l + n);
+		lanes_run(l, n);
+		raw_close(&p);
+	}
+	moat_rows_close(&m);
 }
 
 /* ---- moatd ---- */
@@ -733,52 +824,71 @@ static void certs_remove(void)
 
 /* ---- remote ---- */
 
-static void run_grpc_base(const char *fmt, int kind, const char *tls_dir)
-{
-	grpc_base *g;
-	size_t s;
-
-	for (s = 0; s < NSIZES; s++) {
-		row *r = row_find(fmt, size_names[s]);
-
-		bench_error[0] = '\0';
-		if (grpc_base_open(&g, kind, sizes[s], tls_dir) < 0) {
-			row_na(r, "failed", bench_error);
-			continue;
-		}
-		measure(r, grpc_base_op, g);
-		grpc_base_close(g);
-	}
-}
-
 static void run_remote(void)
 {
+	static const struct {
+		const char *fmt;
+		int kind, tls;
+	} bases[] = {
+		{"base.grpc_bidi.%s", GRPC_BASE_BIDI, 0},
+		{"base.grpc_bidi_mtls.%s", GRPC_BASE_BIDI, 1},
+		{"base.asylo_2rpc.%s", GRPC_BASE_ASYLO, 0},
+	};
+	enum { NB = sizeof(bases) / sizeof(bases[0]) };
+	grpc_base *g[NB];
+	moat_rows m[3];
+	moatd d[2];
+	raw_pingpong tcp;
 	char uri[160];
-	moatd d;
+	lane l[1 + NB + 6];
+	size_t s, n, i;
 
-	run_raw("base.tcp.%s", 1);
-	run_grpc_base("base.grpc_bidi.%s", GRPC_BASE_BIDI, NULL);
-	if (cfg.tls_dir[0])
-		run_grpc_base("base.grpc_bidi_mtls.%s", GRPC_BASE_BIDI, cfg.tls_dir);
-	else
-		rows_na("base.grpc_bidi_mtls.", "n/a (no certificates", cfg.tls_problem);
-	run_grpc_base("base.asylo_2rpc.%s", GRPC_BASE_ASYLO, NULL);
+	moat_rows_open(&m[0], "local", "local");
+	for (i = 0; i < 2; i++) {
+		const char *prefix = i ? "grpcs" : "grpc";
 
-	run_moat_rows("local", "local");
-	if (moatd_start(&d, 0) < 0) {
-		rows_na("grpc.", "n/a (backend not available", bench_error);
-	} else {
-		moatd_uri(&d, uri, sizeof(uri), 0);
-		run_moat_rows("grpc", uri);
-		moatd_stop(&d);
+		if (moatd_start(&d[i], (int)i) < 0) {
+			char fmt[16];
+
+			snprintf(fmt, sizeof(fmt), "%s.", prefix);
+			rows_na(fmt, "n/a (backend not available", bench_error);
+			memset(&m[1 + i], 0, sizeof(m[1 + i]));
+			continue;
+		}
+		moatd_uri(&d[i], uri, sizeof(uri), (int)i);
+		moat_rows_open(&m[1 + i], prefix, uri);
 	}
-	if (moatd_start(&d, 1) < 0) {
-		rows_na("grpcs.", "n/a (backend not available", bench_error);
-	} else {
-		moatd_uri(&d, uri, sizeof(uri), 1);
-		run_moat_rows("grpcs", uri);
-		moatd_stop(&d);
+	for (s = 0; s < NSIZES; s++) {
+		row *r = row_find("base.tcp.%s", size_names[s]);
+
+		n = 0;
+		bench_error[0] = '\0';
+		if (raw_tcp_open(&tcp, sizes[s]) < 0)
+			row_na(r, "failed", bench_error);
+		else if (lane_begin(&l[n], r, raw_pingpong_op, &tcp) == 0)
+			n++;
+		for (i = 0; i < NB; i++) {
+			r = row_find(bases[i].fmt, size_names[s]);
+			g[i] = NULL;
+			bench_error[0] = '\0';
+			if (bases[i].tls && !cfg.tls_dir[0])
+				row_na(r, "n/a (no certificates", cfg.tls_problem);
+			else if (grpc_base_open(&g[i], bases[i].kind, sizes[s], bases[i].tls ? cfg.tls_dir : NULL) < 0)
+				row_na(r, "failed", bench_error);
+			else if (lane_begin(&l[n], r, grpc_base_op, g[i]) == 0)
+				n++;
+		}
+		for (i = 0; i < 3; i++)
+			n += moat_rows_lanes(&m[i], s, l + n);
+		lanes_run(l, n);
+		raw_close(&tcp);
+		for (i = 0; i < NB; i++)
+			grpc_base_close(g[i]);
 	}
+	for (i = 0; i < 3; i++)
+		moat_rows_close(&m[i]);
+	for (i = 0; i < 2; i++)
+		moatd_stop(&d[i]);
 }
 
 /* ---- concurrency: N host threads calling one remote enclave ---- */
@@ -1361,6 +1471,12 @@ int main(int argc, char **argv)
 	}
 	/* A helper that dies must not kill us through a write on its socket. */
 	signal(SIGPIPE, SIG_IGN);
+	payload = malloc(MIB);
+	if (!payload) {
+		fprintf(stderr, "moat-bench: out of memory\n");
+		return 1;
+	}
+	memset(payload, 0xa5, MIB);
 	if (group_on("remote") || group_on("setup"))
 		certs_make();
 	if (group_on("sim"))
@@ -1376,6 +1492,7 @@ int main(int argc, char **argv)
 	if (group_on("memory"))
 		run_memory();
 	certs_remove();
+	free(payload);
 	for (i = (int)nrows - 1; i >= 0; i--) {
 		if (!group_on(rows[i].group)) {
 			memmove(&rows[i], &rows[i + 1], (nrows - (size_t)i - 1) * sizeof(rows[0]));
