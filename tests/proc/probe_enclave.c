@@ -202,6 +202,9 @@ static int stdio(void *p, const moat_msg *in, moat_msg *out)
 	int v = 41;
 	char *big;
 
+	/* glibc reads /sys and /proc for these; the sandbox answers "not found" and glibc copes. */
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 1 || sysconf(_SC_NPROCESSORS_CONF) < 1)
+		return 3;
 	printf("probe enclave: printf works\n");
 	fflush(stdout);
 	if (pthread_create(&t, NULL, add_one, &v) != 0 || pthread_join(t, NULL) != 0)

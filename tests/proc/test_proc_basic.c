@@ -266,6 +266,36 @@ static void test_ordinary_code(void **state)
 	moat_enclave_destroy(e);
 }
 
+/* Large items both ways; the runner's allocator grows and shrinks its heaps. */
+static void test_large_items(void **state)
+{
+	moat_enclave *e = load_probe(NULL, 0);
+	size_t len = 4u << 20;
+	uint8_t *big = malloc(len);
+	int i;
+
+	assert_non_null(e);
+	assert_non_null(big);
+	for (i = 0; i < 10; i++) {
+		moat_msg *in = NULL, *out = NULL;
+		const void *d;
+		size_t got;
+
+		memset(big, 'a' + i, len);
+		moat_msg_new(&in);
+		moat_msg_new(&out);
+		moat_msg_push_borrowed(in, big, len);
+		assert_int_equal(moat_enclave_call(e, PROBE_ECHO, in, out), 0);
+		assert_int_equal(moat_msg_item(out, 0, &d, &got), 0);
+		assert_int_equal(got, len);
+		assert_memory_equal(d, big, len);
+		moat_msg_free(in);
+		moat_msg_free(out);
+	}
+	free(big);
+	moat_enclave_destroy(e);
+}
+
 static int host_handler(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out)
 {
 	moat_enclave *e = payload;
@@ -380,6 +410,7 @@ int main(void)
 		cmocka_unit_test(test_pin),
 		cmocka_unit_test(test_init_and_config),
 		cmocka_unit_test(test_ordinary_code),
+		cmocka_unit_test(test_large_items),
 		cmocka_unit_test(test_exit_calls),
 		cmocka_unit_test(test_missing),
 		cmocka_unit_test(test_thread_exit_releases),

@@ -8,9 +8,10 @@
  * dynamic loader makes that the list cannot allow by argument alone:
  * opening "/proc/self/fd/N" (answered with a duplicate of fd N, a file the
  * runner already holds) and fstat through newfstatat(fd, "", AT_EMPTY_PATH).
- * Neither gives the enclave anything it does not already have, and the
- * image is loaded only after the filter is in place, so no code in it (not
- * even an ELF constructor) runs outside the sandbox.
+ * Neither gives the enclave anything it does not already have. A few files
+ * glibc reads to tune itself are answered "not found". The image is loaded
+ * only after the filter is in place, so no code in it (not even an ELF
+ * constructor) runs outside the sandbox.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -75,6 +76,26 @@ static int self_fd_path(const char *p)
 	return n;
 }
 
+/*
+ * Files glibc reads on its own to tune itself (CPU count for malloc arenas
+ * and sysconf, whether a heap may shrink). Opening them fails with ENOENT,
+ * which glibc handles with a default, instead of stopping the enclave.
+ */
+static const char *const libc_probes[] = {
+	"/proc/sys/vm/overcommit_memory",
+	"/sys/devices/system/cpu/online",
+	"/sys/devices/system/cpu/possible",
+	"/sys/devices/system/cpu",
+	"/proc/stat",
+};
+
+static int same(const char *a, const char *b)
+{
+	while (*a && *a == *b)
+		a++, b++;
+	return *a == *b;
+}
+
 /* Answer a trapped call that is harmless after all; returns 1 with *res set. */
 static int broker(int nr, ucontext_t *uc, long *res)
 {
@@ -83,8 +104,18 @@ static int broker(int nr, ucontext_t *uc, long *res)
 		const char *path = (const char *)REG_ARG(uc, 1);
 		int flags = (int)REG_ARG(uc, 2), fd;
 
+		size_t i;
+
 		if (dirfd != AT_FDCWD || !path || (flags & O_ACCMODE) != O_RDONLY ||
-		    (flags & (O_CREAT | O_TRUNC | O_TMPFILE)) || (fd = self_fd_path(path)) < 0)
+		    (flags & (O_CREAT | O_TRUNC | O_TMPFILE)))
+			return 0;
+		for (i = 0; i < sizeof(libc_probes) / sizeof(libc_probes[0]); i++) {
+			if (same(path, libc_probes[i])) {
+				*res = -ENOENT;
+				return 1;
+			}
+		}
+		if ((fd = self_fd_path(path)) < 0)
 			return 0;
 		/* A duplicate shares the file offset that a real reopen would not: rewind it. */
 		*res = syscall(__NR_fcntl, fd, (flags & O_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, 0);

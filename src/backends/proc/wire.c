@@ -12,7 +12,7 @@
 #include "backends/proc/proc.h"
 
 /* A reader keeps at most this much buffer between frames. */
-#define WIRE_KEEP (256u * 1024u)
+#define WIRE_KEEP (4u << 20)
 
 int64_t moat__proc_now_ns(void)
 {
