@@ -3,6 +3,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <libgen.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -164,6 +166,28 @@ static void tick(void *ctx)
 			d->stop = 1;
 	}
 	moatd_tick(d);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+/*
+ * A private moatd whose host died cleans up after itself: its state
+ * directory, and the host's private directory around it once empty.
+ */
+static void remove_private_state(const char *state_dir)
+{
+	char parent[4200];
+
+	snprintf(parent, sizeof(parent), "%s", state_dir);
+	nftw(state_dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+	rmdir(dirname(parent));
 }
 
 static int write_ready(const char *file, const char *addr)
@@ -346,6 +370,8 @@ out_srv:
 	/* Leave no socket file behind. */
 	if (strncmp(c->listen, "unix:", 5) == 0 && c->listen[5] == '/')
 		unlink(c->listen + 5);
+	if (c->parent_fd >= 0 && rc == 0)
+		remove_private_state(c->state_dir);
 out_rpc:
 	moat__rpc_shutdown();
 out:

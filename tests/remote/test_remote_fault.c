@@ -184,6 +184,61 @@ static void test_host_killed(void **state)
 	assert_int_equal(test_moatd_stop(&m), 0);
 }
 
+static int proc_gone(pid_t pid)
+{
+	char path[64], state = 0;
+	FILE *f;
+	int gone;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return 1;
+	/* A zombie waiting for init to reap it is gone too. */
+	gone = fscanf(f, "%*d %*s %c", &state) == 1 && (state == 'Z' || state == 'X');
+	fclose(f);
+	return gone;
+}
+
+/* A host using "local" is killed: its private moatd exits and removes the private directory. */
+static void test_local_host_killed(void **state)
+{
+	char tmp[64] = "/tmp/moat-lk-XXXXXX", path[96], line[32] = "";
+	int p[2], i, n = 0;
+	pid_t child, moatd = 0;
+	FILE *f;
+
+	assert_non_null(mkdtemp(tmp));
+	assert_int_equal(pipe(p), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		dup2(p[1], STDOUT_FILENO);
+		close(p[0]);
+		setenv("TMPDIR", tmp, 1);
+		execl(self_path, self_path, "--host-child", "local", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	assert_true(read(p[0], line, sizeof(line) - 1) > 0);
+	close(p[0]);
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)child, (int)child);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	n = fscanf(f, "%d", &moatd);
+	fclose(f);
+	assert_int_equal(n, 1);
+	assert_true(moatd > 0);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	for (i = 0; i < 100 && !proc_gone(moatd); i++)
+		test_sleep_ms(100);
+	assert_true(proc_gone(moatd));
+	for (i = 0; i < 50 && rmdir(tmp) != 0; i++)
+		test_sleep_ms(100);
+	assert_int_equal(access(tmp, F_OK), -1);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -192,6 +247,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_target_stopped_mid_call),
 		cmocka_unit_test(test_target_killed_while_idle),
 		cmocka_unit_test(test_host_killed),
+		cmocka_unit_test(test_local_host_killed),
 	};
 	ssize_t n;
 
