@@ -27,6 +27,10 @@
 #define T_INIT_SPAWN (MOAT_SELECTOR_USER + 9)
 #define T_SPAWN_IN_INIT_CONFIG "spawn-in-init"
 
+/* u64 selector: when destroyed, the finalizer makes exit call selector with one u64 item,
+ * what moat_thread_start() returned in the finalizer */
+#define T_ON_FINI (MOAT_SELECTOR_USER + 10)
+
 /* init refuses to load (returns T_INIT_FAIL_CODE) when the config is exactly this string */
 #define T_INIT_FAIL_CONFIG "fail-init"
 #define T_INIT_FAIL_CODE 7

@@ -872,6 +872,55 @@ static void test_spawn_in_init(void **state)
 	moat_msg_free(out);
 }
 
+typedef struct fini_seen {
+	int calls;
+	int64_t spawn_rc;
+} fini_seen;
+
+static int host_fini(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	fini_seen *f = payload;
+	uint64_t v = 0;
+
+	f->calls++;
+	if (moat_msg_item_u64(in, 0, &v) == 0)
+		f->spawn_rc = (int64_t)v;
+	return 0;
+}
+
+static void test_finalizer_exit_call(void **state)
+{
+	moat_enclave *e = test_load(TEST_ENCLAVE("test_enclave"), NULL);
+	moat_msg *in = test_msg();
+	fini_seen f = {0, 1};
+	moat_identity id;
+
+	assert_moat_ok(moat_enclave_identity(e, &id));
+	if (id.isolation & MOAT_ISOLATION_REMOTE) {
+		/*
+		 * Known gap: on remote backends the finalizer runs on the target
+		 * after the host's streams are gone, so its exit calls do not reach
+		 * the host. Skipped (visibly) until the remote backend forwards them
+		 * or the API documents the difference.
+		 */
+		moat_enclave_destroy(e);
+		moat_msg_free(in);
+		print_message("skipped on %s: finalizer exit calls do not reach the host on remote backends\n",
+			      id.backend);
+		skip();
+	}
+
+	/* The finalizer runs at destroy and can still make exit calls; it cannot start threads. */
+	assert_moat_ok(moat_enclave_set_exit_handler(e, HOST_PONG, host_fini, &f));
+	assert_int_equal(moat_msg_push_u64(in, HOST_PONG), 0);
+	assert_moat_ok(moat_enclave_call(e, T_ON_FINI, in, NULL));
+	assert_int_equal(f.calls, 0);
+	moat_enclave_destroy(e);
+	assert_int_equal(f.calls, 1);
+	assert_int_equal(f.spawn_rc, MOAT_EINVAL);
+	moat_msg_free(in);
+}
+
 static void test_identity(void **state)
 {
 	moat_enclave *e = test_load(TEST_ENCLAVE("test_enclave"), NULL);
@@ -910,6 +959,7 @@ int main(void)
 		cmocka_unit_test(test_config),
 		cmocka_unit_test(test_init_failure),
 		cmocka_unit_test(test_spawn_in_init),
+		cmocka_unit_test(test_finalizer_exit_call),
 		cmocka_unit_test(test_identity),
 	};
 	const char *env = getenv("MOAT_BACKEND");

@@ -178,8 +178,34 @@ static int on_init_spawn(void *payload, const moat_msg *in, moat_msg *out)
 	return moat_msg_push_u64(out, (uint64_t)init_spawn_rc);
 }
 
+static uint64_t fini_selector;
+
+static int on_on_fini(void *payload, const moat_msg *in, moat_msg *out)
+{
+	uint64_t sel;
+
+	if (moat_msg_item_u64(in, 0, &sel) < 0)
+		return MOAT_EINVAL;
+	pthread_mutex_lock(&lock);
+	fini_selector = sel;
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
 static void fini(void)
 {
+	if (fini_selector) {
+		static work w;
+		moat_msg *m = NULL;
+		moat_thread t;
+		int rc = moat_thread_start(&t, worker, &w);
+
+		if (rc == 0)
+			moat_thread_join(t);
+		if (moat_msg_new(&m) == 0 && moat_msg_push_u64(m, (uint64_t)(int64_t)rc) == 0)
+			moat_exit_call(fini_selector, m, NULL);
+		moat_msg_free(m);
+	}
 	free(config_copy);
 	config_copy = NULL;
 }
@@ -215,6 +241,7 @@ static int init(const void *config, size_t len)
 	rc |= moat_entry_register(T_CONFIG, on_config, NULL);
 	rc |= moat_entry_register(T_THREADS, on_threads, NULL);
 	rc |= moat_entry_register(T_INIT_SPAWN, on_init_spawn, NULL);
+	rc |= moat_entry_register(T_ON_FINI, on_on_fini, NULL);
 	return rc;
 }
 
