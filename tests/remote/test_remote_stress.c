@@ -143,6 +143,55 @@ static void test_sequential_sessions_no_growth(void **state)
 	assert_true(tasks <= tasks0);
 }
 
+static void *one_call(void *arg)
+{
+	moat_msg *in = NULL, *out = NULL;
+
+	moat_msg_new(&in);
+	moat_msg_new(&out);
+	moat_msg_push_u64(in, 7);
+	moat_msg_push_u64(in, 1);
+	if (moat_enclave_call(arg, T_ADD, in, out) < 0)
+		fprintf(stderr, "one_call: %s\n", moat_error_last()->message);
+	moat_msg_free(in);
+	moat_msg_free(out);
+	return NULL;
+}
+
+/* A host thread that exits releases its stream: moatd's worker for it ends, no threads pile up. */
+static void test_thread_exit_releases_stream(void **state)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_msg *in = test_msg(), *out = test_msg();
+	moat_enclave *e;
+	int i, tasks0, tasks = 0;
+	pthread_t t;
+
+	o.backend = m.uri;
+	e = test_load(TEST_ENCLAVE("test_enclave"), &o);
+	test_sleep_ms(300);
+	tasks0 = test_proc_count(m.pid, "task");
+	for (i = 0; i < 100; i++) {
+		assert_int_equal(pthread_create(&t, NULL, one_call, e), 0);
+		pthread_join(t, NULL);
+	}
+	for (i = 0; i < 50; i++) {
+		tasks = test_proc_count(m.pid, "task");
+		if (tasks <= tasks0)
+			break;
+		test_sleep_ms(100);
+	}
+	assert_true(tasks <= tasks0);
+	/* Every one of those calls reached the enclave. */
+	moat_msg_push_u64(in, 7);
+	moat_msg_push_u64(in, 0);
+	assert_moat_ok(moat_enclave_call(e, T_ADD, in, out));
+	assert_int_equal(test_item_u64(out, 1), 100);
+	moat_msg_free(in);
+	moat_msg_free(out);
+	moat_enclave_destroy(e);
+}
+
 /* Entries in dir (local provisioning makes its private directories under $TMPDIR). */
 static int count_entries(const char *dir)
 {
@@ -205,6 +254,7 @@ int main(void)
 		cmocka_unit_test(test_many_threads_grpc),
 		cmocka_unit_test(test_many_threads_local),
 		cmocka_unit_test(test_sequential_sessions_no_growth),
+		cmocka_unit_test(test_thread_exit_releases_stream),
 		cmocka_unit_test(test_local_leaves_nothing),
 	};
 
