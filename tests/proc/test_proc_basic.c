@@ -397,6 +397,33 @@ static void test_thread_exit_releases(void **state)
 	assert_int_equal(count_children(NULL), 0);
 }
 
+static void *loader_main(void *arg)
+{
+	*(moat_enclave **)arg = load_probe(NULL, 0);
+	return NULL;
+}
+
+/*
+ * A server loads enclaves on threads that come and go. The runner's parent
+ * death signal follows the thread that forked it, so libmoat forks from a
+ * thread of its own: the loading thread's exit must not end the enclave.
+ */
+static void test_loading_thread_exits(void **state)
+{
+	struct timespec pause = {0, 200 * 1000 * 1000};
+	moat_enclave *e = NULL;
+	pthread_t t;
+
+	assert_int_equal(pthread_create(&t, NULL, loader_main, &e), 0);
+	pthread_join(t, NULL);
+	assert_non_null(e);
+	nanosleep(&pause, NULL);
+	assert_int_equal(count_children(NULL), 1);
+	assert_int_equal(call_str(e, PROBE_ECHO, "still here", NULL, 0), 0);
+	moat_enclave_destroy(e);
+	assert_int_equal(count_children(NULL), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -414,6 +441,7 @@ int main(void)
 		cmocka_unit_test(test_exit_calls),
 		cmocka_unit_test(test_missing),
 		cmocka_unit_test(test_thread_exit_releases),
+		cmocka_unit_test(test_loading_thread_exits),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

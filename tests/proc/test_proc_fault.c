@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -182,6 +183,58 @@ static void test_crash_while_nested(void **state)
 	assert_int_equal(count_children(NULL), 0);
 }
 
+/* Running, not a zombie and not gone. */
+static int running(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+	int alive = 0;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) != NULL)
+		alive = p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+	fclose(f);
+	return alive;
+}
+
+/* The host dies without destroying its enclave: the runner dies with it. */
+static void test_host_death_kills_runner(void **state)
+{
+	pid_t host, runner = 0;
+	int p[2], tries;
+
+	assert_int_equal(pipe(p), 0);
+	host = fork();
+	assert_true(host >= 0);
+	if (host == 0) {
+		moat_enclave *e = load_probe(NULL, 0);
+		pid_t r = 0;
+
+		if (e)
+			count_children(&r);
+		if (write(p[1], &r, sizeof(r)) != sizeof(r))
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(p[1]);
+	assert_int_equal(read(p[0], &runner, sizeof(runner)), sizeof(runner));
+	close(p[0]);
+	assert_true(runner > 0);
+	assert_true(running(runner));
+	kill(host, SIGKILL);
+	assert_int_equal(waitpid(host, NULL, 0), host);
+	for (tries = 0; tries < 500 && running(runner); tries++) {
+		struct timespec ms = {0, 10 * 1000 * 1000};
+
+		nanosleep(&ms, NULL);
+	}
+	assert_false(running(runner));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -194,6 +247,7 @@ int main(void)
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_timeout_excludes_exit_handlers),
 		cmocka_unit_test(test_crash_while_nested),
+		cmocka_unit_test(test_host_death_kills_runner),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
