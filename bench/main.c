@@ -134,7 +134,7 @@ static void row_na(row *r, const char *what, const char *why)
 		return;
 	r->state = ROW_NA;
 	/* what is "failed" or an opening "n/a (reason", which this closes. */
-	snprintf(r->note, sizeof(r->note), "%s: %s%s", what, why && why[0] ? why : "unknown",
+	snprintf(r->note, sizeof(r->note), "%s: %.200s%s", what, why && why[0] ? why : "unknown",
 		 strncmp(what, "n/a (", 5) == 0 ? ")" : "");
 }
 
@@ -211,12 +211,14 @@ static void plan_rows(void)
 	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.grpc", "grpc://: load + first call + destroy");
 	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.grpcs", "grpcs:// mTLS: load + first call + destroy");
 
-	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.0", "moatd VmRSS, 0 sessions");
+	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.0", "moatd VmRSS, 0 sessions (sessions in-process, --backend sim)");
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.1", "moatd VmRSS, 1 idle session");
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.100", "moatd VmRSS, 100 idle sessions");
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.per_session", "moatd: VmRSS per idle session");
-	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.children.per_session",
-		"moatd's child processes: VmRSS per idle session");
+	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd_proc.per_session",
+		"moatd --backend proc: its own VmRSS per idle session");
+	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd_proc.child_rss",
+		"moatd --backend proc: enclave host process VmRSS per idle session");
 }
 
 /* ---- timing ---- */
@@ -620,8 +622,8 @@ static void moatd_stop(moatd *d)
 	}
 }
 
-/* Start moatd on 127.0.0.1:0 (mTLS when tls), wait for its ready file and read the address from it. */
-static int moatd_start(moatd *d, int tls)
+/* Start moatd on 127.0.0.1:0 (mTLS when tls; backend NULL: its default), wait for its ready file and read the address from it. */
+static int moatd_start(moatd *d, int tls, const char *backend)
 {
 	char exe[512], ready[128], state[128], logpath[128], tls_args[4][300];
 	char *argv[20];
@@ -658,6 +660,10 @@ static int moatd_start(moatd *d, int tls)
 	argv[n++] = (char *)"1000";
 	argv[n++] = (char *)"--state-dir";
 	argv[n++] = state;
+	if (backend) {
+		argv[n++] = (char *)"--backend";
+		argv[n++] = (char *)backend;
+	}
 	if (tls) {
 		snprintf(tls_args[0], sizeof(tls_args[0]), "%s/server.pem", cfg.tls_dir);
 		snprintf(tls_args[1], sizeof(tls_args[1]), "%s/server.key", cfg.tls_dir);
@@ -847,7 +853,7 @@ static void run_remote(void)
 	for (i = 0; i < 2; i++) {
 		const char *prefix = i ? "grpcs" : "grpc";
 
-		if (moatd_start(&d[i], (int)i) < 0) {
+		if (moatd_start(&d[i], (int)i, NULL) < 0) {
 			char fmt[16];
 
 			snprintf(fmt, sizeof(fmt), "%s.", prefix);
@@ -940,7 +946,7 @@ static void run_concurrency(void)
 	size_t k;
 	int i, n;
 
-	if (moatd_start(&d, 0) < 0) {
+	if (moatd_start(&d, 0, NULL) < 0) {
 		rows_na("conc.", "n/a (backend not available", bench_error);
 		return;
 	}
@@ -1060,14 +1066,14 @@ static void run_setup(void)
 	setup_one("setup.sim", "sim");
 	setup_one("setup.proc", "proc");
 	setup_one("setup.local", "local");
-	if (moatd_start(&d, 0) < 0) {
+	if (moatd_start(&d, 0, NULL) < 0) {
 		rows_na("setup.grpc", "n/a (backend not available", bench_error);
 	} else {
 		moatd_uri(&d, uri, sizeof(uri), 0);
 		setup_one("setup.grpc", uri);
 		moatd_stop(&d);
 	}
-	if (moatd_start(&d, 1) < 0) {
+	if (moatd_start(&d, 1, NULL) < 0) {
 		rows_na("setup.grpcs", "n/a (backend not available", bench_error);
 	} else {
 		moatd_uri(&d, uri, sizeof(uri), 1);
@@ -1141,55 +1147,81 @@ static long children_rss_kib(pid_t pid, int depth)
 	return sum;
 }
 
-static void run_memory(void)
+/*
+ * Load nsess sessions on a fresh moatd (its local backend given) and read
+ * VmRSS: moatd's own at 0, 1 and nsess sessions, and its children's (the
+ * proc backend's enclave hosts) at nsess.
+ */
+static int memory_one(const char *backend, int nsess, long *rss0, long *rss1, long *rssn, long *kids)
 {
-	enum { NSESS = 100 };
-	moat_enclave *e[NSESS] = {0};
-	long rss0, rss1, rss100, kids0, kids100;
+	moat_enclave **e = calloc((size_t)nsess, sizeof(*e));
+	long kids0;
 	char uri[160];
 	moatd d;
-	int i;
+	int i, rc = -1;
 
-	if (moatd_start(&d, 0) < 0) {
-		rows_na("mem.", "n/a (backend not available", bench_error);
-		return;
+	if (!e) {
+		bench_fail("out of memory");
+		return -1;
 	}
+	if (moatd_start(&d, 0, backend) < 0)
+		goto out;
 	moatd_uri(&d, uri, sizeof(uri), 0);
 	usleep(200000);
-	rss0 = rss_kib(d.pid);
+	*rss0 = rss_kib(d.pid);
 	kids0 = children_rss_kib(d.pid, 0);
-	for (i = 0; i < NSESS; i++) {
+	for (i = 0; i < nsess; i++) {
 		if (enclave_open(&e[i], uri) < 0 || moat_enclave_call(e[i], BENCH_SEL_EMPTY, NULL, NULL) < 0) {
 			char why[300];
 
 			snprintf(why, sizeof(why), "session %d: %.200s", i + 1,
 				 e[i] ? moat_error_last()->message : bench_error);
-			rows_na("mem.", i == 0 ? "n/a (backend not available" : "failed", why);
+			bench_fail("%s", why);
 			goto out;
 		}
 		if (i == 0) {
 			usleep(100000);
-			rss1 = rss_kib(d.pid);
+			*rss1 = rss_kib(d.pid);
 		}
 	}
 	usleep(200000);
-	rss100 = rss_kib(d.pid);
-	kids100 = children_rss_kib(d.pid, 0);
-	row_find("%s", "mem.moatd.0")->kib = (double)rss0;
-	row_find("%s", "mem.moatd.1")->kib = (double)rss1;
-	row_find("%s", "mem.moatd.100")->kib = (double)rss100;
-	row_find("%s", "mem.moatd.per_session")->kib = (double)(rss100 - rss0) / NSESS;
-	row_find("%s", "mem.children.per_session")->kib = (double)(kids100 - kids0) / NSESS;
-	snprintf(row_find("%s", "mem.children.per_session")->note, sizeof(rows[0].note),
-		 "children total %ld KiB with %d sessions (0 when moatd hosts sessions in-process)", kids100, NSESS);
-	for (i = (int)nrows - 1; i >= 0; i--) {
-		if (strncmp(rows[i].id, "mem.", 4) == 0)
-			rows[i].state = ROW_DONE;
-	}
+	*rssn = rss_kib(d.pid);
+	*kids = children_rss_kib(d.pid, 0) - kids0;
+	rc = 0;
 out:
-	for (i = 0; i < NSESS; i++)
+	for (i = 0; i < nsess; i++)
 		moat_enclave_destroy(e[i]);
 	moatd_stop(&d);
+	free(e);
+	return rc;
+}
+
+static void run_memory(void)
+{
+	enum { NSESS = 100, NPROC = 20 };
+	long rss0 = 0, rss1 = 0, rssn = 0, kids = 0;
+	int i;
+
+	if (memory_one(NULL, NSESS, &rss0, &rss1, &rssn, &kids) < 0) {
+		rows_na("mem.moatd.", "n/a (backend not available", bench_error);
+	} else {
+		row_find("%s", "mem.moatd.0")->kib = (double)rss0;
+		row_find("%s", "mem.moatd.1")->kib = (double)rss1;
+		row_find("%s", "mem.moatd.100")->kib = (double)rssn;
+		row_find("%s", "mem.moatd.per_session")->kib = (double)(rssn - rss0) / NSESS;
+	}
+	if (memory_one("proc", NPROC, &rss0, &rss1, &rssn, &kids) < 0) {
+		rows_na("mem.moatd_proc.", "n/a (backend not available", bench_error);
+	} else {
+		row_find("%s", "mem.moatd_proc.per_session")->kib = (double)(rssn - rss0) / NPROC;
+		row_find("%s", "mem.moatd_proc.child_rss")->kib = (double)kids / NPROC;
+		snprintf(row_find("%s", "mem.moatd_proc.child_rss")->note, sizeof(rows[0].note),
+			 "%d sessions, children total %ld KiB", NPROC, kids);
+	}
+	for (i = (int)nrows - 1; i >= 0; i--) {
+		if (strncmp(rows[i].id, "mem.", 4) == 0 && rows[i].state == ROW_PENDING)
+			rows[i].state = ROW_DONE;
+	}
 }
 
 /* ---- output ---- */
