@@ -152,8 +152,11 @@ static void rows_na(const char *prefix, const char *what, const char *why)
 static void plan_rows(void)
 {
 	size_t s, t;
-	static const char *const remotes[][2] = {
-		{"local", "base.grpc_bidi.%s"}, {"grpc", "base.grpc_bidi.%s"}, {"grpcs", "base.grpc_bidi_mtls.%s"}};
+	static const char *const remotes[][3] = {
+		{"grpc_sim", "base.grpc_bidi.%s", "grpc:// to moatd --backend sim"},
+		{"grpc", "base.grpc_bidi.%s", "grpc:// to moatd (default backend)"},
+		{"grpcs", "base.grpc_bidi_mtls.%s", "grpcs:// mTLS to moatd (default backend)"},
+		{"local", "base.grpc_bidi.%s", "local (private moatd, unix socket)"}};
 	char id[48], label[96];
 
 	for (s = 0; s < NSIZES; s++)
@@ -186,20 +189,21 @@ static void plan_rows(void)
 	for (t = 0; t < sizeof(remotes) / sizeof(remotes[0]); t++) {
 		for (s = 0; s < NSIZES; s++) {
 			snprintf(id, sizeof(id), "%s.call.%%s", remotes[t][0]);
-			snprintf(label, sizeof(label), "%s: %s", remotes[t][0],
+			snprintf(label, sizeof(label), "%s: %s", remotes[t][2],
 				 s == 0 ? "empty entry call" : "entry call, echo");
 			row_add("remote", ROW_LAT, s, remotes[t][1], id, label);
 		}
 		for (s = 0; s < NSIZES; s++) {
 			snprintf(id, sizeof(id), "%s.exit.%%s", remotes[t][0]);
-			snprintf(label, sizeof(label), "%s: entry call + one exit call", remotes[t][0]);
+			snprintf(label, sizeof(label), "%s: entry call + one exit call", remotes[t][2]);
 			row_add("remote", ROW_LAT, s, remotes[t][1], id, label);
 		}
 	}
 
 	for (t = 0; t < NTHREADS; t++) {
 		snprintf(id, sizeof(id), "conc.grpc.t%d", thread_counts[t]);
-		snprintf(label, sizeof(label), "grpc: %d host thread%s, empty calls, one enclave", thread_counts[t],
+		snprintf(label, sizeof(label), "grpc:// moatd --backend sim: %d host thread%s, empty calls, one enclave",
+			 thread_counts[t],
 			 thread_counts[t] > 1 ? "s" : "");
 		row_add("concurrency", ROW_RATE, NSIZES, "conc.grpc.t1", id, label);
 	}
@@ -208,8 +212,10 @@ static void plan_rows(void)
 	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.proc", "proc: load + first call + destroy");
 	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.local",
 		"local: load (starts moatd) + first call + destroy");
-	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.grpc", "grpc://: load + first call + destroy");
-	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.grpcs", "grpcs:// mTLS: load + first call + destroy");
+	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.grpc",
+		"grpc:// (moatd default backend): load + first call + destroy");
+	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.grpcs",
+		"grpcs:// mTLS (moatd default backend): load + first call + destroy");
 
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.0", "moatd VmRSS, 0 sessions (sessions in-process, --backend sim)");
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.1", "moatd VmRSS, 1 idle session");
@@ -841,29 +847,35 @@ static void run_remote(void)
 		{"base.asylo_2rpc.%s", GRPC_BASE_ASYLO, 0},
 	};
 	enum { NB = sizeof(bases) / sizeof(bases[0]) };
+	static const struct {
+		const char *prefix;
+		int tls;
+		const char *backend;
+	} targets_[] = {{"grpc_sim", 0, "sim"}, {"grpc", 0, NULL}, {"grpcs", 1, NULL}};
+	enum { NT = sizeof(targets_) / sizeof(targets_[0]) };
 	grpc_base *g[NB];
-	moat_rows m[3];
-	moatd d[2];
+	moat_rows m[NT + 1];
+	moatd d[NT];
 	raw_pingpong tcp;
 	char uri[160];
-	lane l[1 + NB + 6];
+	lane l[1 + NB + 2 * (NT + 1)];
 	size_t s, n, i;
 
-	moat_rows_open(&m[0], "local", "local");
-	for (i = 0; i < 2; i++) {
-		const char *prefix = i ? "grpcs" : "grpc";
+	for (i = 0; i < NT; i++) {
+		memset(&m[i], 0, sizeof(m[i]));
+		if (moatd_start(&d[i], targets_[i].tls, targets_[i].backend) < 0) {
+			char fmt[24];
 
-		if (moatd_start(&d[i], (int)i, NULL) < 0) {
-			char fmt[16];
-
-			snprintf(fmt, sizeof(fmt), "%s.", prefix);
+			snprintf(fmt, sizeof(fmt), "%s.call.", targets_[i].prefix);
 			rows_na(fmt, "n/a (backend not available", bench_error);
-			memset(&m[1 + i], 0, sizeof(m[1 + i]));
+			snprintf(fmt, sizeof(fmt), "%s.exit.", targets_[i].prefix);
+			rows_na(fmt, "n/a (backend not available", bench_error);
 			continue;
 		}
-		moatd_uri(&d[i], uri, sizeof(uri), (int)i);
-		moat_rows_open(&m[1 + i], prefix, uri);
+		moatd_uri(&d[i], uri, sizeof(uri), targets_[i].tls);
+		moat_rows_open(&m[i], targets_[i].prefix, uri);
 	}
+	moat_rows_open(&m[NT], "local", "local");
 	for (s = 0; s < NSIZES; s++) {
 		row *r = row_find("base.tcp.%s", size_names[s]);
 
@@ -884,16 +896,16 @@ static void run_remote(void)
 			else if (lane_begin(&l[n], r, grpc_base_op, g[i]) == 0)
 				n++;
 		}
-		for (i = 0; i < 3; i++)
+		for (i = 0; i < NT + 1; i++)
 			n += moat_rows_lanes(&m[i], s, l + n);
 		lanes_run(l, n);
 		raw_close(&tcp);
 		for (i = 0; i < NB; i++)
 			grpc_base_close(g[i]);
 	}
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < NT + 1; i++)
 		moat_rows_close(&m[i]);
-	for (i = 0; i < 2; i++)
+	for (i = 0; i < NT; i++)
 		moatd_stop(&d[i]);
 }
 
@@ -946,7 +958,7 @@ static void run_concurrency(void)
 	size_t k;
 	int i, n;
 
-	if (moatd_start(&d, 0, NULL) < 0) {
+	if (moatd_start(&d, 0, "sim") < 0) {
 		rows_na("conc.", "n/a (backend not available", bench_error);
 		return;
 	}
@@ -1202,7 +1214,7 @@ static void run_memory(void)
 	long rss0 = 0, rss1 = 0, rssn = 0, kids = 0;
 	int i;
 
-	if (memory_one(NULL, NSESS, &rss0, &rss1, &rssn, &kids) < 0) {
+	if (memory_one("sim", NSESS, &rss0, &rss1, &rssn, &kids) < 0) {
 		rows_na("mem.moatd.", "n/a (backend not available", bench_error);
 	} else {
 		row_find("%s", "mem.moatd.0")->kib = (double)rss0;
@@ -1260,10 +1272,10 @@ typedef struct target {
 static const target targets[] = {
 	{"sim empty call vs function pointer (p50)", "sim.call.0", "sim.fnptr.0", 0, 0, 3.0},
 	{"proc 64 B round trip vs raw socketpair ping-pong (p50)", "proc.call.64", "proc.socketpair.64", 0, 0, 1.3},
-	{"grpc:// 64 B call vs raw gRPC bidi ping-pong (p50)", "grpc.call.64", "base.grpc_bidi.64", 0, 0, 1.15},
-	{"grpc:// 64 B call vs Asylo two-RPC pattern (p50)", "grpc.call.64", "base.asylo_2rpc.64", 0, 0, 0.5},
-	{"grpc:// 1 MiB throughput vs raw TCP at 1 MiB (calls/s)", "grpc.call.1M", "base.tcp.1M", 1, 1, 0.5},
-	{"grpc:// 8 threads vs 1 thread (aggregate calls/s)", "conc.grpc.t8", "conc.grpc.t1", 1, 1, 1.6},
+	{"grpc:// (sim) 64 B call vs raw gRPC bidi ping-pong (p50)", "grpc_sim.call.64", "base.grpc_bidi.64", 0, 0, 1.15},
+	{"grpc:// (sim) 64 B call vs Asylo two-RPC pattern (p50)", "grpc_sim.call.64", "base.asylo_2rpc.64", 0, 0, 0.5},
+	{"grpc:// (sim) 1 MiB throughput vs raw TCP (calls/s)", "grpc_sim.call.1M", "base.tcp.1M", 1, 1, 0.5},
+	{"grpc:// (sim) 8 threads vs 1 thread (aggregate calls/s)", "conc.grpc.t8", "conc.grpc.t1", 1, 1, 1.6},
 };
 #define NTARGETS (sizeof(targets) / sizeof(targets[0]))
 
