@@ -118,8 +118,12 @@ static void session_unref(session *s)
 		session_free(s);
 }
 
-/* Unlink s from the table and end its streams. Called with table_lock held; returns the table's reference. */
-static int session_remove_locked(session *s)
+/*
+ * Unlink s from the table and end its streams but keep (may be NULL).
+ * Called with table_lock held; returns 1 when the caller now holds the
+ * table's reference.
+ */
+static int session_remove_keep_locked(session *s, moat_rpc_call *keep)
 {
 	session **p;
 	stream_ref *r;
@@ -135,8 +139,26 @@ static int session_remove_locked(session *s)
 	s->removed = 1;
 	n_sessions--;
 	for (r = s->calls; r; r = r->next)
-		moat__rpc_call_cancel(r->call);
+		if (r->call != keep)
+			moat__rpc_call_cancel(r->call);
 	return 1;
+}
+
+static int session_remove_locked(session *s)
+{
+	return session_remove_keep_locked(s, NULL);
+}
+
+/* Wait (bounded) until only the caller's reference is left. Called with table_lock held. */
+static void wait_alone_locked(session *s)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 10;
+	while (s->refs > 1)
+		if (pthread_cond_timedwait(&s->idle, &table_lock, &deadline) != 0)
+			break;
 }
 
 /*
@@ -541,6 +563,37 @@ static void serve_lease(session *s, moat_rpc_call *call)
 		moat__rpc_finish(call, NULL, 0, MOAT_RPC_OK, 0, NULL);
 }
 
+/*
+ * Destroy the session from its Attach stream, so the finalizer's exit calls
+ * reach the host like any other. Answers with a Return frame.
+ */
+static void destroy_here(session *s, stream_ctx *sc, moat_rpc_call *call, uint64_t seq)
+{
+	moat_frame r = {0};
+	moat_enclave *e = NULL;
+	uint8_t *buf = NULL;
+	size_t len;
+	moat_rpc_status st;
+
+	pthread_mutex_lock(&table_lock);
+	if (session_remove_keep_locked(s, call))
+		s->refs--;
+	wait_alone_locked(s);
+	if (s->refs == 1) {
+		e = s->enclave;
+		s->enclave = NULL;
+	}
+	pthread_mutex_unlock(&table_lock);
+	moatd_log(MOATD_LOG_INFO, "session %s: destroyed by the host", s->id);
+	/* current_stream is this stream: the finalizer's exit calls go to the host. */
+	moat_enclave_destroy(e);
+	r.kind = MOAT_FRAME_RETURN;
+	r.seq = seq;
+	if (moat__frame_encode(&r, 0, &buf, &len) == 0 && !sc->broken)
+		moat__rpc_exchange(call, buf, len, NULL, NULL, 0, &st);
+	free(buf);
+}
+
 static void handle_attach(moat_rpc_call *call)
 {
 	const moatd_config *cfg = &daemon_ctx->cfg;
@@ -590,6 +643,13 @@ static void handle_attach(moat_rpc_call *call)
 		if (rc < 0 || f->kind != MOAT_FRAME_CALL) {
 			moat__frame_in_free(f);
 			refuse(call, MOAT_EPROTO, "expected a Call frame on the Attach stream");
+			break;
+		}
+		if (f->selector == MOAT_PROTOCOL_SELECTOR_DESTROY) {
+			uint64_t seq = f->seq;
+
+			moat__frame_in_free(f);
+			destroy_here(s, &sc, call, seq);
 			break;
 		}
 		rc = run_entry(s, &sc, f, &send, &send_len);
@@ -801,7 +861,6 @@ out:
 static void handle_destroy(moat_rpc_call *call)
 {
 	static const uint8_t empty[1];
-	struct timespec deadline;
 	uint8_t *buf = NULL;
 	size_t len;
 	session *s;
@@ -817,11 +876,7 @@ static void handle_destroy(moat_rpc_call *call)
 	if (drop)
 		s->refs--;
 	/* Let the session's streams end so its enclave is gone when the host hears back. */
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += 10;
-	while (s->refs > 1)
-		if (pthread_cond_timedwait(&s->idle, &table_lock, &deadline) != 0)
-			break;
+	wait_alone_locked(s);
 	pthread_mutex_unlock(&table_lock);
 	moatd_log(MOATD_LOG_INFO, "session %s: destroyed by the host", s->id);
 	session_unref(s);

@@ -31,6 +31,13 @@ enum {
 	MOAT_RPC_UNAUTHENTICATED = 16
 };
 
+/*
+ * Moat protocol: a Call frame with this selector on an Attach stream
+ * destroys the session; the finalizer's exit calls come back on that stream
+ * (see proto/moat/v1/target.proto).
+ */
+#define MOAT_PROTOCOL_SELECTOR_DESTROY 0
+
 /* Results of the stream functions besides 0 (see moat__rpc_exchange). */
 #define MOAT_RPC_END 1      /* the call ended; the status says why */
 #define MOAT_RPC_TIMEOUT 2  /* the wait timed out; the call is still open */

@@ -893,22 +893,6 @@ static void test_finalizer_exit_call(void **state)
 	moat_enclave *e = test_load(TEST_ENCLAVE("test_enclave"), NULL);
 	moat_msg *in = test_msg();
 	fini_seen f = {0, 1};
-	moat_identity id;
-
-	assert_moat_ok(moat_enclave_identity(e, &id));
-	if (id.isolation & MOAT_ISOLATION_REMOTE) {
-		/*
-		 * Known gap: on remote backends the finalizer runs on the target
-		 * after the host's streams are gone, so its exit calls do not reach
-		 * the host. Skipped (visibly) until the remote backend forwards them
-		 * or the API documents the difference.
-		 */
-		moat_enclave_destroy(e);
-		moat_msg_free(in);
-		print_message("skipped on %s: finalizer exit calls do not reach the host on remote backends\n",
-			      id.backend);
-		skip();
-	}
 
 	/* The finalizer runs at destroy and can still make exit calls; it cannot start threads. */
 	assert_moat_ok(moat_enclave_set_exit_handler(e, HOST_PONG, host_fini, &f));

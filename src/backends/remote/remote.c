@@ -727,6 +727,50 @@ fail:
 	return rc;
 }
 
+/*
+ * End the session on the target. Done from an Attach stream of this thread
+ * so the enclave's finalizer can make exit calls to the host as usual; the
+ * unary Destroy is the fallback (dead connection, thread limit reached).
+ */
+static void destroy_session(remote_backend *r)
+{
+	const char *md[] = {"moat-session", r->session_id, "moat-token", r->token_hex, NULL};
+	const int dead = atomic_load((_Atomic int *)&r->parent.dead);
+	const moat_error *last = moat_error_last();
+	int saved_code = last->code;
+	moat_origin saved_origin = last->origin;
+	char saved[512];
+	moat_rpc_status st;
+	uint8_t *reply = NULL;
+	size_t len;
+	stream *s;
+
+	snprintf(saved, sizeof(saved), "%s", last->message);
+	if (!dead && r->md[0] && (s = calloc(1, sizeof(*s))) != NULL) {
+		int rc = -1;
+
+		s->owner = r;
+		s->depth = 1;
+		if (moat__rpc_stream_open(&s->call, r->ch, "/moat.v1.Target/Attach", r->md) == 0) {
+			if (r->call_timeout_ms == 0)
+				r->call_timeout_ms = 30000;
+			rc = drive(r, s, MOAT_PROTOCOL_SELECTOR_DESTROY, NULL, NULL);
+		}
+		stream_free(s);
+		if (rc == 0)
+			goto out;
+	}
+	/* A dead target cannot answer; a live one destroys the session now. */
+	moat__rpc_unary(r->ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len, dead ? 1000 : 30000, &st);
+	free(reply);
+out:
+	/* Destroy reports nothing: keep the caller's last error as it was. */
+	if (saved_code)
+		moat_error_set(saved_code, saved_origin, "%s", saved);
+	else
+		moat_error_clear();
+}
+
 static void remote_close(moat_backend *b)
 {
 	remote_backend *r = (remote_backend *)b;
@@ -747,18 +791,8 @@ static void remote_close(moat_backend *b)
 		stream_free(list);
 		list = s;
 	}
-	if (r->session_id[0] && r->ch) {
-		const int dead = atomic_load((_Atomic int *)&r->parent.dead);
-		moat_rpc_status st;
-		uint8_t *reply = NULL;
-		size_t len;
-
-		/* A dead target cannot answer; a live one runs the finalizer now. */
-		moat__rpc_unary(r->ch, "/moat.v1.Target/Destroy", r->md[0] ? r->md : (const char *const[]){
-			"moat-session", r->session_id, "moat-token", r->token_hex, NULL},
-				(const uint8_t *)"", 0, &reply, &len, dead ? 1000 : 30000, &st);
-		free(reply);
-	}
+	if (r->session_id[0] && r->ch)
+		destroy_session(r);
 	if (r->has_watcher) {
 		pthread_mutex_lock(&r->watch_lock);
 		pthread_cond_signal(&r->watch_wake);
