@@ -65,6 +65,20 @@ static void usage(FILE *f)
 		MOATD_DEFAULT_BACKEND);
 }
 
+static int takes_value(const char *opt)
+{
+	static const char *const names[] = {"--listen", "--tls-cert", "--tls-key", "--tls-client-ca", "--enclave-dir",
+					    "--state-dir", "--ready-file", "--backend", "--max-sessions",
+					    "--max-threads-per-session", "--max-message-bytes", "--max-image-bytes",
+					    "--session-grace-ms", "--parent-fd", "--log-level"};
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(opt, names[i]) == 0)
+			return 1;
+	return 0;
+}
+
 static int parse_size(const char *s, size_t *out)
 {
 	char *end;
@@ -237,6 +251,10 @@ int main(int argc, char **argv)
 		} else if (strcmp(a, "--allow-upload") == 0) {
 			c->allow_upload = 1;
 			continue;
+		}
+		if (!takes_value(a)) {
+			fprintf(stderr, "moatd: unknown option %s (see --help)\n", a);
+			return 2;
 		}
 		if (!v) {
 			fprintf(stderr, "moatd: %s needs a value (see --help)\n", a);

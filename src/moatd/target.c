@@ -416,7 +416,7 @@ out:
 
 /* ---- exit-call forwarding ---- */
 
-static int run_entry(session *s, stream_ctx *sc, const moat_frame_in *f, uint8_t **reply, size_t *reply_len);
+static int run_entry(session *s, const moat_frame_in *f, uint8_t **reply, size_t *reply_len);
 
 /*
  * The enclave's exit calls (every one, the runtime's log/time/spawn too) go
@@ -498,7 +498,7 @@ static int forward_exit(void *payload, uint64_t selector, const moat_msg *in, mo
 			return rc;
 		}
 		/* A nested entry call from the host's exit handler. */
-		rc = run_entry(s, sc, fin, &send, &send_len);
+		rc = run_entry(s, fin, &send, &send_len);
 		moat__frame_in_free(fin);
 		if (rc < 0)
 			return rc;
@@ -506,7 +506,7 @@ static int forward_exit(void *payload, uint64_t selector, const moat_msg *in, mo
 }
 
 /* Run one entry call frame and encode its Return in *reply. */
-static int run_entry(session *s, stream_ctx *sc, const moat_frame_in *f, uint8_t **reply, size_t *reply_len)
+static int run_entry(session *s, const moat_frame_in *f, uint8_t **reply, size_t *reply_len)
 {
 	moat_frame r = {0};
 	moat_msg *out = NULL;
@@ -529,7 +529,6 @@ static int run_entry(session *s, stream_ctx *sc, const moat_frame_in *f, uint8_t
 	}
 	rc = moat__frame_encode(&r, 0, reply, reply_len);
 	moat_msg_free(out);
-	(void)sc;
 	return rc;
 }
 
@@ -652,7 +651,7 @@ static void handle_attach(moat_rpc_call *call)
 			destroy_here(s, &sc, call, seq);
 			break;
 		}
-		rc = run_entry(s, &sc, f, &send, &send_len);
+		rc = run_entry(s, f, &send, &send_len);
 		moat__frame_in_free(f);
 		if (rc < 0 || sc.broken)
 			break;

@@ -1,7 +1,7 @@
 /*
  * The rpc layer over gRPC core's C API (see rpc.h). Measured facts that
- * shaped it are in docs/notes: a thread that plucks its own queue does its
- * own I/O (no hand-off); at most one outstanding op of each kind per call;
+ * shaped it: a thread that plucks its own queue does its own I/O (no
+ * hand-off); at most one outstanding op of each kind per call;
  * a NULL received message means "ended" for every reason, so the status
  * (client) or the cancelled flag (server) tells why.
  */
