@@ -582,6 +582,144 @@ static void test_fallback_handler(void **state)
 	moat_enclave_destroy(e);
 }
 
+typedef struct churn {
+	moat_enclave *e;
+	atomic_int stop;
+	int pongs;
+	int calls, answered, unanswered, bad;
+} churn;
+
+static void *churn_caller(void *p)
+{
+	churn *c = p;
+	moat_msg *in = NULL, *out = NULL;
+	int i;
+
+	if (moat_msg_new(&in) < 0 || moat_msg_new(&out) < 0 || moat_msg_push_u64(in, HOST_PONG) < 0) {
+		c->bad++;
+		goto done;
+	}
+	for (i = 0; i < 200; i++) {
+		uint64_t v;
+
+		moat_msg_reset(out);
+		c->calls++;
+		if (moat_enclave_call(c->e, T_EXIT, in, out) < 0 || moat_msg_item_u64(out, 0, &v) < 0)
+			c->bad++;
+		else if ((int64_t)v == 0 && moat_msg_count(out) == 2)
+			c->answered++;
+		else if ((int64_t)v == MOAT_ENOHANDLER && moat_msg_count(out) == 1)
+			c->unanswered++;
+		else
+			c->bad++;
+	}
+done:
+	moat_msg_free(in);
+	moat_msg_free(out);
+	return NULL;
+}
+
+static void *churn_setter(void *p)
+{
+	churn *c = p;
+	static int pongs;
+	int i;
+
+	/* Keep the handler flipping while the callers run (bounded, in case they stall). */
+	for (i = 0; i < 1000000 && !atomic_load(&c->stop); i++) {
+		if (moat_enclave_set_exit_handler(c->e, HOST_PONG, (i & 1) ? NULL : host_pong, &pongs) < 0)
+			break;
+		if (moat_enclave_set_exit_handler(c->e, HOST_FAIL + 100 + (uint64_t)(i % 7), (i & 1) ? host_fail : NULL,
+						  &pongs) < 0)
+			break;
+	}
+	return NULL;
+}
+
+static void test_handlers_change_during_calls(void **state)
+{
+	churn c[2];
+	pthread_t callers[2], setter;
+	int i;
+
+	memset(c, 0, sizeof(c));
+	c[0].e = test_load(TEST_ENCLAVE("test_enclave"), NULL);
+	c[1].e = c[0].e;
+	/*
+	 * Exit handlers are added and removed while other threads' exit calls
+	 * look them up: each call sees either the handler or none, never
+	 * anything else (and TSan/ASan builds see no race or stale read).
+	 */
+	assert_int_equal(pthread_create(&setter, NULL, churn_setter, &c[0]), 0);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&callers[i], NULL, churn_caller, &c[i]), 0);
+	for (i = 0; i < 2; i++)
+		pthread_join(callers[i], NULL);
+	atomic_store(&c[0].stop, 1);
+	pthread_join(setter, NULL);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(c[i].bad, 0);
+		assert_int_equal(c[i].answered + c[i].unanswered, 200);
+	}
+	moat_enclave_destroy(c[0].e);
+}
+
+typedef struct cycle_arg {
+	int index;
+	int failures;
+} cycle_arg;
+
+static void *cycle_main(void *p)
+{
+	cycle_arg *a = p;
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		moat_enclave *e = NULL;
+		moat_msg *in = NULL, *out = NULL;
+		uint64_t v = 1, mine = (uint64_t)a->index * 1000 + (uint64_t)i + 1;
+
+		/* A fresh instance starts at 0 and then holds exactly what this thread set. */
+		if (moat_enclave_load(&e, TEST_ENCLAVE("test_enclave"), NULL) < 0 || moat_msg_new(&in) < 0 ||
+		    moat_msg_new(&out) < 0 || moat_enclave_call(e, T_GLOBAL_GET, NULL, out) < 0 ||
+		    moat_msg_item_u64(out, 0, &v) < 0 || v != 0 || moat_msg_push_u64(in, mine) < 0 ||
+		    moat_enclave_call(e, T_GLOBAL_SET, in, NULL) < 0) {
+			fprintf(stderr, "cycle %d: fresh value %llu: %s\n", i, (unsigned long long)v,
+				moat_error_last()->message);
+			a->failures++;
+		}
+		moat_msg_reset(out);
+		if (e && (moat_enclave_call(e, T_GLOBAL_GET, NULL, out) < 0 || moat_msg_item_u64(out, 0, &v) < 0 ||
+			  v != mine)) {
+			fprintf(stderr, "cycle %d: got %llu, set %llu\n", i, (unsigned long long)v,
+				(unsigned long long)mine);
+			a->failures++;
+		}
+		moat_msg_free(in);
+		moat_msg_free(out);
+		moat_enclave_destroy(e);
+	}
+	return NULL;
+}
+
+static void test_concurrent_load_destroy(void **state)
+{
+	pthread_t t[4];
+	cycle_arg a[4];
+	int i;
+
+	/* Loads, calls and destroys on several threads at once, each instance with its own state. */
+	memset(a, 0, sizeof(a));
+	for (i = 0; i < 4; i++) {
+		a[i].index = i + 1;
+		assert_int_equal(pthread_create(&t[i], NULL, cycle_main, &a[i]), 0);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(a[i].failures, 0);
+	}
+}
+
 /* ---- thread limit ---- */
 
 typedef struct blocker {
@@ -753,6 +891,14 @@ static void test_destroy_idle(void **state)
 		moat_enclave_destroy(e);
 	}
 	moat_enclave_destroy(NULL);
+
+	/* A new instance never inherits the state of a destroyed one. */
+	for (i = 0; i < 5; i++) {
+		e = test_load(TEST_ENCLAVE("test_enclave"), NULL);
+		assert_int_equal(global_get(e), 0);
+		global_set(e, 77);
+		moat_enclave_destroy(e);
+	}
 }
 
 #define LARGE_LEN ((size_t)3 << 20)
@@ -935,6 +1081,8 @@ int main(void)
 		cmocka_unit_test(test_exit_no_handler),
 		cmocka_unit_test(test_exit_handler_error),
 		cmocka_unit_test(test_fallback_handler),
+		cmocka_unit_test(test_handlers_change_during_calls),
+		cmocka_unit_test(test_concurrent_load_destroy),
 		cmocka_unit_test(test_max_threads_fail),
 		cmocka_unit_test(test_max_threads_wait),
 		cmocka_unit_test(test_max_threads_donated),
