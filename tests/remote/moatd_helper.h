@@ -40,7 +40,7 @@ static inline void test_sleep_ms(long ms)
  */
 static inline int test_moatd_start_v(test_moatd *m, const char *scheme, const char *const *extra)
 {
-	char ready[200], state[200];
+	char ready[200], state[200], listen[200];
 	const char *argv[48];
 	int a = 0, i;
 
@@ -51,8 +51,13 @@ static inline int test_moatd_start_v(test_moatd *m, const char *scheme, const ch
 	snprintf(ready, sizeof(ready), "%s/ready", m->dir);
 	snprintf(state, sizeof(state), "%s/state", m->dir);
 	argv[a++] = MOAT_TEST_BINDIR "/moatd";
+	/* scheme "unix": listen on a socket in the private directory instead of loopback TCP. */
+	if (strcmp(scheme, "unix") == 0)
+		snprintf(listen, sizeof(listen), "unix:%s/moatd.sock", m->dir);
+	else
+		snprintf(listen, sizeof(listen), "127.0.0.1:0");
 	argv[a++] = "--listen";
-	argv[a++] = "127.0.0.1:0";
+	argv[a++] = listen;
 	argv[a++] = "--state-dir";
 	argv[a++] = state;
 	argv[a++] = "--ready-file";
@@ -91,7 +96,10 @@ static inline int test_moatd_start_v(test_moatd *m, const char *scheme, const ch
 			fclose(f);
 			if (ok) {
 				m->addr[strcspn(m->addr, "\n")] = '\0';
-				snprintf(m->uri, sizeof(m->uri), "%s://%s", scheme, m->addr);
+				if (strcmp(scheme, "unix") == 0)
+					snprintf(m->uri, sizeof(m->uri), "%s", m->addr);
+				else
+					snprintf(m->uri, sizeof(m->uri), "%s://%s", scheme, m->addr);
 				return 0;
 			}
 		}

@@ -333,6 +333,24 @@ static void test_call_timeout(void **state)
 	moat_enclave_destroy(e);
 }
 
+static void test_unix_socket(void **state)
+{
+	char sock[320];
+	moat_enclave *e;
+	test_moatd m;
+
+	assert_int_equal(test_moatd_start(&m, "unix", "--allow-upload", NULL), 0);
+	assert_int_equal(strncmp(m.uri, "unix:/", 6), 0);
+	e = load_on(m.uri, TEST_ENCLAVE("hello_enclave"), NULL);
+	hello_works(e);
+	moat_enclave_destroy(e);
+	snprintf(sock, sizeof(sock), "%s", m.uri + 5);
+	assert_int_equal(access(sock, F_OK), 0);
+	assert_int_equal(test_moatd_stop(&m), 0);
+	/* moatd removes its socket file when it exits. */
+	assert_int_not_equal(access(sock, F_OK), 0);
+}
+
 /* An idle handle stays usable across many keepalive periods (something must read the pings' acks). */
 static void test_idle_keepalive(void **state)
 {
@@ -522,6 +540,7 @@ int main(void)
 		cmocka_unit_test(test_two_sessions_isolated),
 		cmocka_unit_test(test_call_timeout),
 		cmocka_unit_test(test_idle_keepalive),
+		cmocka_unit_test(test_unix_socket),
 		cmocka_unit_test(test_no_target),
 		cmocka_unit_test(test_nested_fib_threads),
 	};
