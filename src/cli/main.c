@@ -5,7 +5,9 @@
  */
 #include <moat/moat.h>
 
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,13 +144,19 @@ static int cmd_run(int argc, char **argv)
 			}
 			opts.expected_measurement = expect;
 			break;
-		case 't':
-			opts.call_timeout_ms = (unsigned int)strtoul(optarg, &end, 10);
-			if (*end || !*optarg) {
+		case 't': {
+			unsigned long ms;
+
+			/* strtoul alone would take "-1" as ULONG_MAX and wrap large values. */
+			errno = 0;
+			ms = strtoul(optarg, &end, 10);
+			if (*end || !*optarg || *optarg == '-' || *optarg == '+' || errno || ms > UINT_MAX) {
 				fprintf(stderr, "moat: run: --timeout wants milliseconds, got '%s'\n", optarg);
 				return 2;
 			}
+			opts.call_timeout_ms = (unsigned int)ms;
 			break;
+		}
 		case OPT_CA: opts.tls_ca_file = optarg; break;
 		case OPT_CERT: opts.tls_cert_file = optarg; break;
 		case OPT_KEY: opts.tls_key_file = optarg; break;
