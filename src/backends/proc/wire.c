@@ -11,8 +11,8 @@
 
 #include "backends/proc/proc.h"
 
-/* A reader keeps at most this much buffer between frames. */
-#define WIRE_KEEP (4u << 20)
+/* A reader keeps at most this much buffer between frames (a 1 MiB item fits). */
+#define WIRE_KEEP (2u << 20)
 
 int64_t moat__proc_now_ns(void)
 {
