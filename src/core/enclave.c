@@ -239,7 +239,7 @@ static int exit_dispatch(void *ctx, uint64_t selector, const moat_msg *in, moat_
 {
 	struct moat_enclave *e = ctx;
 	moat_exit_handler fn = NULL;
-	moat_msg *scratch = NULL;
+	moat_msg scratch = MOAT__MSG_INIT;
 	void *payload = NULL;
 	size_t i, had;
 	int rc;
@@ -258,17 +258,14 @@ static int exit_dispatch(void *ctx, uint64_t selector, const moat_msg *in, moat_
 	}
 	pthread_rwlock_unlock(&e->handlers_lock);
 	/* The enclave may drop the reply (out NULL); handlers always get a message to append to. */
-	if (!out) {
-		if (moat_msg_new(&scratch) < 0)
-			return MOAT_ENOMEM;
-		out = scratch;
-	}
+	if (!out)
+		out = &scratch;
 	had = moat_msg_count(out);
 	rc = fn ? fn(payload, selector, in, out) : builtin_service(e, selector, in, out);
 	/* A failed exit call delivers no reply, even if the handler appended some before failing. */
 	if (rc != 0)
 		moat__msg_truncate(out, had);
-	moat_msg_free(scratch);
+	moat__msg_release(&scratch);
 	return rc;
 }
 

@@ -58,6 +58,10 @@ const moat_error *moat_error_last(void)
 
 void moat_error_clear(void)
 {
+	/* Every call clears the record; reading it first keeps that to one load when it is clear. */
+	if (last_error.code == MOAT_OK && last_error.enclave_code == 0 && last_error.message == last_message &&
+	    last_message[0] == '\0')
+		return;
 	last_message[0] = '\0';
 	last_error.code = MOAT_OK;
 	last_error.origin = MOAT_ORIGIN_NONE;

@@ -17,6 +17,28 @@
  */
 void moat__msg_truncate(moat_msg *msg, size_t count);
 
+/*
+ * The message layout, for messages that live on the stack of a call path:
+ * a handler that gets no reply message from its caller appends to one of
+ * these, which costs nothing until it appends.
+ */
+typedef struct moat__msg_item {
+	const uint8_t *data;
+	size_t len;
+	int owned;
+} moat__msg_item;
+
+struct moat_msg {
+	moat__msg_item *items;
+	size_t count;
+	size_t cap;
+};
+
+#define MOAT__MSG_INIT {NULL, 0, 0}
+
+/* Free what a stack message holds (not the message itself). */
+void moat__msg_release(moat_msg *msg);
+
 /* Errors (errors.c). */
 int moat__error_vset(int code, moat_origin origin, const char *fmt, va_list ap);
 void moat__error_set_enclave_code(int64_t value);

@@ -9,17 +9,7 @@
 
 #include "core/internal.h"
 
-typedef struct msg_item {
-	const uint8_t *data;
-	size_t len;
-	int owned;
-} msg_item;
-
-struct moat_msg {
-	msg_item *items;
-	size_t count;
-	size_t cap;
-};
+typedef moat__msg_item msg_item;
 
 int moat_msg_new(moat_msg **out)
 {
@@ -59,12 +49,19 @@ void moat__msg_truncate(moat_msg *msg, size_t count)
 	msg->count = count;
 }
 
+void moat__msg_release(moat_msg *msg)
+{
+	moat_msg_reset(msg);
+	free(msg->items);
+	msg->items = NULL;
+	msg->cap = 0;
+}
+
 void moat_msg_free(moat_msg *msg)
 {
 	if (!msg)
 		return;
-	moat_msg_reset(msg);
-	free(msg->items);
+	moat__msg_release(msg);
 	free(msg);
 }
 

@@ -155,7 +155,7 @@ static int dispatch(uint64_t selector, const moat_msg *in, moat_msg *out, int64_
 
 int moat__enclave_call(uint64_t selector, const moat_msg *in, moat_msg *out, int64_t *handler_code)
 {
-	moat_msg *scratch = NULL;
+	moat_msg scratch = MOAT__MSG_INIT;
 	size_t had;
 	int rc;
 
@@ -164,17 +164,14 @@ int moat__enclave_call(uint64_t selector, const moat_msg *in, moat_msg *out, int
 	 * The host may pass out NULL to drop the reply; handlers always get a
 	 * message to append to, so they behave the same on every backend.
 	 */
-	if (!out) {
-		if ((rc = moat_msg_new(&scratch)) < 0)
-			return rc;
-		out = scratch;
-	}
+	if (!out)
+		out = &scratch;
 	had = moat_msg_count(out);
 	rc = dispatch(selector, in, out, handler_code);
 	/* A failed call delivers no reply, even if the handler appended some before failing. */
 	if (rc != 0)
 		moat__msg_truncate(out, had);
-	moat_msg_free(scratch);
+	moat__msg_release(&scratch);
 	return rc;
 }
 
