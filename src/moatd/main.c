@@ -288,7 +288,7 @@ int main(int argc, char **argv)
 		else if (strcmp(a, "--session-grace-ms") == 0)
 			bad = parse_uint(v, &c->grace_ms);
 		else if (strcmp(a, "--parent-fd") == 0) { /* internal: local provisioning */
-			unsigned int fd;
+			unsigned int fd = 0;
 
 			bad = parse_uint(v, &fd) < 0 || fd > INT_MAX;
 			c->parent_fd = (int)fd;
