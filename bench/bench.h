@@ -47,11 +47,12 @@ typedef struct grpc_base grpc_base;
 enum grpc_base_kind {
 	GRPC_BASE_BIDI = 0,  /* one bidi stream, one message each way per round trip */
 	GRPC_BASE_ASYLO = 1, /* Asylo's RemoteBackend: request RPC + reply RPC, each acknowledged */
+	GRPC_BASE_BIDI_THREADED = 2, /* bidi, server in moatd's shape: accept thread + thread per stream */
 };
 /* tls_dir: NULL for insecure, else a directory with ca.pem, server/client .pem/.key (mTLS). */
 int grpc_base_open(grpc_base **out, int kind, size_t size, const char *tls_dir);
 int grpc_base_op(void *ctx);
 void grpc_base_close(grpc_base *g);
-int grpc_base_helper(const char *tls_dir, const char *reply_target);
+int grpc_base_helper(const char *tls_dir, const char *reply_target, int threaded);
 
 #endif

@@ -10,6 +10,7 @@
  * thread with its own queue, so no thread hand-off sits on either path.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,7 +299,107 @@ static void srv_on_unary_request(srv_state *s, srv_call *c)
 		abort();
 }
 
-int grpc_base_helper(const char *tls_dir, const char *reply_target)
+/*
+ * The same echo served in moatd's shape: an accept thread waiting on the
+ * server's queue, and a thread per stream that plucks a queue of its own.
+ * Comparing it with the one-thread server shows what that shape costs.
+ */
+typedef struct thr_call {
+	grpc_call *call;
+	grpc_call_details details;
+	grpc_metadata_array md;
+	grpc_completion_queue *cq;
+} thr_call;
+
+static int thr_batch(thr_call *c, const grpc_op *ops, size_t n)
+{
+	grpc_event ev;
+
+	if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK)
+		return 0;
+	ev = grpc_completion_queue_pluck(c->cq, c, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+static void *thr_worker(void *arg)
+{
+	thr_call *c = arg;
+	grpc_byte_buffer *msg = NULL;
+	grpc_op ops[2];
+	int cancelled = 0, first = 1;
+	grpc_event ev;
+
+	for (;;) {
+		memset(ops, 0, sizeof(ops));
+		ops[0].op = GRPC_OP_RECV_MESSAGE;
+		ops[0].data.recv_message.recv_message = &msg;
+		if (!thr_batch(c, ops, 1) || !msg)
+			break;
+		memset(ops, 0, sizeof(ops));
+		ops[0].op = GRPC_OP_SEND_MESSAGE;
+		ops[0].data.send_message.send_message = msg;
+		ops[1].op = GRPC_OP_SEND_INITIAL_METADATA; /* only with the first reply */
+		if (!thr_batch(c, ops, first ? 2 : 1))
+			break;
+		first = 0;
+		grpc_byte_buffer_destroy(msg);
+		msg = NULL;
+	}
+	grpc_byte_buffer_destroy(msg);
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	ops[0].data.send_status_from_server.status = GRPC_STATUS_OK;
+	ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	ops[1].data.recv_close_on_server.cancelled = &cancelled;
+	thr_batch(c, ops, 2);
+	grpc_call_unref(c->call);
+	grpc_call_details_destroy(&c->details);
+	grpc_metadata_array_destroy(&c->md);
+	grpc_completion_queue_shutdown(c->cq);
+	do
+		ev = grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpc_completion_queue_destroy(c->cq);
+	free(c);
+	return NULL;
+}
+
+static thr_call *thr_request(grpc_server *server, grpc_completion_queue *notify)
+{
+	thr_call *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		abort();
+	grpc_call_details_init(&c->details);
+	grpc_metadata_array_init(&c->md);
+	c->cq = grpc_completion_queue_create_for_pluck(NULL);
+	if (grpc_server_request_call(server, &c->call, &c->details, &c->md, c->cq, notify, c) != GRPC_CALL_OK)
+		abort();
+	return c;
+}
+
+static int grpc_base_helper_threaded(grpc_server *server, grpc_completion_queue *cq)
+{
+	thr_call *pending = thr_request(server, cq);
+
+	for (;;) {
+		/* Like moatd's accept loop: wake up now and then even when nothing arrives. */
+		grpc_event ev = grpc_completion_queue_next(
+			cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN)), NULL);
+		pthread_t t;
+
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+		if (ev.type != GRPC_OP_COMPLETE || ev.tag != pending)
+			continue;
+		if (ev.success && pthread_create(&t, NULL, thr_worker, pending) == 0)
+			pthread_detach(t);
+		pending = thr_request(server, cq);
+	}
+	return 0;
+}
+
+int grpc_base_helper(const char *tls_dir, const char *reply_target, int threaded)
 {
 	grpc_server_credentials *creds;
 	srv_state s = {0};
@@ -320,6 +421,11 @@ int grpc_base_helper(const char *tls_dir, const char *reply_target)
 		return 1;
 	}
 	grpc_server_start(s.server);
+	if (threaded) {
+		printf("%d\n", port);
+		fflush(stdout);
+		return grpc_base_helper_threaded(s.server, s.cq);
+	}
 	if (reply_target)
 		s.reply_channel = open_channel(reply_target, NULL);
 	/* Several outstanding requests so a new call never waits for us to re-arm. */
@@ -616,12 +722,12 @@ int grpc_base_op(void *ctx)
 {
 	grpc_base *g = ctx;
 
-	return g->kind == GRPC_BASE_BIDI ? bidi_op(g) : asylo_op(g);
+	return g->kind == GRPC_BASE_ASYLO ? asylo_op(g) : bidi_op(g);
 }
 
 int grpc_base_open(grpc_base **out, int kind, size_t size, const char *tls_dir)
 {
-	const char *args[6] = {"grpc", NULL, NULL, NULL, NULL, NULL};
+	const char *args[8] = {"grpc", NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 	char line[64], target[96], reply_target[64];
 	unsigned char *bytes = NULL;
 	grpc_server_credentials *creds;
@@ -670,13 +776,17 @@ int grpc_base_open(grpc_base **out, int kind, size_t size, const char *tls_dir)
 		args[n++] = "--tls";
 		args[n++] = tls_dir;
 	}
+	if (kind == GRPC_BASE_BIDI_THREADED) {
+		args[n++] = "--threaded";
+		args[n++] = "1";
+	}
 	if (bench_spawn_helper(&g->pid, line, sizeof(line), args, -1) < 0)
 		goto fail;
 	snprintf(target, sizeof(target), "127.0.0.1:%s", line);
 	g->channel = open_channel(target, tls_dir);
 	if (!g->channel)
 		goto fail;
-	if (kind == GRPC_BASE_BIDI && bidi_open(g) < 0)
+	if (kind != GRPC_BASE_ASYLO && bidi_open(g) < 0)
 		goto fail;
 	/* Pay the connection set-up (and TLS handshake) before timing starts. */
 	if (kind == GRPC_BASE_ASYLO && asylo_op(g) < 0)

@@ -184,6 +184,9 @@ static void plan_rows(void)
 		row_add("remote", ROW_LAT, s, "base.tcp.%s", "base.grpc_bidi_mtls.%s",
 			"baseline: gRPC core bidi stream ping-pong, mTLS");
 	for (s = 0; s < NSIZES; s++)
+		row_add("remote", ROW_LAT, s, "base.grpc_bidi.%s", "base.grpc_bidi_thr.%s",
+			"baseline: gRPC bidi, server shaped like moatd (accept thread + thread per stream)");
+	for (s = 0; s < NSIZES; s++)
 		row_add("remote", ROW_LAT, s, "base.tcp.%s", "base.asylo_2rpc.%s",
 			"baseline: Asylo RemoteBackend pattern, 2 unary RPCs, TCP");
 	for (t = 0; t < sizeof(remotes) / sizeof(remotes[0]); t++) {
@@ -844,6 +847,7 @@ static void run_remote(void)
 	} bases[] = {
 		{"base.grpc_bidi.%s", GRPC_BASE_BIDI, 0},
 		{"base.grpc_bidi_mtls.%s", GRPC_BASE_BIDI, 1},
+		{"base.grpc_bidi_thr.%s", GRPC_BASE_BIDI_THREADED, 0},
 		{"base.asylo_2rpc.%s", GRPC_BASE_ASYLO, 0},
 	};
 	enum { NB = sizeof(bases) / sizeof(bases[0]) };
@@ -1552,7 +1556,7 @@ int main(int argc, char **argv)
 int bench_helper_main(int argc, char **argv)
 {
 	const char *tls = NULL, *reply = NULL;
-	int i;
+	int i, threaded = 0;
 
 	if (argc < 1)
 		return 2;
@@ -1566,8 +1570,10 @@ int bench_helper_main(int argc, char **argv)
 				tls = argv[i + 1];
 			else if (strcmp(argv[i], "--reply-target") == 0)
 				reply = argv[i + 1];
+			else if (strcmp(argv[i], "--threaded") == 0)
+				threaded = 1;
 		}
-		return grpc_base_helper(tls, reply);
+		return grpc_base_helper(tls, reply, threaded);
 	}
 	return 2;
 }
