@@ -142,7 +142,7 @@ void moat__rpc_server_free(moat_rpc_server *srv);
 
 /* Server call accessors. */
 const char *moat__rpc_call_method(const moat_rpc_call *call);
-/* Value of request metadata key (NUL-terminated copy kept in the call) or NULL. */
+/* Value of request metadata key, or NULL: a copy kept in the call until the next lookup. */
 const char *moat__rpc_call_md(moat_rpc_call *call, const char *key);
 /* Receive one message (server side); same results as moat__rpc_exchange. */
 #define moat__rpc_recv(call, buf, len, st) moat__rpc_exchange((call), NULL, 0, (buf), (len), 0, (st))

@@ -140,39 +140,38 @@ static int host_child(const char *uri)
 	return 0;
 }
 
-static void test_host_killed(void **state)
+/* A host that loaded on m and sits in a long call; returns its pid. */
+static pid_t start_host_child(test_moatd *m)
 {
-	test_moatd m;
-	moat_enclave *e = NULL;
-	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
 	char line[32] = "";
-	int p[2], i, rc = -1;
+	int p[2];
 	pid_t child;
 
-	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-sessions", "1", "--session-grace-ms",
-					  "200", NULL),
-			 0);
 	assert_int_equal(pipe(p), 0);
 	child = fork();
 	assert_true(child >= 0);
 	if (child == 0) {
 		dup2(p[1], STDOUT_FILENO);
 		close(p[0]);
-		execl(self_path, self_path, "--host-child", m.uri, (char *)NULL);
+		execl(self_path, self_path, "--host-child", m->uri, (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);
 	assert_true(read(p[0], line, sizeof(line) - 1) > 0);
 	close(p[0]);
 	assert_non_null(strstr(line, "loaded"));
-	test_sleep_ms(300);
-	/* The only session slot is taken. */
-	o.backend = m.uri;
-	assert_int_equal(moat_enclave_load(&e, TEST_ENCLAVE("remote_enclave"), &o), MOAT_ELIMIT);
-	kill(child, SIGKILL);
-	waitpid(child, NULL, 0);
-	/* moatd reclaims the vanished host's session after the grace period. */
-	for (i = 0; i < 100; i++) {
+	return child;
+}
+
+/* Wait until the only session slot of m is free again, i.e. moatd reclaimed the host's session. */
+static void assert_reclaimed(test_moatd *m, int tries)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e = NULL;
+	int i, rc = -1;
+
+	o.backend = m->uri;
+	for (i = 0; i < tries; i++) {
 		rc = moat_enclave_load(&e, TEST_ENCLAVE("remote_enclave"), &o);
 		if (rc == 0)
 			break;
@@ -181,6 +180,44 @@ static void test_host_killed(void **state)
 	}
 	assert_int_equal(rc, 0);
 	moat_enclave_destroy(e);
+}
+
+static void test_host_killed(void **state)
+{
+	test_moatd m;
+	moat_enclave *e = NULL;
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	pid_t child;
+
+	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-sessions", "1", "--session-grace-ms",
+					  "200", NULL),
+			 0);
+	child = start_host_child(&m);
+	test_sleep_ms(300);
+	/* The only session slot is taken. */
+	o.backend = m.uri;
+	assert_int_equal(moat_enclave_load(&e, TEST_ENCLAVE("remote_enclave"), &o), MOAT_ELIMIT);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	/* moatd reclaims the vanished host's session after the grace period. */
+	assert_reclaimed(&m, 100);
+	assert_int_equal(test_moatd_stop(&m), 0);
+}
+
+/* A frozen host keeps its TCP connection: moatd's own keepalive finds it, then reclaims the session. */
+static void test_host_frozen(void **state)
+{
+	test_moatd m;
+	pid_t child;
+
+	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-sessions", "1", "--session-grace-ms",
+					  "200", NULL),
+			 0);
+	child = start_host_child(&m);
+	kill(child, SIGSTOP);
+	assert_reclaimed(&m, 300);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
 	assert_int_equal(test_moatd_stop(&m), 0);
 }
 
@@ -247,6 +284,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_target_stopped_mid_call),
 		cmocka_unit_test(test_target_killed_while_idle),
 		cmocka_unit_test(test_host_killed),
+		cmocka_unit_test(test_host_frozen),
 		cmocka_unit_test(test_local_host_killed),
 	};
 	ssize_t n;
