@@ -31,6 +31,9 @@
  * what moat_thread_start() returned in the finalizer */
 #define T_ON_FINI (MOAT_SELECTOR_USER + 10)
 
+/* -> u64 host wall-clock time from moat_host_time() (ns since the epoch) */
+#define T_TIME (MOAT_SELECTOR_USER + 11)
+
 /* init refuses to load (returns T_INIT_FAIL_CODE) when the config is exactly this string */
 #define T_INIT_FAIL_CONFIG "fail-init"
 #define T_INIT_FAIL_CODE 7

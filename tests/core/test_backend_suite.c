@@ -1051,6 +1051,32 @@ static void test_finalizer_exit_call(void **state)
 	moat_msg_free(in);
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void test_host_time(void **state)
+{
+	moat_enclave *e = test_load(TEST_ENCLAVE("test_enclave"), NULL);
+	moat_msg *out = test_msg();
+	uint64_t before, after, t;
+
+	/* The time service is answered by this host: its clock, read during the call. */
+	before = now_ns();
+	assert_moat_ok(moat_enclave_call(e, T_TIME, NULL, out));
+	after = now_ns();
+	t = test_item_u64(out, 0);
+	/* 1 s of slack only covers a wall-clock step during the call; a wrong source is far off. */
+	assert_true(t + 1000000000u >= before);
+	assert_true(t <= after + 1000000000u);
+	moat_msg_free(out);
+	moat_enclave_destroy(e);
+}
+
 static void test_identity(void **state)
 {
 	moat_enclave *e = test_load(TEST_ENCLAVE("test_enclave"), NULL);
@@ -1092,6 +1118,7 @@ int main(void)
 		cmocka_unit_test(test_init_failure),
 		cmocka_unit_test(test_spawn_in_init),
 		cmocka_unit_test(test_finalizer_exit_call),
+		cmocka_unit_test(test_host_time),
 		cmocka_unit_test(test_identity),
 	};
 	const char *env = getenv("MOAT_BACKEND");

@@ -178,6 +178,14 @@ static int on_init_spawn(void *payload, const moat_msg *in, moat_msg *out)
 	return moat_msg_push_u64(out, (uint64_t)init_spawn_rc);
 }
 
+static int on_time(void *payload, const moat_msg *in, moat_msg *out)
+{
+	uint64_t ns;
+	int rc = moat_host_time(&ns);
+
+	return rc ? rc : moat_msg_push_u64(out, ns);
+}
+
 static uint64_t fini_selector;
 
 static int on_on_fini(void *payload, const moat_msg *in, moat_msg *out)
@@ -242,6 +250,7 @@ static int init(const void *config, size_t len)
 	rc |= moat_entry_register(T_THREADS, on_threads, NULL);
 	rc |= moat_entry_register(T_INIT_SPAWN, on_init_spawn, NULL);
 	rc |= moat_entry_register(T_ON_FINI, on_on_fini, NULL);
+	rc |= moat_entry_register(T_TIME, on_time, NULL);
 	return rc;
 }
 
