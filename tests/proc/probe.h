@@ -18,6 +18,7 @@
 #define PROBE_EXIT (MOAT_SELECTOR_USER + 22)    /* exit(3) */
 #define PROBE_HANG (MOAT_SELECTOR_USER + 23)    /* sleep forever */
 #define PROBE_LATER (MOAT_SELECTOR_USER + 24)   /* an enclave thread segfaults a little later */
+#define PROBE_GARBAGE (MOAT_SELECTOR_USER + 25) /* write garbage on every socket but the control one, then hang */
 #define PROBE_STDIO (MOAT_SELECTOR_USER + 30)   /* printf, a pthread, malloc: ordinary code works */
 #define PROBE_EXIT_CALL (MOAT_SELECTOR_USER + 31) /* exit call PROBE_HOST with the items */
 #define PROBE_HOST (MOAT_SELECTOR_USER + 100)   /* exit selector answered by the tests */

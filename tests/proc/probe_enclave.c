@@ -188,6 +188,19 @@ static int later(void *p, const moat_msg *in, moat_msg *out)
 	return 0;
 }
 
+static int garbage(void *p, const moat_msg *in, moat_msg *out)
+{
+	static const unsigned char junk[] = {0xff, 0xff, 0xff, 0xff, 'j', 'u', 'n', 'k'};
+	struct stat st;
+	int fd;
+
+	/* fd 3 is the runner's control socket; the channels come after it. */
+	for (fd = 4; fd < 256; fd++)
+		if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && write(fd, junk, sizeof(junk)) < 0)
+			return 1;
+	return hang(p, in, out);
+}
+
 static void *add_one(void *arg)
 {
 	int *v = arg;
@@ -232,7 +245,7 @@ static int init(const void *cfg, size_t len)
 		{PROBE_EXEC, try_exec}, {PROBE_SOCKET, try_socket}, {PROBE_STAT, try_stat}, {PROBE_FORK, try_fork},
 		{PROBE_KILL, try_kill}, {PROBE_VMREAD, try_vmread}, {PROBE_PEEK, peek}, {PROBE_SEGV, segv},
 		{PROBE_ABORT, do_abort}, {PROBE_EXIT, do_exit}, {PROBE_HANG, hang}, {PROBE_LATER, later},
-		{PROBE_STDIO, stdio}, {PROBE_EXIT_CALL, exit_call},
+		{PROBE_GARBAGE, garbage}, {PROBE_STDIO, stdio}, {PROBE_EXIT_CALL, exit_call},
 	};
 	size_t i;
 	int rc;

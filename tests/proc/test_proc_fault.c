@@ -54,6 +54,12 @@ static void test_exit(void **state)
 	expect_crash(PROBE_EXIT, MOAT_ECRASHED, "exited with status 3");
 }
 
+/* Bytes that are no frame on the channel: the host stops the runner instead of trusting it. */
+static void test_garbage_on_channel(void **state)
+{
+	expect_crash(PROBE_GARBAGE, MOAT_ECRASHED, "broke the frame protocol");
+}
+
 static void test_crash_in_init(void **state)
 {
 	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
@@ -241,6 +247,7 @@ int main(void)
 		cmocka_unit_test(test_segv),
 		cmocka_unit_test(test_abort),
 		cmocka_unit_test(test_exit),
+		cmocka_unit_test(test_garbage_on_channel),
 		cmocka_unit_test(test_crash_in_init),
 		cmocka_unit_test(test_crash_fails_calls_in_flight),
 		cmocka_unit_test(test_crash_while_idle),

@@ -81,7 +81,14 @@ static int chan_key_ok;
 static atomic_uint_fast64_t next_instance = 1;
 static atomic_flag ns_warned = ATOMIC_FLAG_INIT;
 
-static int proc_lost(proc_backend *b, int timed_out, uint64_t selector);
+/* Why the runner is being given up. */
+enum lost_reason {
+	LOST_GONE,     /* its channel or control socket closed: find out how it ended */
+	LOST_TIMEOUT,  /* a call ran out of time: stop it */
+	LOST_PROTOCOL  /* it sent what no runner sends: stop it */
+};
+
+static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector);
 
 /* ---- Channels ---- */
 
@@ -205,7 +212,7 @@ static proc_chan *chan_get(proc_backend *b)
 	if (send_channel(b, sv[1]) < 0) {
 		close(sv[0]);
 		close(sv[1]);
-		proc_lost(b, 0, 0);
+		proc_lost(b, LOST_GONE, 0);
 		return NULL;
 	}
 	close(sv[1]);
@@ -520,7 +527,7 @@ static int wait_runner(proc_backend *b, int grace_ms, int *killed)
  * The runner is gone or must go: reap it once, record why as the instance's
  * fatal error, and return that error for the calling thread.
  */
-static int proc_lost(proc_backend *b, int timed_out, uint64_t selector)
+static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector)
 {
 	int code, killed, st;
 
@@ -529,14 +536,18 @@ static int proc_lost(proc_backend *b, int timed_out, uint64_t selector)
 		moat_proc_note note;
 		int syscall_nr = INT_MIN;
 
-		if (timed_out)
+		if (why != LOST_GONE)
 			kill(b->pid, SIGKILL);
-		st = wait_runner(b, timed_out ? 0 : EXIT_GRACE_MS, &killed);
+		st = wait_runner(b, why != LOST_GONE ? 0 : EXIT_GRACE_MS, &killed);
 		b->reaped = 1;
 		while (read_note(b, &note, 0))
 			if (note.kind == MOAT_PROC_NOTE_SYSCALL)
 				syscall_nr = note.value;
-		if (timed_out) {
+		if (why == LOST_PROTOCOL) {
+			code = MOAT_ECRASHED;
+			snprintf(b->death, sizeof(b->death),
+				 "%s: the enclave broke the frame protocol on its channel and was stopped", b->path);
+		} else if (why == LOST_TIMEOUT) {
 			code = MOAT_ETIMEDOUT;
 			snprintf(b->death, sizeof(b->death),
 				 "%s: entry call %llu did not finish within %u ms; the enclave was stopped", b->path,
@@ -600,7 +611,7 @@ static int chan_call(proc_backend *b, proc_chan *ch, uint64_t selector, const mo
 	call.selector = selector;
 	call.items = in;
 	if (moat__proc_wire_send(ch->wire.fd, &call) < 0)
-		return proc_lost(b, 0, selector);
+		return proc_lost(b, LOST_GONE, selector);
 	for (;;) {
 		moat_frame_in *f;
 		moat_frame answer;
@@ -609,20 +620,16 @@ static int chan_call(proc_backend *b, proc_chan *ch, uint64_t selector, const mo
 		int rc = moat__proc_wire_recv(&ch->wire, &f, deadline);
 
 		if (rc == MOAT_ETIMEDOUT)
-			return proc_lost(b, 1, selector);
+			return proc_lost(b, LOST_TIMEOUT, selector);
 		if (rc == MOAT_ENOMEM)
 			return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
-		if (rc < 0) {
-			/* A malformed frame means a runner that cannot be trusted any more. */
-			if (rc == MOAT_EPROTO)
-				kill(b->pid, SIGKILL);
-			return proc_lost(b, 0, selector);
-		}
+		/* A malformed frame means a runner that cannot be trusted any more. */
+		if (rc < 0)
+			return proc_lost(b, rc == MOAT_EPROTO ? LOST_PROTOCOL : LOST_GONE, selector);
 		if (f->kind == MOAT_FRAME_RETURN) {
 			if (f->seq != seq) {
 				moat__frame_in_free(f);
-				kill(b->pid, SIGKILL);
-				return proc_lost(b, 0, selector);
+				return proc_lost(b, LOST_PROTOCOL, selector);
 			}
 			*ret = f;
 			return 0;
@@ -641,7 +648,7 @@ static int chan_call(proc_backend *b, proc_chan *ch, uint64_t selector, const mo
 		moat_msg_free(xout);
 		moat__frame_in_free(f);
 		if (rc < 0)
-			return proc_lost(b, 0, selector);
+			return proc_lost(b, LOST_GONE, selector);
 		if (deadline)
 			deadline += moat__proc_now_ns() - t0;
 	}
@@ -765,7 +772,7 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 					 ? hello.value
 					 : 0;
 
-		proc_lost(b, 0, 0);
+		proc_lost(b, LOST_GONE, 0);
 		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: %s did not start: %s", runner,
 				    exec_errno ? strerror(exec_errno) : b->death);
 		goto fail;
