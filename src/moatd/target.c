@@ -536,20 +536,22 @@ static int run_entry(session *s, const moat_frame_in *f, uint8_t **reply, size_t
 
 static void serve_lease(session *s, moat_rpc_call *call)
 {
-	uint8_t *buf = NULL;
-	size_t len;
 	moat_rpc_status st;
-	int rc;
 
 	pthread_mutex_lock(&table_lock);
 	s->leased = 1;
 	pthread_mutex_unlock(&table_lock);
-	/* The lease carries no frames; it ends when the host destroys the session or goes away. */
-	do {
-		rc = moat__rpc_recv(call, &buf, &len, &st);
-		free(buf);
-		buf = NULL;
-	} while (rc == 0);
+	/*
+	 * The lease carries no frames; it ends when the host destroys the
+	 * session or goes away. Check it without blocking in gRPC: a thread
+	 * blocked there would take part in polling and steal other streams'
+	 * frames (see moat__rpc_server_run).
+	 */
+	while (moat__rpc_watch(call, &st) == 0 && !daemon_ctx->stop) {
+		struct timespec nap = {0, 100 * 1000000L};
+
+		nanosleep(&nap, NULL);
+	}
 	pthread_mutex_lock(&table_lock);
 	if (!s->removed) {
 		s->lease_broken = 1;

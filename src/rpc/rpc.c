@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <grpc/byte_buffer.h>
@@ -516,19 +517,22 @@ int moat__rpc_watch(moat_rpc_call *c, moat_rpc_status *st)
 		return call_ended(c, st);
 	if (!c->batch_pending) {
 		memset(ops, 0, sizeof(ops));
-		ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-		ops[n].data.send_initial_metadata.count = c->n_md;
-		ops[n].data.send_initial_metadata.metadata = c->md;
-		n++;
-		ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-		ops[n].data.recv_initial_metadata.recv_initial_metadata = &c->initial_md;
-		n++;
+		if (!c->server) {
+			ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+			ops[n].data.send_initial_metadata.count = c->n_md;
+			ops[n].data.send_initial_metadata.metadata = c->md;
+			n++;
+			ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+			ops[n].data.recv_initial_metadata.recv_initial_metadata = &c->initial_md;
+			n++;
+		}
 		ops[n].op = GRPC_OP_RECV_MESSAGE;
 		ops[n].data.recv_message.recv_message = &c->watch_msg;
 		n++;
-		if (c->md_sent || grpc_call_start_batch(c->call, ops, n, &c->tag_batch, NULL) != GRPC_CALL_OK)
+		if ((!c->server && c->md_sent) || grpc_call_start_batch(c->call, ops, n, &c->tag_batch, NULL) != GRPC_CALL_OK)
 			return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT, "gRPC refused a stream operation");
-		c->md_sent = c->md_received = 1;
+		if (!c->server)
+			c->md_sent = c->md_received = 1;
 		c->batch_pending = 1;
 	}
 	ok = wait_tag(c, &c->tag_batch, gpr_inf_past(GPR_CLOCK_MONOTONIC));
@@ -854,7 +858,24 @@ void moat__rpc_server_run(moat_rpc_server *s, volatile int *stop)
 	grpc_event ev;
 
 	while (!*stop) {
-		ev = grpc_completion_queue_next(s->cq, deadline_ms(100), NULL);
+		int busy;
+
+		/*
+		 * While handler threads wait on their own queues they poll the
+		 * connections; a thread blocked here would compete with them and
+		 * often read a stream's frame only to hand it over (a context
+		 * switch per call). So only look for new calls then, without
+		 * blocking; block here only when no handler runs.
+		 */
+		pthread_mutex_lock(&s->lock);
+		busy = s->workers != NULL;
+		pthread_mutex_unlock(&s->lock);
+		ev = grpc_completion_queue_next(s->cq, busy ? gpr_inf_past(GPR_CLOCK_MONOTONIC) : deadline_ms(100), NULL);
+		if (busy && ev.type == GRPC_QUEUE_TIMEOUT) {
+			struct timespec nap = {0, 2 * 1000000L};
+
+			nanosleep(&nap, NULL);
+		}
 		if (ev.type == GRPC_OP_COMPLETE && ev.tag == s->pending) {
 			moat_rpc_call *c = s->pending;
 

@@ -100,7 +100,7 @@ int moat__rpc_exchange(moat_rpc_call *call, const void *send, size_t send_len, u
 		       unsigned int timeout_ms, moat_rpc_status *st);
 
 /*
- * Client: watch a stream without blocking: the first call starts a receive,
+ * Watch a stream without blocking (client or server): the first call starts a receive,
  * every call polls the connection once (reading pings and acks) and returns
  * 0 while the stream is open or MOAT_RPC_END (st filled) once it ended.
  * For a thread that must keep an idle connection serviced without becoming
