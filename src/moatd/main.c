@@ -6,6 +6,7 @@
 #include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -333,6 +334,13 @@ int main(int argc, char **argv)
 	if (c->max_message > 0x7fffffff)
 		c->max_message = 0x7fffffff;
 
+	/*
+	 * Large call items are allocated and freed on every call; above glibc's
+	 * default mmap threshold each one would be mapped, faulted in and
+	 * unmapped again. Keep them on the heap (this is moatd's own process).
+	 */
+	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	signal(SIGPIPE, SIG_IGN);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
