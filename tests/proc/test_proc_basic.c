@@ -397,6 +397,27 @@ static void test_thread_exit_releases(void **state)
 	assert_int_equal(count_children(NULL), 0);
 }
 
+/* An enclave that links libm loads: the runner has it before the sandbox closes the file system. */
+static void test_libm_enclave(void **state)
+{
+	moat_enclave *e = load_with(MOAT_TEST_ENCLAVES "/proc_libm_enclave.so", "proc", NULL, 0);
+	moat_msg *in = NULL, *out = NULL;
+	const void *d;
+	size_t len;
+
+	assert_non_null(e);
+	moat_msg_new(&in);
+	moat_msg_new(&out);
+	moat_msg_push_u64(in, 27000);
+	assert_int_equal(moat_enclave_call(e, MOAT_SELECTOR_USER, in, out), 0);
+	assert_int_equal(moat_msg_item(out, 0, &d, &len), 0);
+	assert_int_equal(len, 2);
+	assert_memory_equal(d, "30", 2);
+	moat_msg_free(in);
+	moat_msg_free(out);
+	moat_enclave_destroy(e);
+}
+
 static void *loader_main(void *arg)
 {
 	*(moat_enclave **)arg = load_probe(NULL, 0);
@@ -442,6 +463,7 @@ int main(void)
 		cmocka_unit_test(test_missing),
 		cmocka_unit_test(test_thread_exit_releases),
 		cmocka_unit_test(test_loading_thread_exits),
+		cmocka_unit_test(test_libm_enclave),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

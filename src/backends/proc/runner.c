@@ -5,6 +5,7 @@
  * The enclave image arrives in the first Call and is measured, checked and
  * loaded inside the sandbox.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -242,10 +243,12 @@ static int receive_channel(int ctl)
 
 int main(int argc, char **argv)
 {
+	static const char *const preload[] = {"libm.so.6", "libgcc_s.so.1", "libstdc++.so.6"};
 	moat_proc_note hello;
 	uint8_t warm[MOAT_MEASUREMENT_LEN];
 	unsigned int isolation = 0;
 	int ns_errno = 0, sig, rc, ctl = MOAT_PROC_CTL_FD;
+	size_t i;
 	sigset_t none;
 	char *end;
 	long parent;
@@ -267,6 +270,13 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	/*
+	 * Nothing can be opened from disk inside the sandbox, so an enclave can
+	 * only link libraries that are loaded already. Besides libc, load the
+	 * ones enclaves commonly need (system libraries, not enclave code).
+	 */
+	for (i = 0; i < sizeof(preload) / sizeof(preload[0]); i++)
+		dlopen(preload[i], RTLD_NOW | RTLD_LOCAL);
 	/* OpenSSL reads its configuration on first use: do that before the sandbox. */
 	moat__sha256(warm, "", 0);
 	/*
