@@ -268,27 +268,33 @@ static grpc_byte_buffer *buffer_from(const void *data, size_t len)
 	return bb;
 }
 
+/* Copy a received message into one malloc'd buffer (a single copy, slice by slice). */
 static int buffer_take(grpc_byte_buffer *bb, uint8_t **out, size_t *len)
 {
 	grpc_byte_buffer_reader r;
 	grpc_slice s;
-	size_t n;
+	size_t n = grpc_byte_buffer_length(bb), off = 0;
 
 	*out = NULL;
 	*len = 0;
 	if (!grpc_byte_buffer_reader_init(&r, bb))
 		return MOAT_ENOMEM;
-	s = grpc_byte_buffer_reader_readall(&r);
-	grpc_byte_buffer_reader_destroy(&r);
-	n = GRPC_SLICE_LENGTH(s);
 	*out = malloc(n ? n : 1);
 	if (!*out) {
-		grpc_slice_unref(s);
+		grpc_byte_buffer_reader_destroy(&r);
 		return MOAT_ENOMEM;
 	}
-	memcpy(*out, GRPC_SLICE_START_PTR(s), n);
-	*len = n;
-	grpc_slice_unref(s);
+	while (grpc_byte_buffer_reader_next(&r, &s)) {
+		size_t l = GRPC_SLICE_LENGTH(s);
+
+		if (l > n - off)
+			l = n - off;
+		memcpy(*out + off, GRPC_SLICE_START_PTR(s), l);
+		off += l;
+		grpc_slice_unref(s);
+	}
+	grpc_byte_buffer_reader_destroy(&r);
+	*len = off;
 	return 0;
 }
 
