@@ -955,6 +955,8 @@ static void *conc_main(void *arg)
 
 static void run_concurrency(void)
 {
+	uint64_t calls[NTHREADS] = {0}, ns[NTHREADS] = {0};
+	int failed[NTHREADS] = {0}, rounds = cfg.smoke ? 1 : ROUNDS, round;
 	conc_thread *th = NULL;
 	conc_shared sh;
 	char uri[160], id[48];
@@ -972,45 +974,59 @@ static void run_concurrency(void)
 		rows_na("conc.", "n/a (backend not available", bench_error);
 		goto out;
 	}
+	/* Thread counts take turns, round after round, so that noise lands on all of them alike. */
+	for (round = 0; round < rounds; round++) {
+		for (k = 0; k < NTHREADS; k++) {
+			uint64_t t0, t1, total = 0;
+
+			n = thread_counts[k];
+			if (failed[k])
+				continue;
+			th = calloc((size_t)n, sizeof(*th));
+			if (!th)
+				break;
+			atomic_store(&sh.stop, 0);
+			atomic_store(&sh.failed, 0);
+			pthread_barrier_init(&sh.start, NULL, (unsigned)n + 1);
+			for (i = 0; i < n; i++) {
+				th[i].sh = &sh;
+				if (pthread_create(&th[i].tid, NULL, conc_main, &th[i]) != 0)
+					abort(); /* the barrier would never open */
+			}
+			pthread_barrier_wait(&sh.start);
+			t0 = bench_now_ns();
+			usleep((useconds_t)(cfg.row_seconds * 1.5e6 / rounds));
+			atomic_store(&sh.stop, 1);
+			t1 = bench_now_ns();
+			for (i = 0; i < n; i++) {
+				pthread_join(th[i].tid, NULL);
+				total += th[i].calls;
+			}
+			pthread_barrier_destroy(&sh.start);
+			snprintf(id, sizeof(id), "conc.grpc.t%d", n);
+			if (atomic_load(&sh.failed)) {
+				for (i = 0; i < n && !th[i].error[0]; i++)
+					;
+				row_na(row_find("%s", id), "failed", i < n ? th[i].error : "a call failed");
+				failed[k] = 1;
+			} else {
+				calls[k] += total;
+				ns[k] += t1 - t0;
+			}
+			free(th);
+			th = NULL;
+		}
+	}
 	for (k = 0; k < NTHREADS; k++) {
-		uint64_t t0, t1, total = 0;
+		row *r;
 
-		n = thread_counts[k];
-		snprintf(id, sizeof(id), "conc.grpc.t%d", n);
-		th = calloc((size_t)n, sizeof(*th));
-		if (!th)
-			break;
-		atomic_store(&sh.stop, 0);
-		atomic_store(&sh.failed, 0);
-		pthread_barrier_init(&sh.start, NULL, (unsigned)n + 1);
-		for (i = 0; i < n; i++) {
-			th[i].sh = &sh;
-			if (pthread_create(&th[i].tid, NULL, conc_main, &th[i]) != 0)
-				abort(); /* the barrier would never open */
-		}
-		pthread_barrier_wait(&sh.start);
-		t0 = bench_now_ns();
-		usleep((useconds_t)(cfg.row_seconds * 1.5e6));
-		atomic_store(&sh.stop, 1);
-		for (i = 0; i < n; i++) {
-			pthread_join(th[i].tid, NULL);
-			total += th[i].calls;
-		}
-		t1 = bench_now_ns();
-		pthread_barrier_destroy(&sh.start);
-		if (atomic_load(&sh.failed)) {
-			for (i = 0; i < n && !th[i].error[0]; i++)
-				;
-			row_na(row_find("%s", id), "failed", i < n ? th[i].error : "a call failed");
-		} else {
-			row *r = row_find("%s", id);
-
-			r->cps = (double)total * 1e9 / (double)(t1 - t0);
-			r->samples = total;
-			r->state = ROW_DONE;
-		}
-		free(th);
-		th = NULL;
+		snprintf(id, sizeof(id), "conc.grpc.t%d", thread_counts[k]);
+		r = row_find("%s", id);
+		if (failed[k] || !ns[k])
+			continue;
+		r->cps = (double)calls[k] * 1e9 / (double)ns[k];
+		r->samples = calls[k];
+		r->state = ROW_DONE;
 	}
 out:
 	moat_enclave_destroy(sh.e);
