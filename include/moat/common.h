@@ -33,6 +33,22 @@
 #define MOAT_VERSION_PATCH 0
 #define MOAT_VERSION_STRING "0.1.0"
 
+/*
+ * Selectors below MOAT_SELECTOR_USER are reserved for the runtime. Entry and
+ * exit handlers registered by users must use MOAT_SELECTOR_USER or above.
+ */
+#define MOAT_SELECTOR_USER ((uint64_t)1024)
+/** Exit call: write item 0 as a log line on the host's stderr. */
+#define MOAT_SELECTOR_LOG ((uint64_t)1)
+/** Exit call: host wall-clock time, returned as one u64 item (ns since the epoch). */
+#define MOAT_SELECTOR_TIME ((uint64_t)2)
+/** Exit call: ask the host to start a thread that enters by MOAT_SELECTOR_DONATE. */
+#define MOAT_SELECTOR_SPAWN ((uint64_t)3)
+/** Entry call: a host thread donated to the enclave runs the item-0 task. */
+#define MOAT_SELECTOR_DONATE ((uint64_t)4)
+/** Conventional entry selector of `moat run`: items are the command's arguments. */
+#define MOAT_SELECTOR_RUN MOAT_SELECTOR_USER
+
 /** Length in bytes of a measurement (SHA-256 of the enclave image). */
 #define MOAT_MEASUREMENT_LEN 32
 /** Length in bytes of a target server's Ed25519 public key. */

@@ -20,15 +20,6 @@
 
 MOAT_BEGIN_DECL
 
-#ifndef MOAT_SELECTOR_USER
-#define MOAT_SELECTOR_USER ((uint64_t)1024)
-#define MOAT_SELECTOR_LOG ((uint64_t)1)
-#define MOAT_SELECTOR_TIME ((uint64_t)2)
-#define MOAT_SELECTOR_SPAWN ((uint64_t)3)
-#define MOAT_SELECTOR_DONATE ((uint64_t)4)
-#define MOAT_SELECTOR_RUN MOAT_SELECTOR_USER
-#endif
-
 /** ABI version of the loader/enclave interface below. */
 #define MOAT_ENCLAVE_ABI_VERSION 1u
 /** Name of the one symbol an enclave image exports. */

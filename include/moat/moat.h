@@ -17,21 +17,7 @@ MOAT_BEGIN_DECL
 /** A loaded enclave. Opaque; thread-safe for calls. */
 typedef struct moat_enclave moat_enclave;
 
-/*
- * Selectors below MOAT_SELECTOR_USER are reserved for the runtime. Entry and
- * exit handlers registered by users must use MOAT_SELECTOR_USER or above.
- */
-#define MOAT_SELECTOR_USER ((uint64_t)1024)
-/** Exit call: write item 0 as a log line on the host's stderr. */
-#define MOAT_SELECTOR_LOG ((uint64_t)1)
-/** Exit call: host wall-clock time, returned as one u64 item (ns since the epoch). */
-#define MOAT_SELECTOR_TIME ((uint64_t)2)
-/** Exit call: ask the host to start a thread that enters by MOAT_SELECTOR_DONATE. */
-#define MOAT_SELECTOR_SPAWN ((uint64_t)3)
-/** Entry call: a host thread donated to the enclave runs the item-0 task. */
-#define MOAT_SELECTOR_DONATE ((uint64_t)4)
-/** Conventional entry selector of `moat run`: items are the command's arguments. */
-#define MOAT_SELECTOR_RUN MOAT_SELECTOR_USER
+/* Selectors (MOAT_SELECTOR_*) are defined in common.h, shared with enclave.h. */
 
 /** What a call does when max_threads threads are already inside the enclave. */
 typedef enum moat_thread_policy {
