@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -693,6 +694,8 @@ static int moatd_start(moatd *d, int tls, const char *backend)
 	if (pid == 0) {
 		/* Its chatter goes to a log in its temp dir; the last line explains a failed start. */
 		int log = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		prctl(PR_SET_PDEATHSIG, SIGTERM); /* dies with us even if we are killed */
 
 		if (log >= 0) {
 			dup2(log, STDOUT_FILENO);

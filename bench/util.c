@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +61,8 @@ int bench_spawn_helper(pid_t *pid, char *line, size_t line_len, const char *cons
 		return -1;
 	}
 	if (child == 0) {
+		/* Die with us even if we are killed before we can reap the helper. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		dup2(fds[1], STDOUT_FILENO);
 		if (keep_fd >= 0)
 			fcntl(keep_fd, F_SETFD, 0);
