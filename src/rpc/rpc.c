@@ -150,7 +150,8 @@ int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	/* Keepalive pings find a dead or frozen target while a call waits. */
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = (int)ka}};
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = (int)ka}};
+	/* Twice the period to answer: a busy machine may be slow to read a ping's ack. */
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = (int)(2 * ka)}};
 	/* Without this the client stops pinging after two pings without data. */
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, {.integer = 0}};
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,

@@ -643,7 +643,14 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	r->exit_dispatch = params->exit_dispatch;
 	r->exit_ctx = params->exit_ctx;
 	r->call_timeout_ms = o->call_timeout_ms;
-	r->keepalive_ms = o->keepalive_ms ? o->keepalive_ms : 1000;
+	r->keepalive_ms = o->keepalive_ms;
+	if (!r->keepalive_ms) {
+		/* $MOAT_KEEPALIVE_MS changes the default, e.g. for hosts slowed down by valgrind. */
+		const char *env = getenv("MOAT_KEEPALIVE_MS");
+		unsigned long v = env ? strtoul(env, NULL, 10) : 0;
+
+		r->keepalive_ms = v > 0 && v < 3600000 ? (unsigned int)v : 1000;
+	}
 	pthread_mutex_init(&r->watch_lock, NULL);
 	{
 		pthread_condattr_t ca;
