@@ -511,7 +511,7 @@ static void test_mtls(void **state)
 			 0);
 	o.tls_ca_file = ca;
 	load_fails(m.uri, TEST_ENCLAVE("hello_enclave"), &o, MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT);
-	assert_non_null(strstr(moat_error_last()->message, "client certificates"));
+	assert_non_null(strstr(moat_error_last()->message, "client certificate"));
 
 	o.tls_cert_file = ccert;
 	o.tls_key_file = ckey;

@@ -155,15 +155,22 @@ static void thread_key_make(void)
 
 /* ---- errors ---- */
 
-static const char *transport_hint(const remote_backend *r)
+/* The likeliest cause of a failed connection, from what gRPC said. */
+static const char *transport_hint(const remote_backend *r, const char *detail)
 {
 	if (r->has_local)
 		return "the private moatd went away";
-	if (r->tls)
-		return "is moatd running there with TLS? If so the TLS handshake failed: check that tls_ca_file "
-		       "signed the target's certificate, that tls_server_name (or the host name) is in it, and, "
-		       "when the target requires client certificates, tls_cert_file/tls_key_file";
-	return "is moatd running and reachable there (and not serving TLS only)?";
+	if (!r->tls)
+		return "is moatd running and reachable there (and not serving TLS only)?";
+	if (strstr(detail, "certificate verify failed"))
+		return "TLS: the target's certificate is not signed by tls_ca_file (or the system roots)";
+	if (strstr(detail, "is not in peer certificate"))
+		return "TLS: the name checked (tls_server_name, else the URI's host) is not in the target's certificate";
+	if (strstr(detail, "Socket closed") || strstr(detail, "Connection reset"))
+		return "TLS: the target closed the handshake; it probably requires a client certificate "
+		       "(set tls_cert_file and tls_key_file to one its --tls-client-ca signed)";
+	return "is moatd running there with TLS? If so the TLS handshake failed: check tls_ca_file, tls_server_name "
+	       "and, when the target requires client certificates, tls_cert_file/tls_key_file";
 }
 
 /* Turn how a call ended into a Moat error. Marks the handle dead when the target is gone. */
@@ -194,7 +201,7 @@ static int status_error(remote_backend *r, const moat_rpc_status *st, const char
 	case MOAT_RPC_INTERNAL:
 		atomic_store((_Atomic int *)&r->parent.dead, MOAT_ETRANSPORT);
 		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "%s: connection to %s failed or was lost (%s; %s)",
-				      what, r->where, st->message[0] ? st->message : "no detail", transport_hint(r));
+				      what, r->where, st->message[0] ? st->message : "no detail", transport_hint(r, st->message));
 	default:
 		return moat_error_set(MOAT_ETARGET, MOAT_ORIGIN_TARGET, "%s refused by the target (gRPC status %d): %s", what,
 				      st->code, st->message);
