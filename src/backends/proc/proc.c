@@ -615,7 +615,7 @@ static int chan_call(proc_backend *b, proc_chan *ch, uint64_t selector, const mo
 	for (;;) {
 		moat_frame_in *f;
 		moat_frame answer;
-		moat_msg *xout = NULL;
+		moat_msg xout = MOAT__MSG_INIT;
 		int64_t t0;
 		int rc = moat__proc_wire_recv(&ch->wire, &f, deadline);
 
@@ -636,16 +636,14 @@ static int chan_call(proc_backend *b, proc_chan *ch, uint64_t selector, const mo
 		}
 		/* An exit call: answer it here, on the thread that waits. */
 		t0 = moat__proc_now_ns();
-		rc = moat_msg_new(&xout);
-		if (rc == 0)
-			rc = b->exit_dispatch(b->exit_ctx, f->selector, f->items, xout);
+		rc = b->exit_dispatch(b->exit_ctx, f->selector, f->items, &xout);
 		memset(&answer, 0, sizeof(answer));
 		answer.kind = MOAT_FRAME_RETURN;
 		answer.seq = f->seq;
 		answer.code = rc;
-		answer.items = rc == 0 ? xout : NULL;
+		answer.items = rc == 0 ? &xout : NULL;
 		rc = moat__proc_wire_send(ch->wire.fd, &answer);
-		moat_msg_free(xout);
+		moat__msg_release(&xout);
 		moat__frame_in_free(f);
 		if (rc < 0)
 			return proc_lost(b, LOST_GONE, selector);
@@ -675,7 +673,7 @@ static int proc_call(moat_backend *base, uint64_t selector, const moat_msg *in, 
 		return rc;
 	rc = ret->code;
 	if (rc == 0 && out) {
-		size_t i, n = moat_msg_count(ret->items);
+		size_t i, n = moat_msg_count(ret->items), had = moat_msg_count(out);
 
 		for (i = 0; i < n && rc == 0; i++) {
 			const void *data;
@@ -684,8 +682,11 @@ static int proc_call(moat_backend *base, uint64_t selector, const moat_msg *in, 
 			moat_msg_item(ret->items, i, &data, &len);
 			rc = moat_msg_push(out, data, len);
 		}
-		if (rc < 0)
+		if (rc < 0) {
+			/* A failed call leaves out as it was, on every backend. */
+			moat__msg_truncate(out, had);
 			moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+		}
 	} else if (rc < 0) {
 		moat__error_from_enclave(rc, selector, ret->enclave_code, *ret->message ? ret->message : NULL);
 	}

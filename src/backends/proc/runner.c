@@ -116,15 +116,13 @@ out:
 /* Run one Call from the host on this channel and answer it. */
 static void serve(channel *ch, moat_frame_in *f)
 {
-	moat_msg *out = NULL;
+	moat_msg out = MOAT__MSG_INIT;
 	moat_origin origin = MOAT_ORIGIN_ENCLAVE;
 	char message[512] = "";
 	int64_t handler_code = 0;
 	int rc;
 
-	if ((rc = moat_msg_new(&out)) < 0) {
-		origin = MOAT_ORIGIN_ENCLAVE;
-	} else if (f->selector == MOAT_PROC_SELECTOR_LOAD) {
+	if (f->selector == MOAT_PROC_SELECTOR_LOAD) {
 		rc = load(f, &origin, message, sizeof(message));
 	} else if (!image) {
 		rc = MOAT_EPROTO;
@@ -134,11 +132,11 @@ static void serve(channel *ch, moat_frame_in *f)
 		image->entry->stop();
 		rc = 0;
 	} else {
-		rc = image->entry->call(f->selector, f->items, out, &handler_code);
+		rc = image->entry->call(f->selector, f->items, &out, &handler_code);
 	}
-	if (reply(ch, f->seq, rc, origin, handler_code, message, out) < 0)
+	if (reply(ch, f->seq, rc, origin, handler_code, message, &out) < 0)
 		_exit(0); /* the host is gone */
-	moat_msg_free(out);
+	moat__msg_release(&out);
 }
 
 /* The enclave's exit calls: a Call to the host on this thread's channel, serving nested Calls until its Return. */
@@ -174,7 +172,7 @@ static int runner_exit_call(void *ctx, uint64_t selector, const moat_msg *in, mo
 			_exit(0); /* out of order: the host broke the protocol */
 		rc = f->code;
 		if (rc == 0 && out) {
-			size_t i, n = moat_msg_count(f->items);
+			size_t i, n = moat_msg_count(f->items), had = moat_msg_count(out);
 
 			for (i = 0; i < n && rc == 0; i++) {
 				const void *data;
@@ -183,6 +181,9 @@ static int runner_exit_call(void *ctx, uint64_t selector, const moat_msg *in, mo
 				moat_msg_item(f->items, i, &data, &len);
 				rc = moat_msg_push(out, data, len);
 			}
+			/* A failed exit call leaves out as it was, as on sim. */
+			if (rc < 0)
+				moat__msg_truncate(out, had);
 		}
 		moat__frame_in_free(f);
 		return rc;
