@@ -50,7 +50,10 @@ static int run(void *payload, const moat_msg *in, moat_msg *out)
 		started++;
 	}
 	for (i = 0; i < started; i++) {
-		moat_thread_join(ids[i]);
+		int joined = moat_thread_join(ids[i]);
+
+		if (joined < 0 && rc == 0)
+			rc = joined; /* the host could not give us that thread */
 		total += slices[i].sum;
 	}
 	if (rc < 0)

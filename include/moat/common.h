@@ -46,6 +46,12 @@
 #define MOAT_SELECTOR_SPAWN ((uint64_t)3)
 /** Entry call: a host thread donated to the enclave runs the item-0 task. */
 #define MOAT_SELECTOR_DONATE ((uint64_t)4)
+/**
+ * Exit call: item 0 is a task queued with MOAT_SELECTOR_SPAWN; the reply is one
+ * u64 item, 0 while the host has nothing to report, or the negative Moat code
+ * (two's complement) with which the donated thread failed to enter.
+ */
+#define MOAT_SELECTOR_SPAWN_STATUS ((uint64_t)5)
 /** Conventional entry selector of `moat run`: items are the command's arguments. */
 #define MOAT_SELECTOR_RUN MOAT_SELECTOR_USER
 

@@ -68,7 +68,12 @@ MOAT_EXTERN(int) moat_host_time(uint64_t *ns);
  */
 MOAT_EXTERN(int) moat_thread_start(moat_thread *out, void (*fn)(void *), void *arg);
 
-/** Wait until a thread started with moat_thread_start() has finished. */
+/**
+ * Wait until a thread started with moat_thread_start() has finished. Returns
+ * 0, MOAT_EINVAL for an unknown thread, or the negative code with which the
+ * host's thread failed to enter the enclave (e.g. MOAT_ELIMIT from a target's
+ * thread limit): then fn never ran and never will.
+ */
 MOAT_EXTERN(int) moat_thread_join(moat_thread thread);
 
 /* ---- Loader interface (used by MOAT_ENCLAVE and by backends) ---- */

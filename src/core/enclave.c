@@ -43,6 +43,12 @@ struct moat_enclave {
 	int thread_policy;
 	unsigned int inside;
 	donated_thread *donated;
+	/* Tasks whose donated thread could not enter, until the enclave asks (SPAWN_STATUS). */
+	struct failed_task {
+		uint64_t task;
+		int code;
+	} *failed;
+	size_t n_failed;
 	int ready; /* the backend is open: threads may enter */
 	int closing;
 };
@@ -147,12 +153,33 @@ static void *donated_main(void *arg)
 	donated_thread *t = arg;
 	moat_msg *in = NULL;
 
-	if (moat_msg_new(&in) == 0 && moat_msg_push_u64(in, t->task) == 0) {
-		if (moat_enclave_call(t->enclave, MOAT_SELECTOR_DONATE, in, NULL) < 0)
-			fprintf(stderr, "moat: donated thread for task %llu failed: %s\n",
-				(unsigned long long)t->task, moat_error_last()->message);
-	}
+	int rc = moat_msg_new(&in);
+
+	if (rc == 0)
+		rc = moat_msg_push_u64(in, t->task);
+	if (rc == 0)
+		rc = moat_enclave_call(t->enclave, MOAT_SELECTOR_DONATE, in, NULL);
 	moat_msg_free(in);
+	if (rc < 0) {
+		struct moat_enclave *e = t->enclave;
+		struct failed_task *f;
+
+		fprintf(stderr, "moat: donated thread for task %llu failed: %s\n", (unsigned long long)t->task,
+			moat_error_last()->message);
+		/*
+		 * The enclave may be waiting in moat_thread_join() for a task that
+		 * will now never run; keep the reason until it asks for it.
+		 */
+		pthread_mutex_lock(&e->lock);
+		f = realloc(e->failed, (e->n_failed + 1) * sizeof(*f));
+		if (f) {
+			e->failed = f;
+			f[e->n_failed].task = t->task;
+			f[e->n_failed].code = rc;
+			e->n_failed++;
+		}
+		pthread_mutex_unlock(&e->lock);
+	}
 	atomic_store(&t->done, 1);
 	return NULL;
 }
@@ -208,6 +235,25 @@ static int service_spawn(struct moat_enclave *e, const moat_msg *in)
 	return rc;
 }
 
+static int service_spawn_status(struct moat_enclave *e, const moat_msg *in, moat_msg *out)
+{
+	uint64_t task, status = 0;
+	size_t i;
+
+	if (moat_msg_item_u64(in, 0, &task) < 0)
+		return MOAT_EINVAL;
+	pthread_mutex_lock(&e->lock);
+	for (i = 0; i < e->n_failed; i++) {
+		if (e->failed[i].task == task) {
+			status = (uint64_t)(int64_t)e->failed[i].code;
+			e->failed[i] = e->failed[--e->n_failed];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+	return moat_msg_push_u64(out, status);
+}
+
 /* The runtime's own answers to reserved exit calls. */
 static int builtin_service(struct moat_enclave *e, uint64_t selector, const moat_msg *in, moat_msg *out)
 {
@@ -229,6 +275,8 @@ static int builtin_service(struct moat_enclave *e, uint64_t selector, const moat
 	}
 	case MOAT_SELECTOR_SPAWN:
 		return service_spawn(e, in);
+	case MOAT_SELECTOR_SPAWN_STATUS:
+		return service_spawn_status(e, in, out);
 	default:
 		return MOAT_ENOHANDLER;
 	}
@@ -333,6 +381,7 @@ static void enclave_free(struct moat_enclave *e)
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->slot_free);
 	free(e->handlers);
+	free(e->failed);
 	free(e);
 }
 

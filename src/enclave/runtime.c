@@ -5,11 +5,13 @@
  */
 #include <moat/enclave.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/internal.h"
 
@@ -24,11 +26,15 @@ typedef struct task {
 	uint64_t id;
 	void (*fn)(void *);
 	void *arg;
-	int state; /* TASK_PENDING, TASK_RUNNING, TASK_DONE */
+	int state; /* TASK_PENDING, TASK_RUNNING, TASK_DONE, TASK_FAILED */
+	int code;  /* TASK_FAILED: why the host's thread could not enter */
 	struct task *next;
 } task;
 
-enum { TASK_PENDING, TASK_RUNNING, TASK_DONE };
+enum { TASK_PENDING, TASK_RUNNING, TASK_DONE, TASK_FAILED };
+
+/* How often a join asks the host about a task that has not started yet. */
+#define JOIN_POLL_MS 50
 
 static const struct moat_runtime *runtime;
 static entry_slot *entries;
@@ -280,9 +286,36 @@ int moat_thread_start(moat_thread *out, void (*fn)(void *), void *arg)
 	return 0;
 }
 
+/*
+ * Ask the host whether the thread it started for a still pending task
+ * failed to enter (a target's thread limit, a lost connection). Called
+ * without tasks_lock. Returns 0 while there is nothing to report.
+ */
+static int task_status(uint64_t id)
+{
+	moat_msg *in = NULL, *out = NULL;
+	uint64_t status = 0;
+	int rc;
+
+	rc = moat_msg_new(&in);
+	if (rc == 0)
+		rc = moat_msg_new(&out);
+	if (rc == 0)
+		rc = moat_msg_push_u64(in, id);
+	if (rc == 0)
+		rc = moat_exit_call(MOAT_SELECTOR_SPAWN_STATUS, in, out);
+	if (rc == 0)
+		rc = moat_msg_item_u64(out, 0, &status);
+	moat_msg_free(in);
+	moat_msg_free(out);
+	/* A host too old to answer, or a failed query, reports nothing. */
+	return rc == 0 && (int64_t)status < 0 ? (int)(int64_t)status : 0;
+}
+
 int moat_thread_join(moat_thread thread)
 {
 	task *t, **p;
+	int rc = 0;
 
 	pthread_mutex_lock(&tasks_lock);
 	t = task_find(thread);
@@ -290,8 +323,34 @@ int moat_thread_join(moat_thread thread)
 		pthread_mutex_unlock(&tasks_lock);
 		return MOAT_EINVAL;
 	}
-	while (t->state != TASK_DONE)
-		pthread_cond_wait(&tasks_done, &tasks_lock);
+	/*
+	 * A task the host never manages to run would otherwise be waited for
+	 * forever: while it is still pending, ask the host now and then.
+	 */
+	while (t->state != TASK_DONE && t->state != TASK_FAILED) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += JOIN_POLL_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&tasks_done, &tasks_lock, &until) == ETIMEDOUT &&
+		    t->state == TASK_PENDING) {
+			int status;
+
+			pthread_mutex_unlock(&tasks_lock);
+			status = task_status(t->id);
+			pthread_mutex_lock(&tasks_lock);
+			if (status < 0 && t->state == TASK_PENDING) {
+				t->state = TASK_FAILED;
+				t->code = status;
+			}
+		}
+	}
+	if (t->state == TASK_FAILED)
+		rc = t->code;
 	for (p = &tasks; *p; p = &(*p)->next) {
 		if (*p == t) {
 			*p = t->next;
@@ -300,5 +359,5 @@ int moat_thread_join(moat_thread thread)
 	}
 	pthread_mutex_unlock(&tasks_lock);
 	free(t);
-	return 0;
+	return rc;
 }
