@@ -168,7 +168,7 @@ static void on_signal(int sig)
 	the_daemon.stop = 1;
 }
 
-/* Called about every 100 ms on the server thread. */
+/* Called on every turn of the server loop (every 2-20 ms). */
 static void tick(void *ctx)
 {
 	moatd *d = ctx;

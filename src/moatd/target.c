@@ -141,6 +141,8 @@ static int session_remove_keep_locked(session *s, moat_rpc_call *keep)
 	for (r = s->calls; r; r = r->next)
 		if (r->call != keep)
 			moat__rpc_call_cancel(r->call);
+	/* The lease thread waits on this too. */
+	pthread_cond_broadcast(&s->idle);
 	return 1;
 }
 
@@ -547,11 +549,25 @@ static void serve_lease(session *s, moat_rpc_call *call)
 	 * blocked there would take part in polling and steal other streams'
 	 * frames (see moat__rpc_server_run).
 	 */
-	while (moat__rpc_watch(call, &st) == 0 && !daemon_ctx->stop) {
-		struct timespec nap = {0, 100 * 1000000L};
+	pthread_mutex_lock(&table_lock);
+	while (!s->removed && !daemon_ctx->stop) {
+		struct timespec until;
+		int open;
 
-		nanosleep(&nap, NULL);
+		pthread_mutex_unlock(&table_lock);
+		open = moat__rpc_watch(call, &st) == 0;
+		pthread_mutex_lock(&table_lock);
+		if (!open)
+			break;
+		/* Destroy wakes us at once (session_remove_keep_locked); else look again in 100 ms. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 100 * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		if (!s->removed)
+			pthread_cond_timedwait(&s->idle, &table_lock, &until);
 	}
+	pthread_mutex_unlock(&table_lock);
 	pthread_mutex_lock(&table_lock);
 	if (!s->removed) {
 		s->lease_broken = 1;

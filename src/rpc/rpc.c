@@ -877,7 +877,8 @@ void moat__rpc_server_run(moat_rpc_server *s, volatile int *stop)
 		pthread_mutex_lock(&s->lock);
 		busy = s->workers != NULL;
 		pthread_mutex_unlock(&s->lock);
-		ev = grpc_completion_queue_next(s->cq, busy ? gpr_inf_past(GPR_CLOCK_MONOTONIC) : deadline_ms(100), NULL);
+		/* A short wait: a stop request (signal) is seen within 20 ms. */
+		ev = grpc_completion_queue_next(s->cq, busy ? gpr_inf_past(GPR_CLOCK_MONOTONIC) : deadline_ms(20), NULL);
 		if (busy && ev.type == GRPC_QUEUE_TIMEOUT) {
 			struct timespec nap = {0, 2 * 1000000L};
 

@@ -130,7 +130,7 @@ typedef struct moat_rpc_server_opts {
 	long max_receive_bytes;
 	moat_rpc_handler handler;
 	void *ctx;
-	void (*tick)(void *ctx);    /* called about every 100 ms on the server thread */
+	void (*tick)(void *ctx);    /* called on every turn of the server loop (every 2-20 ms) */
 } moat_rpc_server_opts;
 
 /* Create, bind and start a server. *port gets the bound TCP port (0 for unix). */
