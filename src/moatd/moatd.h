@@ -26,6 +26,7 @@ typedef struct moatd_config {
 	size_t max_message;
 	size_t max_image;
 	unsigned int grace_ms;
+	unsigned int shutdown_s;
 	int parent_fd;
 	int log_level; /* 0 error, 1 warn, 2 info, 3 debug */
 } moatd_config;

@@ -101,6 +101,48 @@ static void test_target_stopped_mid_call(void **state)
 	fault_mid_call(SIGSTOP, R_SLEEP);
 }
 
+/*
+ * SIGTERM while an enclave call never returns (sim inside moatd: nothing can
+ * kill the call): moatd still exits, after --shutdown-timeout, and the
+ * waiting host call fails instead of hanging.
+ */
+static void test_target_stop_with_stuck_call(void **state)
+{
+	test_moatd m;
+	moat_enclave *e;
+	waiter w = {0};
+	pthread_t t;
+	int i, status = 0, exited = 0;
+
+	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--backend", "sim", "--shutdown-timeout", "1",
+					  NULL),
+			 0);
+	e = load_on(m.uri, 500);
+	w.e = e;
+	w.selector = R_SLEEP;
+	w.ms = 3600 * 1000;
+	pthread_create(&t, NULL, wait_main, &w);
+	test_sleep_ms(500);
+	kill(m.pid, SIGTERM);
+	for (i = 0; i < 1500 && !exited; i++) {
+		if (waitpid(m.pid, &status, WNOHANG) == m.pid)
+			exited = 1;
+		else
+			test_sleep_ms(10);
+	}
+	if (!exited)
+		test_moatd_kill(&m, SIGKILL);
+	else
+		m.pid = 0;
+	assert_true(exited);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+	pthread_join(t, NULL);
+	assert_int_equal(w.rc, MOAT_ETRANSPORT);
+	moat_enclave_destroy(e);
+	test_moatd_stop(&m);
+}
+
 /* An idle handle notices a dead target too (the lease stream), and fails fast. */
 static void test_target_killed_while_idle(void **state)
 {
@@ -283,6 +325,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_target_killed_during_exit_calls),
 		cmocka_unit_test(test_target_stopped_mid_call),
 		cmocka_unit_test(test_target_killed_while_idle),
+		cmocka_unit_test(test_target_stop_with_stuck_call),
 		cmocka_unit_test(test_host_killed),
 		cmocka_unit_test(test_host_frozen),
 		cmocka_unit_test(test_local_host_killed),
