@@ -19,12 +19,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond)                                                                              \
-	do {                                                                                     \
-		if (!(cond)) {                                                                   \
+#define CHECK(cond)                                                                                    \
+	do {                                                                                           \
+		if (!(cond)) {                                                                         \
 			fprintf(stderr, "fuzz_frame: check failed at line %d: %s\n", __LINE__, #cond); \
-			abort();                                                                 \
-		}                                                                                \
+			abort();                                                                       \
+		}                                                                                      \
 	} while (0)
 
 static void same_items(const moat_msg *a, const moat_msg *b)

@@ -7,5 +7,5 @@
 #ifndef MOAT_EXAMPLE_FIB_H
 #define MOAT_EXAMPLE_FIB_H
 #define FIB_ENTRY (MOAT_SELECTOR_USER + 1) /* entry: u64 n -> u64 F(n), u64 F(n-1) */
-#define FIB_EXIT (MOAT_SELECTOR_USER + 1)  /* exit: u64 n -> u64 F(n), u64 F(n-1) */
+#define FIB_EXIT  (MOAT_SELECTOR_USER + 1) /* exit: u64 n -> u64 F(n), u64 F(n-1) */
 #endif

@@ -1,9 +1,9 @@
 /* Selectors of the kv example enclave. */
 #ifndef MOAT_EXAMPLE_KV_H
 #define MOAT_EXAMPLE_KV_H
-#define KV_PUT (MOAT_SELECTOR_USER + 1) /* items: key, value */
-#define KV_GET (MOAT_SELECTOR_USER + 2) /* items: key -> value; handler fails with KV_NOT_FOUND */
-#define KV_DEL (MOAT_SELECTOR_USER + 3) /* items: key; fails with KV_NOT_FOUND */
-#define KV_COUNT (MOAT_SELECTOR_USER + 4) /* -> u64 number of keys */
+#define KV_PUT       (MOAT_SELECTOR_USER + 1) /* items: key, value */
+#define KV_GET       (MOAT_SELECTOR_USER + 2) /* items: key -> value; handler fails with KV_NOT_FOUND */
+#define KV_DEL       (MOAT_SELECTOR_USER + 3) /* items: key; fails with KV_NOT_FOUND */
+#define KV_COUNT     (MOAT_SELECTOR_USER + 4) /* -> u64 number of keys */
 #define KV_NOT_FOUND 2
 #endif

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 
 #define THREADS_MAX 64
-#define THREADS_N 1000000ull
+#define THREADS_N   1000000ull
 
 typedef struct slice {
 	unsigned long long from, to, sum;

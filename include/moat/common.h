@@ -9,7 +9,7 @@
 
 #ifdef __cplusplus
 #define MOAT_BEGIN_DECL extern "C" {
-#define MOAT_END_DECL }
+#define MOAT_END_DECL   }
 #else
 #define MOAT_BEGIN_DECL
 #define MOAT_END_DECL
@@ -28,9 +28,9 @@
 #define MOAT_EXTERN(type) type
 #endif
 
-#define MOAT_VERSION_MAJOR 0
-#define MOAT_VERSION_MINOR 1
-#define MOAT_VERSION_PATCH 0
+#define MOAT_VERSION_MAJOR  0
+#define MOAT_VERSION_MINOR  1
+#define MOAT_VERSION_PATCH  0
 #define MOAT_VERSION_STRING "0.1.0"
 
 /*

@@ -116,17 +116,16 @@ int moat__enclave_user_init(const void *config, size_t config_len);
  * also works in a C++ translation unit (where a namespace-scope const object
  * would otherwise have internal linkage and not be exported).
  */
-#define MOAT_ENCLAVE(init_fn)                                                                             \
-	MOAT__ENCLAVE_LINKAGE int moat__enclave_user_init(const void *config, size_t config_len)          \
-	{                                                                                                 \
-		return (init_fn)(config, config_len);                                                     \
-	}                                                                                                 \
-	MOAT__ENCLAVE_LINKAGE __attribute__((visibility("default"))) const struct moat_enclave_entry      \
-		moat_enclave_entry;                                                                       \
-	const struct moat_enclave_entry moat_enclave_entry = {MOAT_ENCLAVE_ABI_VERSION,                   \
-							      sizeof(struct moat_enclave_entry),          \
-							      moat__enclave_start, moat__enclave_call,    \
-							      moat__enclave_stop};
+#define MOAT_ENCLAVE(init_fn)                                                                    \
+	MOAT__ENCLAVE_LINKAGE int moat__enclave_user_init(const void *config, size_t config_len) \
+	{                                                                                        \
+		return (init_fn)(config, config_len);                                            \
+	}                                                                                        \
+	MOAT__ENCLAVE_LINKAGE __attribute__((visibility("default")))                             \
+	const struct moat_enclave_entry moat_enclave_entry;                                      \
+	const struct moat_enclave_entry moat_enclave_entry = {                                   \
+	    MOAT_ENCLAVE_ABI_VERSION, sizeof(struct moat_enclave_entry), moat__enclave_start,    \
+	    moat__enclave_call, moat__enclave_stop};
 
 MOAT_END_DECL
 

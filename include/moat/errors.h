@@ -52,9 +52,9 @@ typedef enum moat_origin {
 
 /** The last error recorded on the calling thread. */
 typedef struct moat_error {
-	int code;           /**< one of moat_error_code */
-	moat_origin origin; /**< where it came from */
-	const char *message; /**< human-readable detail, never NULL */
+	int code;             /**< one of moat_error_code */
+	moat_origin origin;   /**< where it came from */
+	const char *message;  /**< human-readable detail, never NULL */
 	int64_t enclave_code; /**< for MOAT_EHANDLER: the handler's return value */
 } moat_error;
 

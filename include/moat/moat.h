@@ -68,16 +68,19 @@ typedef struct moat_load_options {
 	unsigned int keepalive_ms;
 } moat_load_options;
 
-#define MOAT_LOAD_OPTIONS_INIT { MOAT_LOAD_OPTIONS_VERSION, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0 }
+#define MOAT_LOAD_OPTIONS_INIT                                                                              \
+	{                                                                                                   \
+		MOAT_LOAD_OPTIONS_VERSION, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0 \
+	}
 
 /** Sandbox layers a backend applied (bits of moat_identity.isolation). */
-#define MOAT_ISOLATION_PROCESS 0x01u  /**< separate address space */
-#define MOAT_ISOLATION_SECCOMP 0x02u  /**< seccomp system call allow-list */
-#define MOAT_ISOLATION_USERNS 0x04u   /**< new user namespace */
-#define MOAT_ISOLATION_MOUNTNS 0x08u  /**< new mount namespace */
-#define MOAT_ISOLATION_NETNS 0x10u    /**< new network namespace */
-#define MOAT_ISOLATION_RLIMITS 0x20u  /**< resource limits, no core dumps */
-#define MOAT_ISOLATION_REMOTE 0x40u   /**< runs on a target server */
+#define MOAT_ISOLATION_PROCESS 0x01u /**< separate address space */
+#define MOAT_ISOLATION_SECCOMP 0x02u /**< seccomp system call allow-list */
+#define MOAT_ISOLATION_USERNS  0x04u /**< new user namespace */
+#define MOAT_ISOLATION_MOUNTNS 0x08u /**< new mount namespace */
+#define MOAT_ISOLATION_NETNS   0x10u /**< new network namespace */
+#define MOAT_ISOLATION_RLIMITS 0x20u /**< resource limits, no core dumps */
+#define MOAT_ISOLATION_REMOTE  0x40u /**< runs on a target server */
 
 /** Identity of a loaded enclave. */
 typedef struct moat_identity {
@@ -118,14 +121,16 @@ MOAT_EXTERN(int) moat_enclave_load(moat_enclave **out, const char *path, const m
  * MOAT_ETRANSPORT, MOAT_ETIMEDOUT on backends that kill the enclave) every
  * later call fails at once with the same code.
  */
-MOAT_EXTERN(int) moat_enclave_call(moat_enclave *enclave, uint64_t selector, const moat_msg *in, moat_msg *out);
+MOAT_EXTERN(int)
+moat_enclave_call(moat_enclave *enclave, uint64_t selector, const moat_msg *in, moat_msg *out);
 
 /**
  * Register fn to answer exit calls with this selector (fn NULL removes it).
  * Selectors below MOAT_SELECTOR_USER replace the runtime's own services.
  * Returns 0, MOAT_EINVAL or MOAT_ENOMEM.
  */
-MOAT_EXTERN(int) moat_enclave_set_exit_handler(moat_enclave *enclave, uint64_t selector, moat_exit_handler fn, void *payload);
+MOAT_EXTERN(int)
+moat_enclave_set_exit_handler(moat_enclave *enclave, uint64_t selector, moat_exit_handler fn, void *payload);
 
 /**
  * Register fn to answer every exit call that has no handler of its own,
@@ -133,7 +138,8 @@ MOAT_EXTERN(int) moat_enclave_set_exit_handler(moat_enclave *enclave, uint64_t s
  * forward exit calls elsewhere use this. fn NULL removes it. Returns 0 or
  * MOAT_EINVAL.
  */
-MOAT_EXTERN(int) moat_enclave_set_fallback_handler(moat_enclave *enclave, moat_exit_handler fn, void *payload);
+MOAT_EXTERN(int)
+moat_enclave_set_fallback_handler(moat_enclave *enclave, moat_exit_handler fn, void *payload);
 
 /**
  * Fill *out with the enclave's identity. Strings in it are borrowed from the

@@ -12,41 +12,40 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char usage_main[] =
-	"usage: moat <command> [options]\n"
-	"\n"
-	"Commands:\n"
-	"  run       load an enclave and call its run selector with arguments\n"
-	"  measure   print the measurement (SHA-256) of an enclave image\n"
-	"\n"
-	"Options:\n"
-	"  -h, --help     show this help (also: moat <command> --help)\n"
-	"  -V, --version  show the version\n";
+static const char usage_main[] = "usage: moat <command> [options]\n"
+                                 "\n"
+                                 "Commands:\n"
+                                 "  run       load an enclave and call its run selector with arguments\n"
+                                 "  measure   print the measurement (SHA-256) of an enclave image\n"
+                                 "\n"
+                                 "Options:\n"
+                                 "  -h, --help     show this help (also: moat <command> --help)\n"
+                                 "  -V, --version  show the version\n";
 
 static const char usage_run[] =
-	"usage: moat run [--backend URI] [--config STRING] [--expect HEX] [--timeout MS]\n"
-	"                [--tls-ca F] [--tls-cert F] [--tls-key F] [--tls-server-name N]\n"
-	"                [--target-key HEX] [--by-name] ENCLAVE [ARGS...]\n"
-	"\n"
-	"Load ENCLAVE, call its run selector (MOAT_SELECTOR_RUN) with each ARG as an\n"
-	"item, and print every item it returns on its own line.\n"
-	"\n"
-	"  -b, --backend URI     sim, proc, local, grpc://HOST:PORT, grpcs://HOST:PORT or\n"
-	"                        unix:PATH (default: $MOAT_BACKEND, else sim)\n"
-	"  -c, --config STRING   configuration bytes handed to the enclave's init\n"
-	"  -e, --expect HEX      refuse to run unless the image's measurement is HEX\n"
-	"  -t, --timeout MS      per-call time limit (not enforced by sim)\n"
-	"      --tls-ca F        CA bundle that signed the target's certificate (grpcs)\n"
-	"      --tls-cert F      client certificate for mutual TLS (grpcs)\n"
-	"      --tls-key F       client key for mutual TLS (grpcs)\n"
-	"      --tls-server-name N  name expected in the target's certificate\n"
-	"      --target-key HEX  refuse unless the target's Ed25519 key is HEX\n"
-	"      --by-name         ENCLAVE names an image in the target's enclave directory\n"
-	"  -h, --help            show this help\n";
+    "usage: moat run [--backend URI] [--config STRING] [--expect HEX] [--timeout MS]\n"
+    "                [--tls-ca F] [--tls-cert F] [--tls-key F] [--tls-server-name N]\n"
+    "                [--target-key HEX] [--by-name] ENCLAVE [ARGS...]\n"
+    "\n"
+    "Load ENCLAVE, call its run selector (MOAT_SELECTOR_RUN) with each ARG as an\n"
+    "item, and print every item it returns on its own line.\n"
+    "\n"
+    "  -b, --backend URI     sim, proc, local, grpc://HOST:PORT, grpcs://HOST:PORT or\n"
+    "                        unix:PATH (default: $MOAT_BACKEND, else sim)\n"
+    "  -c, --config STRING   configuration bytes handed to the enclave's init\n"
+    "  -e, --expect HEX      refuse to run unless the image's measurement is HEX\n"
+    "  -t, --timeout MS      per-call time limit (not enforced by sim)\n"
+    "      --tls-ca F        CA bundle that signed the target's certificate (grpcs)\n"
+    "      --tls-cert F      client certificate for mutual TLS (grpcs)\n"
+    "      --tls-key F       client key for mutual TLS (grpcs)\n"
+    "      --tls-server-name N  name expected in the target's certificate\n"
+    "      --target-key HEX  refuse unless the target's Ed25519 key is HEX\n"
+    "      --by-name         ENCLAVE names an image in the target's enclave directory\n"
+    "  -h, --help            show this help\n";
 
 static const char usage_measure[] = "usage: moat measure ENCLAVE\n"
-				    "\n"
-				    "Print the measurement (SHA-256 of the image bytes) in hex.\n";
+                                    "\n"
+                                    "Print the measurement (SHA-256 of the image bytes) in hex.\n";
 
 static void print_hex(const uint8_t *b, size_t n)
 {
@@ -89,7 +88,8 @@ static int fail(const char *what, int rc)
 {
 	const moat_error *err = moat_error_last();
 
-	fprintf(stderr, "moat: %s: %s\n", what, err->code == rc && *err->message ? err->message : moat_strerror(rc));
+	fprintf(stderr, "moat: %s: %s\n", what,
+	        err->code == rc && *err->message ? err->message : moat_strerror(rc));
 	return 1;
 }
 
@@ -115,13 +115,18 @@ static int cmd_measure(int argc, char **argv)
 static int cmd_run(int argc, char **argv)
 {
 	enum { OPT_CA = 256, OPT_CERT, OPT_KEY, OPT_NAME, OPT_TKEY, OPT_BYNAME };
-	static const struct option longopts[] = {
-		{"backend", required_argument, NULL, 'b'}, {"config", required_argument, NULL, 'c'},
-		{"expect", required_argument, NULL, 'e'},  {"timeout", required_argument, NULL, 't'},
-		{"tls-ca", required_argument, NULL, OPT_CA}, {"tls-cert", required_argument, NULL, OPT_CERT},
-		{"tls-key", required_argument, NULL, OPT_KEY}, {"tls-server-name", required_argument, NULL, OPT_NAME},
-		{"target-key", required_argument, NULL, OPT_TKEY}, {"by-name", no_argument, NULL, OPT_BYNAME},
-		{"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {{"backend", required_argument, NULL, 'b'},
+	                                         {"config", required_argument, NULL, 'c'},
+	                                         {"expect", required_argument, NULL, 'e'},
+	                                         {"timeout", required_argument, NULL, 't'},
+	                                         {"tls-ca", required_argument, NULL, OPT_CA},
+	                                         {"tls-cert", required_argument, NULL, OPT_CERT},
+	                                         {"tls-key", required_argument, NULL, OPT_KEY},
+	                                         {"tls-server-name", required_argument, NULL, OPT_NAME},
+	                                         {"target-key", required_argument, NULL, OPT_TKEY},
+	                                         {"by-name", no_argument, NULL, OPT_BYNAME},
+	                                         {"help", no_argument, NULL, 'h'},
+	                                         {NULL, 0, NULL, 0}};
 	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
 	uint8_t expect[MOAT_MEASUREMENT_LEN], tkey[MOAT_TARGET_KEY_LEN];
 	moat_enclave *e = NULL;
@@ -139,7 +144,8 @@ static int cmd_run(int argc, char **argv)
 			break;
 		case 'e':
 			if (parse_hex(expect, sizeof(expect), optarg) < 0) {
-				fprintf(stderr, "moat: run: --expect wants %d hex digits\n", 2 * MOAT_MEASUREMENT_LEN);
+				fprintf(stderr, "moat: run: --expect wants %d hex digits\n",
+				        2 * MOAT_MEASUREMENT_LEN);
 				return 2;
 			}
 			opts.expected_measurement = expect;
@@ -151,7 +157,8 @@ static int cmd_run(int argc, char **argv)
 			errno = 0;
 			ms = strtoul(optarg, &end, 10);
 			if (*end || !*optarg || *optarg == '-' || *optarg == '+' || errno || ms > UINT_MAX) {
-				fprintf(stderr, "moat: run: --timeout wants milliseconds, got '%s'\n", optarg);
+				fprintf(stderr, "moat: run: --timeout wants milliseconds, got '%s'\n",
+				        optarg);
 				return 2;
 			}
 			opts.call_timeout_ms = (unsigned int)ms;
@@ -163,7 +170,8 @@ static int cmd_run(int argc, char **argv)
 		case OPT_NAME: opts.tls_server_name = optarg; break;
 		case OPT_TKEY:
 			if (parse_hex(tkey, sizeof(tkey), optarg) < 0) {
-				fprintf(stderr, "moat: run: --target-key wants %d hex digits\n", 2 * MOAT_TARGET_KEY_LEN);
+				fprintf(stderr, "moat: run: --target-key wants %d hex digits\n",
+				        2 * MOAT_TARGET_KEY_LEN);
 				return 2;
 			}
 			opts.target_key = tkey;

@@ -8,10 +8,7 @@
 
 #include <moat/moat.h>
 
-typedef enum moat_frame_kind {
-	MOAT_FRAME_CALL = 1,
-	MOAT_FRAME_RETURN = 2
-} moat_frame_kind;
+typedef enum moat_frame_kind { MOAT_FRAME_CALL = 1, MOAT_FRAME_RETURN = 2 } moat_frame_kind;
 
 /** A frame to encode; items are read in place (no copy until packing). */
 typedef struct moat_frame {

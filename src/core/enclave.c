@@ -47,7 +47,7 @@ struct moat_enclave {
 	struct failed_task {
 		uint64_t task;
 		int code;
-	} *failed;
+	} * failed;
 	size_t n_failed;
 	int ready; /* the backend is open: threads may enter */
 	int closing;
@@ -87,7 +87,8 @@ static int slot_acquire(struct moat_enclave *e)
 	while (e->max_threads && e->inside >= e->max_threads) {
 		if (e->thread_policy == MOAT_THREADS_FAIL) {
 			rc = moat_error_set(MOAT_EBUSY, MOAT_ORIGIN_API,
-					    "%u host threads are already inside the enclave (max_threads)", e->inside);
+			                    "%u host threads are already inside the enclave (max_threads)",
+			                    e->inside);
 			break;
 		}
 		pthread_cond_wait(&e->slot_free, &e->lock);
@@ -114,14 +115,15 @@ int moat_enclave_call(moat_enclave *e, uint64_t selector, const moat_msg *in, mo
 	if (!e)
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_call: NULL enclave");
 	if (selector < MOAT_SELECTOR_USER && selector != MOAT_SELECTOR_DONATE)
-		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
-				      "selector %llu is reserved for the runtime (user selectors start at %llu)",
-				      (unsigned long long)selector, (unsigned long long)MOAT_SELECTOR_USER);
+		return moat_error_set(
+		    MOAT_EINVAL, MOAT_ORIGIN_API,
+		    "selector %llu is reserved for the runtime (user selectors start at %llu)",
+		    (unsigned long long)selector, (unsigned long long)MOAT_SELECTOR_USER);
 	dead = __atomic_load_n(&e->backend->dead, __ATOMIC_ACQUIRE);
 	if (dead)
-		return moat_error_set(dead, dead == MOAT_ETRANSPORT ? MOAT_ORIGIN_TRANSPORT : MOAT_ORIGIN_ENCLAVE,
-				      "the enclave is no longer usable after an earlier failure: %s",
-				      moat_strerror(dead));
+		return moat_error_set(
+		    dead, dead == MOAT_ETRANSPORT ? MOAT_ORIGIN_TRANSPORT : MOAT_ORIGIN_ENCLAVE,
+		    "the enclave is no longer usable after an earlier failure: %s", moat_strerror(dead));
 	/*
 	 * A thread the enclave asked for (donate) takes no slot: max_threads
 	 * bounds the application's callers, and an enclave that starts and joins
@@ -164,8 +166,8 @@ static void *donated_main(void *arg)
 		struct moat_enclave *e = t->enclave;
 		struct failed_task *f;
 
-		fprintf(stderr, "moat: donated thread for task %llu failed: %s\n", (unsigned long long)t->task,
-			moat_error_last()->message);
+		fprintf(stderr, "moat: donated thread for task %llu failed: %s\n",
+		        (unsigned long long)t->task, moat_error_last()->message);
 		/*
 		 * The enclave may be waiting in moat_thread_join() for a task that
 		 * will now never run; keep the reason until it asks for it.
@@ -271,14 +273,12 @@ static int builtin_service(struct moat_enclave *e, uint64_t selector, const moat
 		struct timespec ts;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
-		return out ? moat_msg_push_u64(out, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) : 0;
+		return out ? moat_msg_push_u64(out, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec)
+		           : 0;
 	}
-	case MOAT_SELECTOR_SPAWN:
-		return service_spawn(e, in);
-	case MOAT_SELECTOR_SPAWN_STATUS:
-		return service_spawn_status(e, in, out);
-	default:
-		return MOAT_ENOHANDLER;
+	case MOAT_SELECTOR_SPAWN: return service_spawn(e, in);
+	case MOAT_SELECTOR_SPAWN_STATUS: return service_spawn_status(e, in, out);
+	default: return MOAT_ENOHANDLER;
 	}
 }
 
@@ -323,7 +323,8 @@ int moat_enclave_set_exit_handler(moat_enclave *e, uint64_t selector, moat_exit_
 	int rc = 0;
 
 	if (!e)
-		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_set_exit_handler: NULL enclave");
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                      "moat_enclave_set_exit_handler: NULL enclave");
 	pthread_rwlock_wrlock(&e->handlers_lock);
 	for (i = 0; i < e->n_handlers; i++)
 		if (e->handlers[i].selector == selector)
@@ -354,7 +355,8 @@ int moat_enclave_set_exit_handler(moat_enclave *e, uint64_t selector, moat_exit_
 int moat_enclave_set_fallback_handler(moat_enclave *e, moat_exit_handler fn, void *payload)
 {
 	if (!e)
-		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_set_fallback_handler: NULL enclave");
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                      "moat_enclave_set_fallback_handler: NULL enclave");
 	pthread_rwlock_wrlock(&e->handlers_lock);
 	e->fallback = fn;
 	e->fallback_payload = payload;
@@ -402,14 +404,16 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 	if (!options)
 		options = &defaults;
 	if (options->version != MOAT_LOAD_OPTIONS_VERSION)
-		return moat_error_set(MOAT_EVERSION, MOAT_ORIGIN_API,
-				      "moat_load_options version %u is not supported (this library speaks %u); "
-				      "initialise options with MOAT_LOAD_OPTIONS_INIT",
-				      options->version, MOAT_LOAD_OPTIONS_VERSION);
+		return moat_error_set(
+		    MOAT_EVERSION, MOAT_ORIGIN_API,
+		    "moat_load_options version %u is not supported (this library speaks %u); "
+		    "initialise options with MOAT_LOAD_OPTIONS_INIT",
+		    options->version, MOAT_LOAD_OPTIONS_VERSION);
 	if (options->config_len && !options->config)
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "config_len is set but config is NULL");
 	if (options->thread_policy != MOAT_THREADS_WAIT && options->thread_policy != MOAT_THREADS_FAIL)
-		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "unknown thread_policy %d", options->thread_policy);
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "unknown thread_policy %d",
+		                      options->thread_policy);
 	uri = options->backend;
 	if (!uri || !*uri)
 		uri = getenv("MOAT_BACKEND");

@@ -59,8 +59,8 @@ const moat_error *moat_error_last(void)
 void moat_error_clear(void)
 {
 	/* Every call clears the record; reading it first keeps that to one load when it is clear. */
-	if (last_error.code == MOAT_OK && last_error.enclave_code == 0 && last_error.message == last_message &&
-	    last_message[0] == '\0')
+	if (last_error.code == MOAT_OK && last_error.enclave_code == 0 &&
+	    last_error.message == last_message && last_message[0] == '\0')
 		return;
 	last_message[0] = '\0';
 	last_error.code = MOAT_OK;
@@ -102,16 +102,18 @@ int moat__error_from_enclave(int code, uint64_t selector, int64_t handler_code, 
 		detail = "";
 	switch (code) {
 	case MOAT_ENOSELECTOR:
-		return moat_error_set(code, MOAT_ORIGIN_ENCLAVE, "the enclave has no entry handler for selector %llu%s%s",
-				      (unsigned long long)selector, sep, detail);
+		return moat_error_set(code, MOAT_ORIGIN_ENCLAVE,
+		                      "the enclave has no entry handler for selector %llu%s%s",
+		                      (unsigned long long)selector, sep, detail);
 	case MOAT_EHANDLER:
-		moat_error_set(code, MOAT_ORIGIN_ENCLAVE, "the enclave's handler for selector %llu returned %lld%s%s",
-			       (unsigned long long)selector, (long long)handler_code, sep, detail);
+		moat_error_set(code, MOAT_ORIGIN_ENCLAVE,
+		               "the enclave's handler for selector %llu returned %lld%s%s",
+		               (unsigned long long)selector, (long long)handler_code, sep, detail);
 		moat__error_set_enclave_code(handler_code);
 		return code;
 	default:
 		return moat_error_set(code, MOAT_ORIGIN_ENCLAVE, "entry call %llu failed: %s%s%s",
-				      (unsigned long long)selector, moat_strerror(code), sep, detail);
+		                      (unsigned long long)selector, moat_strerror(code), sep, detail);
 	}
 }
 

@@ -114,7 +114,8 @@ out:
 	return rc;
 }
 
-int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, const char *what, const uint8_t *pin)
+int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, const char *what,
+                           const uint8_t *pin)
 {
 	moat_image *img;
 	const struct moat_enclave_entry *entry;
@@ -134,8 +135,8 @@ int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, cons
 		moat__hex(want, pin, MOAT_MEASUREMENT_LEN);
 		moat__hex(got, img->measurement, MOAT_MEASUREMENT_LEN);
 		rc = moat_error_set(MOAT_EMEASUREMENT, MOAT_ORIGIN_API,
-				    "%s: measurement %s does not match the expected %s; nothing was run", what, got,
-				    want);
+		                    "%s: measurement %s does not match the expected %s; nothing was run",
+		                    what, got, want);
 		goto fail;
 	}
 	if (len < 4 || memcmp(bytes, "\177ELF", 4) != 0) {
@@ -153,7 +154,8 @@ int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, cons
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "writing the image copy: %s", strerror(errno));
+			rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "writing the image copy: %s",
+			                    strerror(errno));
 			goto fail;
 		}
 		done += (size_t)n;
@@ -163,20 +165,23 @@ int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, cons
 	if (!img->dl) {
 		const char *why = dlerror();
 
-		rc = moat_error_set(MOAT_EBADIMAGE, MOAT_ORIGIN_API, "%s: cannot load: %s", what, why ? why : "?");
+		rc = moat_error_set(MOAT_EBADIMAGE, MOAT_ORIGIN_API, "%s: cannot load: %s", what,
+		                    why ? why : "?");
 		goto fail;
 	}
 	entry = dlsym(img->dl, MOAT_ENCLAVE_SYMBOL);
 	if (!entry) {
-		rc = moat_error_set(MOAT_ENOENTRY, MOAT_ORIGIN_API,
-				    "%s: no '%s' symbol: build the image with MOAT_ENCLAVE() and libmoat_enclave", what,
-				    MOAT_ENCLAVE_SYMBOL);
+		rc = moat_error_set(
+		    MOAT_ENOENTRY, MOAT_ORIGIN_API,
+		    "%s: no '%s' symbol: build the image with MOAT_ENCLAVE() and libmoat_enclave", what,
+		    MOAT_ENCLAVE_SYMBOL);
 		goto fail;
 	}
 	if (entry->abi_version != MOAT_ENCLAVE_ABI_VERSION || entry->size < sizeof(*entry)) {
-		rc = moat_error_set(MOAT_EABI, MOAT_ORIGIN_API,
-				    "%s: enclave ABI version %u, this loader speaks version %u; rebuild the enclave",
-				    what, entry->abi_version, MOAT_ENCLAVE_ABI_VERSION);
+		rc = moat_error_set(
+		    MOAT_EABI, MOAT_ORIGIN_API,
+		    "%s: enclave ABI version %u, this loader speaks version %u; rebuild the enclave", what,
+		    entry->abi_version, MOAT_ENCLAVE_ABI_VERSION);
 		goto fail;
 	}
 	img->entry = entry;

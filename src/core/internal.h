@@ -34,7 +34,10 @@ struct moat_msg {
 	size_t cap;
 };
 
-#define MOAT__MSG_INIT {NULL, 0, 0}
+#define MOAT__MSG_INIT     \
+	{                  \
+		NULL, 0, 0 \
+	}
 
 /* Free what a stack message holds (not the message itself). */
 void moat__msg_release(moat_msg *msg);
@@ -68,7 +71,8 @@ typedef struct moat_image {
  */
 int moat__image_open(moat_image **out, const char *path, const uint8_t *pin);
 /* Same, from bytes already in memory. */
-int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, const char *what, const uint8_t *pin);
+int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, const char *what,
+                           const uint8_t *pin);
 void moat__image_close(moat_image *image);
 
 /* Read a whole file; *out is malloc'd. Records the error and returns a code. */

@@ -8,12 +8,12 @@
 #define TEST_ENCLAVE(name) MOAT_TEST_ENCLAVES "/" name ".so"
 
 /* Assert a Moat call returned 0, printing the last error when it did not. */
-#define assert_moat_ok(expr)                                                                          \
-	do {                                                                                          \
-		int moat_test_rc_ = (expr);                                                           \
-		if (moat_test_rc_ != 0)                                                               \
+#define assert_moat_ok(expr)                                                                            \
+	do {                                                                                            \
+		int moat_test_rc_ = (expr);                                                             \
+		if (moat_test_rc_ != 0)                                                                 \
 			print_error("%s = %d: %s\n", #expr, moat_test_rc_, moat_error_last()->message); \
-		assert_int_equal(moat_test_rc_, 0);                                                   \
+		assert_int_equal(moat_test_rc_, 0);                                                     \
 	} while (0)
 
 /* Load an enclave image with defaults plus the backend from $MOAT_BACKEND. */

@@ -23,8 +23,9 @@
 /* u64 n -> u64 threads started, u64 threads whose work was seen finished after join */
 #define T_THREADS (MOAT_SELECTOR_USER + 8)
 
-/* -> u64 (as int64) what moat_thread_start() returned inside init, when the config was T_SPAWN_IN_INIT_CONFIG */
-#define T_INIT_SPAWN (MOAT_SELECTOR_USER + 9)
+/* -> u64 (as int64) what moat_thread_start() returned inside init, when the config was T_SPAWN_IN_INIT_CONFIG
+ */
+#define T_INIT_SPAWN           (MOAT_SELECTOR_USER + 9)
 #define T_SPAWN_IN_INIT_CONFIG "spawn-in-init"
 
 /* u64 selector: when destroyed, the finalizer makes exit call selector with one u64 item,
@@ -36,7 +37,7 @@
 
 /* init refuses to load (returns T_INIT_FAIL_CODE) when the config is exactly this string */
 #define T_INIT_FAIL_CONFIG "fail-init"
-#define T_INIT_FAIL_CODE 7
+#define T_INIT_FAIL_CODE   7
 
 /* Environment variable naming the file test_marker.so creates from its constructor. */
 #define T_MARKER_ENV "MOAT_TEST_MARKER"

@@ -25,10 +25,10 @@
 #include "moat_test.h"
 #include "test_enclave.h"
 
-#define HOST_BLOCK (MOAT_SELECTOR_USER + 600) /* exit: blocks until the test releases it */
-#define HOST_FAIL (MOAT_SELECTOR_USER + 601)  /* exit: returns HOST_FAIL_CODE */
-#define HOST_PONG (MOAT_SELECTOR_USER + 602)  /* exit: replies "pong" plus its input items */
-#define HOST_NONE (MOAT_SELECTOR_USER + 603)  /* exit: never has a handler */
+#define HOST_BLOCK     (MOAT_SELECTOR_USER + 600) /* exit: blocks until the test releases it */
+#define HOST_FAIL      (MOAT_SELECTOR_USER + 601) /* exit: returns HOST_FAIL_CODE */
+#define HOST_PONG      (MOAT_SELECTOR_USER + 602) /* exit: replies "pong" plus its input items */
+#define HOST_NONE      (MOAT_SELECTOR_USER + 603) /* exit: never has a handler */
 #define HOST_FAIL_CODE (-77)
 
 static void sleep_ms(long ms)
@@ -254,7 +254,7 @@ static void test_donated_threads(void **state)
 }
 
 #define MT_THREADS 32
-#define MT_CALLS 1000
+#define MT_CALLS   1000
 
 typedef struct mt_arg {
 	moat_enclave *e;
@@ -286,9 +286,10 @@ static void *mt_main(void *p)
 			/* Every tenth call is an echo of bytes only this thread sends. */
 			moat_msg_push_str(in, mine);
 			if (moat_enclave_call(a->e, T_ECHO, in, out) < 0 || moat_msg_count(out) != 1 ||
-			    moat_msg_item(out, 0, &d, &len) < 0 || len != strlen(mine) || memcmp(d, mine, len)) {
-				snprintf(a->why, sizeof(a->why), "echo %llu failed: %s", (unsigned long long)k,
-					 moat_error_last()->message);
+			    moat_msg_item(out, 0, &d, &len) < 0 || len != strlen(mine) ||
+			    memcmp(d, mine, len)) {
+				snprintf(a->why, sizeof(a->why), "echo %llu failed: %s",
+				         (unsigned long long)k, moat_error_last()->message);
 				a->failures++;
 			}
 			continue;
@@ -299,12 +300,13 @@ static void *mt_main(void *p)
 		if (moat_enclave_call(a->e, T_ADD, in, out) < 0 || moat_msg_item_u64(out, 0, &got_id) < 0 ||
 		    moat_msg_item_u64(out, 1, &got) < 0) {
 			snprintf(a->why, sizeof(a->why), "call %llu failed: %s", (unsigned long long)k,
-				 moat_error_last()->message);
+			         moat_error_last()->message);
 			a->failures++;
 		} else if (got_id != a->id || got != expect) {
-			snprintf(a->why, sizeof(a->why), "call %llu: got id %llu sum %llu, want id %llu sum %llu",
-				 (unsigned long long)k, (unsigned long long)got_id, (unsigned long long)got,
-				 (unsigned long long)a->id, (unsigned long long)expect);
+			snprintf(a->why, sizeof(a->why),
+			         "call %llu: got id %llu sum %llu, want id %llu sum %llu",
+			         (unsigned long long)k, (unsigned long long)got_id, (unsigned long long)got,
+			         (unsigned long long)a->id, (unsigned long long)expect);
 			a->failures++;
 		}
 	}
@@ -629,8 +631,8 @@ static void *churn_setter(void *p)
 	for (i = 0; i < 1000000 && !atomic_load(&c->stop); i++) {
 		if (moat_enclave_set_exit_handler(c->e, HOST_PONG, (i & 1) ? NULL : host_pong, &pongs) < 0)
 			break;
-		if (moat_enclave_set_exit_handler(c->e, HOST_FAIL + 100 + (uint64_t)(i % 7), (i & 1) ? host_fail : NULL,
-						  &pongs) < 0)
+		if (moat_enclave_set_exit_handler(c->e, HOST_FAIL + 100 + (uint64_t)(i % 7),
+		                                  (i & 1) ? host_fail : NULL, &pongs) < 0)
 			break;
 	}
 	return NULL;
@@ -685,14 +687,14 @@ static void *cycle_main(void *p)
 		    moat_msg_item_u64(out, 0, &v) < 0 || v != 0 || moat_msg_push_u64(in, mine) < 0 ||
 		    moat_enclave_call(e, T_GLOBAL_SET, in, NULL) < 0) {
 			fprintf(stderr, "cycle %d: fresh value %llu: %s\n", i, (unsigned long long)v,
-				moat_error_last()->message);
+			        moat_error_last()->message);
 			a->failures++;
 		}
 		moat_msg_reset(out);
-		if (e && (moat_enclave_call(e, T_GLOBAL_GET, NULL, out) < 0 || moat_msg_item_u64(out, 0, &v) < 0 ||
-			  v != mine)) {
+		if (e && (moat_enclave_call(e, T_GLOBAL_GET, NULL, out) < 0 ||
+		          moat_msg_item_u64(out, 0, &v) < 0 || v != mine)) {
 			fprintf(stderr, "cycle %d: got %llu, set %llu\n", i, (unsigned long long)v,
-				(unsigned long long)mine);
+			        (unsigned long long)mine);
 			a->failures++;
 		}
 		moat_msg_free(in);
@@ -916,7 +918,7 @@ static void test_large_items(void **state)
 	for (i = 0; i < LARGE_LEN; i++)
 		big[i] = (uint8_t)(i * 131 + (i >> 12));
 	for (i = 0; i < LARGE_LEN / 3; i++)
-		big2[i] = (uint8_t)~(i * 7);
+		big2[i] = (uint8_t) ~(i * 7);
 	assert_int_equal(moat_msg_push_borrowed(in, big, LARGE_LEN), 0);
 	assert_int_equal(moat_msg_push(in, NULL, 0), 0);
 	assert_int_equal(moat_msg_push_str(in, "tail"), 0);
@@ -1094,41 +1096,42 @@ static void test_identity(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_hello),
-		cmocka_unit_test(test_kv),
-		cmocka_unit_test(test_fib_nesting),
-		cmocka_unit_test(test_threads_example),
-		cmocka_unit_test(test_donated_threads),
-		cmocka_unit_test(test_many_threads),
-		cmocka_unit_test(test_two_instances),
-		cmocka_unit_test(test_unknown_selector),
-		cmocka_unit_test(test_handler_error),
-		cmocka_unit_test(test_null_messages),
-		cmocka_unit_test(test_exit_no_handler),
-		cmocka_unit_test(test_exit_handler_error),
-		cmocka_unit_test(test_fallback_handler),
-		cmocka_unit_test(test_handlers_change_during_calls),
-		cmocka_unit_test(test_concurrent_load_destroy),
-		cmocka_unit_test(test_max_threads_fail),
-		cmocka_unit_test(test_max_threads_wait),
-		cmocka_unit_test(test_max_threads_donated),
-		cmocka_unit_test(test_destroy_idle),
-		cmocka_unit_test(test_large_items),
-		cmocka_unit_test(test_config),
-		cmocka_unit_test(test_init_failure),
-		cmocka_unit_test(test_spawn_in_init),
-		cmocka_unit_test(test_finalizer_exit_call),
-		cmocka_unit_test(test_host_time),
-		cmocka_unit_test(test_identity),
+	    cmocka_unit_test(test_hello),
+	    cmocka_unit_test(test_kv),
+	    cmocka_unit_test(test_fib_nesting),
+	    cmocka_unit_test(test_threads_example),
+	    cmocka_unit_test(test_donated_threads),
+	    cmocka_unit_test(test_many_threads),
+	    cmocka_unit_test(test_two_instances),
+	    cmocka_unit_test(test_unknown_selector),
+	    cmocka_unit_test(test_handler_error),
+	    cmocka_unit_test(test_null_messages),
+	    cmocka_unit_test(test_exit_no_handler),
+	    cmocka_unit_test(test_exit_handler_error),
+	    cmocka_unit_test(test_fallback_handler),
+	    cmocka_unit_test(test_handlers_change_during_calls),
+	    cmocka_unit_test(test_concurrent_load_destroy),
+	    cmocka_unit_test(test_max_threads_fail),
+	    cmocka_unit_test(test_max_threads_wait),
+	    cmocka_unit_test(test_max_threads_donated),
+	    cmocka_unit_test(test_destroy_idle),
+	    cmocka_unit_test(test_large_items),
+	    cmocka_unit_test(test_config),
+	    cmocka_unit_test(test_init_failure),
+	    cmocka_unit_test(test_spawn_in_init),
+	    cmocka_unit_test(test_finalizer_exit_call),
+	    cmocka_unit_test(test_host_time),
+	    cmocka_unit_test(test_identity),
 	};
 	const char *env = getenv("MOAT_BACKEND");
 	moat_enclave *e = NULL;
 	moat_identity id;
 
 	/* Say which backend this run exercises, as libmoat resolved it. */
-	if (moat_enclave_load(&e, TEST_ENCLAVE("test_enclave"), NULL) < 0 || moat_enclave_identity(e, &id) < 0) {
+	if (moat_enclave_load(&e, TEST_ENCLAVE("test_enclave"), NULL) < 0 ||
+	    moat_enclave_identity(e, &id) < 0) {
 		fprintf(stderr, "test_backend_suite: cannot load the test enclave on MOAT_BACKEND=%s: %s\n",
-			env ? env : "(unset)", moat_error_last()->message);
+		        env ? env : "(unset)", moat_error_last()->message);
 		return 1;
 	}
 	printf("test_backend_suite: backend %s (MOAT_BACKEND=%s, isolation 0x%x)\n", id.backend,

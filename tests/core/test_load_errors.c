@@ -41,7 +41,7 @@ static int count_fds(void)
 
 /* Load path on sim with opts and expect code; the message must contain needle. */
 static void expect_load_fails(const char *path, moat_load_options *opts, int code, moat_origin origin,
-			      const char *needle)
+                              const char *needle)
 {
 	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
 	moat_enclave *e = (moat_enclave *)&o; /* must come back NULL */
@@ -83,7 +83,8 @@ static void test_missing_file(void **state)
 
 	tmp_path(p, sizeof(p), "does-not-exist.so");
 	expect_load_fails(p, NULL, MOAT_ENOENT, MOAT_ORIGIN_API, p);
-	expect_load_fails("/nonexistent-dir/x/enclave.so", NULL, MOAT_ENOENT, MOAT_ORIGIN_API, "no such file");
+	expect_load_fails("/nonexistent-dir/x/enclave.so", NULL, MOAT_ENOENT, MOAT_ORIGIN_API,
+	                  "no such file");
 }
 
 static void test_not_elf(void **state)
@@ -121,7 +122,8 @@ static void test_not_elf(void **state)
 
 static void test_no_entry(void **state)
 {
-	expect_load_fails(TEST_ENCLAVE("test_noentry"), NULL, MOAT_ENOENTRY, MOAT_ORIGIN_API, "moat_enclave_entry");
+	expect_load_fails(TEST_ENCLAVE("test_noentry"), NULL, MOAT_ENOENTRY, MOAT_ORIGIN_API,
+	                  "moat_enclave_entry");
 }
 
 static void test_abi_mismatch(void **state)
@@ -192,7 +194,8 @@ static void test_unknown_backend(void **state)
 	o.backend = "nosuch";
 	expect_load_fails(TEST_ENCLAVE("test_enclave"), &o, MOAT_ENOBACKEND, MOAT_ORIGIN_API, "nosuch");
 	o.backend = "nosuch://host:1";
-	expect_load_fails(TEST_ENCLAVE("test_enclave"), &o, MOAT_ENOBACKEND, MOAT_ORIGIN_API, "nosuch://host:1");
+	expect_load_fails(TEST_ENCLAVE("test_enclave"), &o, MOAT_ENOBACKEND, MOAT_ORIGIN_API,
+	                  "nosuch://host:1");
 	/* Known schemes with a malformed address are invalid arguments, not unknown backends. */
 	o.backend = "grpc";
 	expect_load_fails(TEST_ENCLAVE("test_enclave"), &o, MOAT_EINVAL, MOAT_ORIGIN_API, "needs an address");
@@ -225,8 +228,8 @@ static void test_reserved_selector(void **state)
 {
 	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
 	moat_enclave *e;
-	static const uint64_t reserved[] = {0, MOAT_SELECTOR_LOG, MOAT_SELECTOR_TIME, MOAT_SELECTOR_SPAWN, 5,
-					    MOAT_SELECTOR_USER - 1};
+	static const uint64_t reserved[] = {0, MOAT_SELECTOR_LOG,     MOAT_SELECTOR_TIME, MOAT_SELECTOR_SPAWN,
+	                                    5, MOAT_SELECTOR_USER - 1};
 	size_t i;
 
 	o.backend = "sim";
@@ -259,7 +262,8 @@ static void test_null_arguments(void **state)
 	expect_load_fails(NULL, &o, MOAT_EINVAL, MOAT_ORIGIN_API, "path");
 	expect_load_fails("", &o, MOAT_EINVAL, MOAT_ORIGIN_API, "path");
 	assert_int_equal(moat_enclave_call(NULL, T_ECHO, NULL, NULL), MOAT_EINVAL);
-	assert_int_equal(moat_enclave_set_exit_handler(NULL, MOAT_SELECTOR_USER, dummy_exit, NULL), MOAT_EINVAL);
+	assert_int_equal(moat_enclave_set_exit_handler(NULL, MOAT_SELECTOR_USER, dummy_exit, NULL),
+	                 MOAT_EINVAL);
 	assert_int_equal(moat_enclave_set_fallback_handler(NULL, dummy_exit, NULL), MOAT_EINVAL);
 	assert_int_equal(moat_enclave_identity(NULL, &id), MOAT_EINVAL);
 	assert_int_equal(moat_measure_file(NULL, TEST_ENCLAVE("test_enclave")), MOAT_EINVAL);
@@ -351,12 +355,18 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_missing_file),    cmocka_unit_test(test_not_elf),
-		cmocka_unit_test(test_no_entry),        cmocka_unit_test(test_abi_mismatch),
-		cmocka_unit_test(test_measurement_mismatch), cmocka_unit_test(test_options_version),
-		cmocka_unit_test(test_unknown_backend), cmocka_unit_test(test_bad_options),
-		cmocka_unit_test(test_reserved_selector), cmocka_unit_test(test_null_arguments),
-		cmocka_unit_test(test_strerror),        cmocka_unit_test(test_identity),
+	    cmocka_unit_test(test_missing_file),
+	    cmocka_unit_test(test_not_elf),
+	    cmocka_unit_test(test_no_entry),
+	    cmocka_unit_test(test_abi_mismatch),
+	    cmocka_unit_test(test_measurement_mismatch),
+	    cmocka_unit_test(test_options_version),
+	    cmocka_unit_test(test_unknown_backend),
+	    cmocka_unit_test(test_bad_options),
+	    cmocka_unit_test(test_reserved_selector),
+	    cmocka_unit_test(test_null_arguments),
+	    cmocka_unit_test(test_strerror),
+	    cmocka_unit_test(test_identity),
 	};
 
 	/* These tests pin the backend to sim; a MOAT_BACKEND from the caller must not leak in. */

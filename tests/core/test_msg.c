@@ -106,9 +106,11 @@ static void test_borrowed_vs_copied(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_empty),        cmocka_unit_test(test_zero_length),
-		cmocka_unit_test(test_many),         cmocka_unit_test(test_large),
-		cmocka_unit_test(test_borrowed_vs_copied),
+	    cmocka_unit_test(test_empty),
+	    cmocka_unit_test(test_zero_length),
+	    cmocka_unit_test(test_many),
+	    cmocka_unit_test(test_large),
+	    cmocka_unit_test(test_borrowed_vs_copied),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,4 +23,4 @@ static void bad_stop(void)
 }
 
 __attribute__((visibility("default"))) const struct moat_enclave_entry moat_enclave_entry = {
-	999, sizeof(struct moat_enclave_entry), bad_start, bad_call, bad_stop};
+    999, sizeof(struct moat_enclave_entry), bad_start, bad_call, bad_stop};

@@ -226,7 +226,8 @@ static int init(const void *config, size_t len)
 	rc = moat_entry_register(T_ECHO, on_echo, NULL);
 	if (rc == 0 && len == strlen(T_INIT_FAIL_CONFIG) && memcmp(config, T_INIT_FAIL_CONFIG, len) == 0)
 		return T_INIT_FAIL_CODE;
-	if (rc == 0 && len == strlen(T_SPAWN_IN_INIT_CONFIG) && memcmp(config, T_SPAWN_IN_INIT_CONFIG, len) == 0) {
+	if (rc == 0 && len == strlen(T_SPAWN_IN_INIT_CONFIG) &&
+	    memcmp(config, T_SPAWN_IN_INIT_CONFIG, len) == 0) {
 		static work w;
 		moat_thread t;
 

@@ -241,11 +241,13 @@ static int init(const void *cfg, size_t len)
 		uint64_t selector;
 		moat_entry_handler fn;
 	} table[] = {
-		{PROBE_ECHO, echo}, {PROBE_FAIL, fail}, {PROBE_CONFIG, config}, {PROBE_OPEN, try_open},
-		{PROBE_EXEC, try_exec}, {PROBE_SOCKET, try_socket}, {PROBE_STAT, try_stat}, {PROBE_FORK, try_fork},
-		{PROBE_KILL, try_kill}, {PROBE_VMREAD, try_vmread}, {PROBE_PEEK, peek}, {PROBE_SEGV, segv},
-		{PROBE_ABORT, do_abort}, {PROBE_EXIT, do_exit}, {PROBE_HANG, hang}, {PROBE_LATER, later},
-		{PROBE_GARBAGE, garbage}, {PROBE_STDIO, stdio}, {PROBE_EXIT_CALL, exit_call},
+	    {PROBE_ECHO, echo},           {PROBE_FAIL, fail},       {PROBE_CONFIG, config},
+	    {PROBE_OPEN, try_open},       {PROBE_EXEC, try_exec},   {PROBE_SOCKET, try_socket},
+	    {PROBE_STAT, try_stat},       {PROBE_FORK, try_fork},   {PROBE_KILL, try_kill},
+	    {PROBE_VMREAD, try_vmread},   {PROBE_PEEK, peek},       {PROBE_SEGV, segv},
+	    {PROBE_ABORT, do_abort},      {PROBE_EXIT, do_exit},    {PROBE_HANG, hang},
+	    {PROBE_LATER, later},         {PROBE_GARBAGE, garbage}, {PROBE_STDIO, stdio},
+	    {PROBE_EXIT_CALL, exit_call},
 	};
 	size_t i;
 	int rc;

@@ -12,12 +12,12 @@
 
 #include "probe.h"
 
-#define PROBE_PATH MOAT_TEST_ENCLAVES "/proc_probe_enclave.so"
-#define CTOR_PATH MOAT_TEST_ENCLAVES "/proc_ctor_enclave.so"
+#define PROBE_PATH         MOAT_TEST_ENCLAVES "/proc_probe_enclave.so"
+#define CTOR_PATH          MOAT_TEST_ENCLAVES "/proc_ctor_enclave.so"
 #define EXAMPLE_PATH(name) MOAT_TEST_ENCLAVES "/" name "_enclave.so"
 
 static inline moat_enclave *load_with(const char *path, const char *backend, const char *config,
-				      unsigned int timeout_ms)
+                                      unsigned int timeout_ms)
 {
 	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
 	moat_enclave *e = NULL;

@@ -142,7 +142,7 @@ static void test_two_instances(void **state)
 }
 
 #define N_THREADS 32
-#define N_CALLS 1000
+#define N_CALLS   1000
 
 typedef struct worker {
 	moat_enclave *e;
@@ -162,7 +162,8 @@ static void *many_main(void *arg)
 		snprintf(msg, sizeof(msg), "thread %d call %d", w->index, i);
 		if (call_str(w->e, PROBE_ECHO, msg, reply, sizeof(reply)) != 0 || strcmp(msg, reply) != 0) {
 			if (!w->failures++)
-				fprintf(stderr, "thread %d call %d: %s\n", w->index, i, moat_error_last()->message);
+				fprintf(stderr, "thread %d call %d: %s\n", w->index, i,
+				        moat_error_last()->message);
 		}
 	}
 	return NULL;
@@ -448,22 +449,22 @@ static void test_loading_thread_exits(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_identity),
-		cmocka_unit_test(test_hello),
-		cmocka_unit_test(test_fib_nesting),
-		cmocka_unit_test(test_thread_donation),
-		cmocka_unit_test(test_two_instances),
-		cmocka_unit_test(test_many_threads),
-		cmocka_unit_test(test_errors_match_sim),
-		cmocka_unit_test(test_pin),
-		cmocka_unit_test(test_init_and_config),
-		cmocka_unit_test(test_ordinary_code),
-		cmocka_unit_test(test_large_items),
-		cmocka_unit_test(test_exit_calls),
-		cmocka_unit_test(test_missing),
-		cmocka_unit_test(test_thread_exit_releases),
-		cmocka_unit_test(test_loading_thread_exits),
-		cmocka_unit_test(test_libm_enclave),
+	    cmocka_unit_test(test_identity),
+	    cmocka_unit_test(test_hello),
+	    cmocka_unit_test(test_fib_nesting),
+	    cmocka_unit_test(test_thread_donation),
+	    cmocka_unit_test(test_two_instances),
+	    cmocka_unit_test(test_many_threads),
+	    cmocka_unit_test(test_errors_match_sim),
+	    cmocka_unit_test(test_pin),
+	    cmocka_unit_test(test_init_and_config),
+	    cmocka_unit_test(test_ordinary_code),
+	    cmocka_unit_test(test_large_items),
+	    cmocka_unit_test(test_exit_calls),
+	    cmocka_unit_test(test_missing),
+	    cmocka_unit_test(test_thread_exit_releases),
+	    cmocka_unit_test(test_loading_thread_exits),
+	    cmocka_unit_test(test_libm_enclave),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,7 +49,7 @@ static void test_cycles(void **state)
 }
 
 #define LOADERS 8
-#define LOADS 10
+#define LOADS   10
 
 static void *loader_main(void *arg)
 {
@@ -84,8 +84,8 @@ static void test_parallel_loads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cycles),
-		cmocka_unit_test(test_parallel_loads),
+	    cmocka_unit_test(test_cycles),
+	    cmocka_unit_test(test_parallel_loads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

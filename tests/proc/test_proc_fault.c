@@ -24,7 +24,7 @@ static void expect_crash(uint64_t selector, int code, const char *words)
 	rc = call_str(e, selector, NULL, NULL, 0);
 	if (rc != code || !strstr(moat_error_last()->message, words))
 		fprintf(stderr, "selector %llu: rc %d: %s\n", (unsigned long long)selector, rc,
-			moat_error_last()->message);
+		        moat_error_last()->message);
 	assert_int_equal(rc, code);
 	assert_int_equal(moat_error_last()->origin, MOAT_ORIGIN_ENCLAVE);
 	assert_non_null(strstr(moat_error_last()->message, words));
@@ -244,17 +244,17 @@ static void test_host_death_kills_runner(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_segv),
-		cmocka_unit_test(test_abort),
-		cmocka_unit_test(test_exit),
-		cmocka_unit_test(test_garbage_on_channel),
-		cmocka_unit_test(test_crash_in_init),
-		cmocka_unit_test(test_crash_fails_calls_in_flight),
-		cmocka_unit_test(test_crash_while_idle),
-		cmocka_unit_test(test_timeout),
-		cmocka_unit_test(test_timeout_excludes_exit_handlers),
-		cmocka_unit_test(test_crash_while_nested),
-		cmocka_unit_test(test_host_death_kills_runner),
+	    cmocka_unit_test(test_segv),
+	    cmocka_unit_test(test_abort),
+	    cmocka_unit_test(test_exit),
+	    cmocka_unit_test(test_garbage_on_channel),
+	    cmocka_unit_test(test_crash_in_init),
+	    cmocka_unit_test(test_crash_fails_calls_in_flight),
+	    cmocka_unit_test(test_crash_while_idle),
+	    cmocka_unit_test(test_timeout),
+	    cmocka_unit_test(test_timeout_excludes_exit_handlers),
+	    cmocka_unit_test(test_crash_while_nested),
+	    cmocka_unit_test(test_host_death_kills_runner),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

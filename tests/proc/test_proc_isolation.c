@@ -23,8 +23,8 @@ static void expect_stopped(uint64_t selector, const char *arg, const char *sysca
 	assert_non_null(e);
 	rc = call_str(e, selector, arg, reply, sizeof(reply));
 	if (rc != MOAT_ESANDBOX)
-		fprintf(stderr, "selector %llu: rc %d reply '%s' error '%s'\n", (unsigned long long)selector, rc, reply,
-			moat_error_last()->message);
+		fprintf(stderr, "selector %llu: rc %d reply '%s' error '%s'\n", (unsigned long long)selector,
+		        rc, reply, moat_error_last()->message);
 	assert_int_equal(rc, MOAT_ESANDBOX);
 	assert_int_equal(moat_error_last()->origin, MOAT_ORIGIN_ENCLAVE);
 	assert_non_null(strstr(moat_error_last()->message, "forbidden system call"));
@@ -162,15 +162,15 @@ static void test_constructor_is_sandboxed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_open),
-		cmocka_unit_test(test_exec),
-		cmocka_unit_test(test_socket),
-		cmocka_unit_test(test_stat),
-		cmocka_unit_test(test_fork),
-		cmocka_unit_test(test_kill_host),
-		cmocka_unit_test(test_read_host_memory),
-		cmocka_unit_test(test_sim_has_no_isolation),
-		cmocka_unit_test(test_constructor_is_sandboxed),
+	    cmocka_unit_test(test_open),
+	    cmocka_unit_test(test_exec),
+	    cmocka_unit_test(test_socket),
+	    cmocka_unit_test(test_stat),
+	    cmocka_unit_test(test_fork),
+	    cmocka_unit_test(test_kill_host),
+	    cmocka_unit_test(test_read_host_memory),
+	    cmocka_unit_test(test_sim_has_no_isolation),
+	    cmocka_unit_test(test_constructor_is_sandboxed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,8 +23,8 @@
 typedef struct test_moatd {
 	pid_t pid;
 	char dir[128];
-	char addr[256];    /* host:port */
-	char uri[300];     /* grpc://host:port */
+	char addr[256]; /* host:port */
+	char uri[300];  /* grpc://host:port */
 } test_moatd;
 
 static inline void test_sleep_ms(long ms)

@@ -23,8 +23,9 @@ static int on_slow(void *payload, const moat_msg *in, moat_msg *out)
 			return rc;
 		calls++;
 		if (calls % 25 == 0) {
-			if ((rc = moat_host_log("remote enclave: %llu ms of %llu", (unsigned long long)((now - start) / 1000000u),
-						(unsigned long long)ms)) < 0)
+			if ((rc = moat_host_log("remote enclave: %llu ms of %llu",
+			                        (unsigned long long)((now - start) / 1000000u),
+			                        (unsigned long long)ms)) < 0)
 				return rc;
 			calls++;
 		}

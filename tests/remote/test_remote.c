@@ -28,7 +28,7 @@ static test_moatd shared;
 static int group_setup(void **state)
 {
 	return test_moatd_start(&shared, "grpc", "--enclave-dir", MOAT_TEST_ENCLAVES, "--allow-upload",
-				"--max-message-bytes", "65536", NULL);
+	                        "--max-message-bytes", "65536", NULL);
 }
 
 static int group_teardown(void **state)
@@ -58,8 +58,8 @@ static int load_fails(const char *uri, const char *path, moat_load_options *o, i
 	o->backend = uri;
 	rc = moat_enclave_load(&e, path, o);
 	if (rc != code || moat_error_last()->origin != origin)
-		print_error("load %s: rc %d origin %s: %s\n", path, rc, moat_origin_name(moat_error_last()->origin),
-			    moat_error_last()->message);
+		print_error("load %s: rc %d origin %s: %s\n", path, rc,
+		            moat_origin_name(moat_error_last()->origin), moat_error_last()->message);
 	assert_int_equal(rc, code);
 	assert_int_equal(moat_error_last()->origin, origin);
 	assert_null(e);
@@ -143,7 +143,8 @@ static void test_measurement_pin_nothing_runs(void **state)
 	unlink(marker);
 	setenv(T_MARKER_ENV, marker, 1);
 	/* sim inside moatd, so the image's constructor can leave its file where the test sees it. */
-	assert_int_equal(test_moatd_start(&m, "grpc", "--enclave-dir", MOAT_TEST_ENCLAVES, "--backend", "sim", NULL), 0);
+	assert_int_equal(
+	    test_moatd_start(&m, "grpc", "--enclave-dir", MOAT_TEST_ENCLAVES, "--backend", "sim", NULL), 0);
 	unsetenv(T_MARKER_ENV);
 	o.expected_measurement = wrong;
 	o.flags = MOAT_LOAD_BY_NAME;
@@ -192,7 +193,8 @@ static void test_image_too_big(void **state)
 {
 	test_moatd m;
 
-	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-image-bytes", "1000", NULL), 0);
+	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-image-bytes", "1000", NULL),
+	                 0);
 	load_fails(m.uri, TEST_ENCLAVE("hello_enclave"), NULL, MOAT_ELIMIT, MOAT_ORIGIN_TARGET);
 	assert_int_equal(test_moatd_stop(&m), 0);
 }
@@ -266,7 +268,8 @@ static void test_max_threads_per_session(void **state)
 	moat_enclave *e;
 	int i, refused = 0;
 
-	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-threads-per-session", "2", NULL), 0);
+	assert_int_equal(
+	    test_moatd_start(&m, "grpc", "--allow-upload", "--max-threads-per-session", "2", NULL), 0);
 	e = load_on(m.uri, TEST_ENCLAVE("test_enclave"), NULL);
 	pthread_barrier_init(&called, NULL, 4);
 	pthread_barrier_init(&release, NULL, 4);
@@ -368,7 +371,8 @@ static void test_idle_keepalive(void **state)
 static void test_no_target(void **state)
 {
 	/* Nothing listens on port 1: a clear transport error with a hint, at load. */
-	load_fails("grpc://127.0.0.1:1", TEST_ENCLAVE("hello_enclave"), NULL, MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT);
+	load_fails("grpc://127.0.0.1:1", TEST_ENCLAVE("hello_enclave"), NULL, MOAT_ETRANSPORT,
+	           MOAT_ORIGIN_TRANSPORT);
 	assert_non_null(strstr(moat_error_last()->message, "moatd"));
 }
 
@@ -403,8 +407,9 @@ static void *fib_main(void *arg)
 
 static void test_nested_fib_threads(void **state)
 {
-	static const uint64_t fibs[] = {0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987, 1597,
-					2584, 4181, 6765, 10946, 17711, 28657, 46368, 75025, 121393};
+	static const uint64_t fibs[] = {0,    1,    1,    2,     3,     5,     8,     13,    21,
+	                                34,   55,   89,   144,   233,   377,   610,   987,   1597,
+	                                2584, 4181, 6765, 10946, 17711, 28657, 46368, 75025, 121393};
 	moat_enclave *e = load_on(shared.uri, TEST_ENCLAVE("fib_enclave"), NULL);
 	fib_thread f[20];
 	pthread_t t[20];
@@ -463,7 +468,8 @@ static void test_tls(void **state)
 	cert(other, sizeof(other), "other-ca.pem");
 	cert(scert, sizeof(scert), "server.pem");
 	cert(skey, sizeof(skey), "server.key");
-	assert_int_equal(test_moatd_start(&m, "grpcs", "--allow-upload", "--tls-cert", scert, "--tls-key", skey, NULL), 0);
+	assert_int_equal(
+	    test_moatd_start(&m, "grpcs", "--allow-upload", "--tls-cert", scert, "--tls-key", skey, NULL), 0);
 
 	o.tls_ca_file = ca;
 	e = load_on(m.uri, TEST_ENCLAVE("hello_enclave"), &o);
@@ -489,7 +495,8 @@ static void test_tls(void **state)
 		char plain[300];
 
 		snprintf(plain, sizeof(plain), "grpc://%s", m.addr);
-		load_fails(plain, TEST_ENCLAVE("hello_enclave"), NULL, MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT);
+		load_fails(plain, TEST_ENCLAVE("hello_enclave"), NULL, MOAT_ETRANSPORT,
+		           MOAT_ORIGIN_TRANSPORT);
 	}
 	assert_int_equal(test_moatd_stop(&m), 0);
 }
@@ -506,9 +513,9 @@ static void test_mtls(void **state)
 	cert(skey, sizeof(skey), "server.key");
 	cert(ccert, sizeof(ccert), "client.pem");
 	cert(ckey, sizeof(ckey), "client.key");
-	assert_int_equal(test_moatd_start(&m, "grpcs", "--allow-upload", "--tls-cert", scert, "--tls-key", skey,
-					  "--tls-client-ca", ca, NULL),
-			 0);
+	assert_int_equal(test_moatd_start(&m, "grpcs", "--allow-upload", "--tls-cert", scert, "--tls-key",
+	                                  skey, "--tls-client-ca", ca, NULL),
+	                 0);
 	o.tls_ca_file = ca;
 	load_fails(m.uri, TEST_ENCLAVE("hello_enclave"), &o, MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT);
 	assert_non_null(strstr(moat_error_last()->message, "client certificate"));
@@ -527,26 +534,26 @@ static void test_mtls(void **state)
 int main(void)
 {
 	const struct CMUnitTest shared_tests[] = {
-		cmocka_unit_test(test_identity),
-		cmocka_unit_test(test_load_by_name),
-		cmocka_unit_test(test_measurement_pin),
-		cmocka_unit_test(test_measurement_pin_nothing_runs),
-		cmocka_unit_test(test_target_key_pin),
-		cmocka_unit_test(test_upload_refused),
-		cmocka_unit_test(test_image_too_big),
-		cmocka_unit_test(test_oversized_message),
-		cmocka_unit_test(test_max_sessions),
-		cmocka_unit_test(test_max_threads_per_session),
-		cmocka_unit_test(test_two_sessions_isolated),
-		cmocka_unit_test(test_call_timeout),
-		cmocka_unit_test(test_idle_keepalive),
-		cmocka_unit_test(test_unix_socket),
-		cmocka_unit_test(test_no_target),
-		cmocka_unit_test(test_nested_fib_threads),
+	    cmocka_unit_test(test_identity),
+	    cmocka_unit_test(test_load_by_name),
+	    cmocka_unit_test(test_measurement_pin),
+	    cmocka_unit_test(test_measurement_pin_nothing_runs),
+	    cmocka_unit_test(test_target_key_pin),
+	    cmocka_unit_test(test_upload_refused),
+	    cmocka_unit_test(test_image_too_big),
+	    cmocka_unit_test(test_oversized_message),
+	    cmocka_unit_test(test_max_sessions),
+	    cmocka_unit_test(test_max_threads_per_session),
+	    cmocka_unit_test(test_two_sessions_isolated),
+	    cmocka_unit_test(test_call_timeout),
+	    cmocka_unit_test(test_idle_keepalive),
+	    cmocka_unit_test(test_unix_socket),
+	    cmocka_unit_test(test_no_target),
+	    cmocka_unit_test(test_nested_fib_threads),
 	};
 	const struct CMUnitTest tls_tests[] = {
-		cmocka_unit_test(test_tls),
-		cmocka_unit_test(test_mtls),
+	    cmocka_unit_test(test_tls),
+	    cmocka_unit_test(test_mtls),
 	};
 	int failed = cmocka_run_group_tests_name("remote", shared_tests, group_setup, group_teardown);
 

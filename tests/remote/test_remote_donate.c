@@ -18,7 +18,8 @@
 #include "moat_test.h"
 #include "moatd_helper.h"
 
-static void run_threads(const char *uri, const char *threads, int *rc, int64_t *code, char *sum, size_t sum_len)
+static void run_threads(const char *uri, const char *threads, int *rc, int64_t *code, char *sum,
+                        size_t sum_len)
 {
 	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
 	moat_msg *in = test_msg(), *out = test_msg();
@@ -48,7 +49,8 @@ static void test_join_reports_refused_thread(void **state)
 	int64_t code;
 	int rc;
 
-	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-threads-per-session", "1", NULL), 0);
+	assert_int_equal(
+	    test_moatd_start(&m, "grpc", "--allow-upload", "--max-threads-per-session", "1", NULL), 0);
 	run_threads(m.uri, "2", &rc, &code, sum, sizeof(sum));
 	/* The threads example returns the first join failure from its handler. */
 	assert_int_equal(rc, MOAT_EHANDLER);
@@ -56,7 +58,8 @@ static void test_join_reports_refused_thread(void **state)
 	assert_int_equal(test_moatd_stop(&m), 0);
 
 	/* Control: with room for the threads the same call succeeds. */
-	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-threads-per-session", "3", NULL), 0);
+	assert_int_equal(
+	    test_moatd_start(&m, "grpc", "--allow-upload", "--max-threads-per-session", "3", NULL), 0);
 	run_threads(m.uri, "2", &rc, &code, sum, sizeof(sum));
 	assert_int_equal(rc, 0);
 	assert_string_equal(sum, "500000500000");
@@ -66,7 +69,7 @@ static void test_join_reports_refused_thread(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_join_reports_refused_thread),
+	    cmocka_unit_test(test_join_reports_refused_thread),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -114,9 +114,9 @@ static void test_target_stop_with_stuck_call(void **state)
 	pthread_t t;
 	int i, status = 0, exited = 0;
 
-	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--backend", "sim", "--shutdown-timeout", "1",
-					  NULL),
-			 0);
+	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--backend", "sim",
+	                                  "--shutdown-timeout", "1", NULL),
+	                 0);
 	e = load_on(m.uri, 500);
 	w.e = e;
 	w.selector = R_SLEEP;
@@ -231,9 +231,9 @@ static void test_host_killed(void **state)
 	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
 	pid_t child;
 
-	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-sessions", "1", "--session-grace-ms",
-					  "200", NULL),
-			 0);
+	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-sessions", "1",
+	                                  "--session-grace-ms", "200", NULL),
+	                 0);
 	child = start_host_child(&m);
 	test_sleep_ms(300);
 	/* The only session slot is taken. */
@@ -252,9 +252,9 @@ static void test_host_frozen(void **state)
 	test_moatd m;
 	pid_t child;
 
-	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-sessions", "1", "--session-grace-ms",
-					  "200", NULL),
-			 0);
+	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-sessions", "1",
+	                                  "--session-grace-ms", "200", NULL),
+	                 0);
 	child = start_host_child(&m);
 	kill(child, SIGSTOP);
 	assert_reclaimed(&m, 300);
@@ -321,14 +321,14 @@ static void test_local_host_killed(void **state)
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_target_killed_mid_call),
-		cmocka_unit_test(test_target_killed_during_exit_calls),
-		cmocka_unit_test(test_target_stopped_mid_call),
-		cmocka_unit_test(test_target_killed_while_idle),
-		cmocka_unit_test(test_target_stop_with_stuck_call),
-		cmocka_unit_test(test_host_killed),
-		cmocka_unit_test(test_host_frozen),
-		cmocka_unit_test(test_local_host_killed),
+	    cmocka_unit_test(test_target_killed_mid_call),
+	    cmocka_unit_test(test_target_killed_during_exit_calls),
+	    cmocka_unit_test(test_target_stopped_mid_call),
+	    cmocka_unit_test(test_target_killed_while_idle),
+	    cmocka_unit_test(test_target_stop_with_stuck_call),
+	    cmocka_unit_test(test_host_killed),
+	    cmocka_unit_test(test_host_frozen),
+	    cmocka_unit_test(test_local_host_killed),
 	};
 	ssize_t n;
 

@@ -118,7 +118,8 @@ static void raw_destroy(const session *s)
 	uint8_t *reply = NULL;
 	size_t len;
 
-	assert_int_equal(moat__rpc_unary(ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len, 10000, &st), MOAT_RPC_OK);
+	assert_int_equal(moat__rpc_unary(ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len, 10000, &st),
+	                 MOAT_RPC_OK);
 	free(reply);
 }
 
@@ -146,8 +147,9 @@ static void test_wrong_token_leaves_session_alone(void **state)
 		uint8_t *reply = NULL;
 		size_t len;
 
-		assert_int_equal(moat__rpc_unary(ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len, 10000, &st),
-				 MOAT_RPC_PERMISSION_DENIED);
+		assert_int_equal(
+		    moat__rpc_unary(ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len, 10000, &st),
+		    MOAT_RPC_PERMISSION_DENIED);
 	}
 	assert_int_equal(raw_call(s.id, s.token, T_GLOBAL_GET, out, &st), 0);
 	raw_destroy(&s);
@@ -162,8 +164,9 @@ static void test_unknown_session(void **state)
 	moat_rpc_status st;
 
 	assert_int_equal(raw_call("00000000000000000000000000000000",
-				  "0000000000000000000000000000000000000000000000000000000000000000", T_GLOBAL_GET, NULL, &st),
-			 MOAT_RPC_END);
+	                          "0000000000000000000000000000000000000000000000000000000000000000",
+	                          T_GLOBAL_GET, NULL, &st),
+	                 MOAT_RPC_END);
 	assert_int_equal(st.code, MOAT_RPC_NOT_FOUND);
 	assert_int_equal(st.moat_code, MOAT_ETARGET);
 }
@@ -215,10 +218,11 @@ static void test_unknown_method(void **state)
 	uint8_t *reply = NULL;
 	size_t len;
 
-	assert_int_equal(moat__rpc_unary(ch, "/moat.v1.Target/NoSuchMethod", NULL, "", 0, &reply, &len, 10000, &st),
-			 MOAT_RPC_UNIMPLEMENTED);
+	assert_int_equal(
+	    moat__rpc_unary(ch, "/moat.v1.Target/NoSuchMethod", NULL, "", 0, &reply, &len, 10000, &st),
+	    MOAT_RPC_UNIMPLEMENTED);
 	assert_int_equal(moat__rpc_unary(ch, "/other.Service/Call", NULL, "", 0, &reply, &len, 10000, &st),
-			 MOAT_RPC_UNIMPLEMENTED);
+	                 MOAT_RPC_UNIMPLEMENTED);
 }
 
 static void test_health(void **state)
@@ -227,8 +231,9 @@ static void test_health(void **state)
 	uint8_t *reply = NULL;
 	size_t len;
 
-	assert_int_equal(moat__rpc_unary(ch, "/grpc.health.v1.Health/Check", NULL, "", 0, &reply, &len, 10000, &st),
-			 MOAT_RPC_OK);
+	assert_int_equal(
+	    moat__rpc_unary(ch, "/grpc.health.v1.Health/Check", NULL, "", 0, &reply, &len, 10000, &st),
+	    MOAT_RPC_OK);
 	/* HealthCheckResponse{status: SERVING} */
 	assert_int_equal(len, 2);
 	assert_int_equal(reply[0], 0x08);
@@ -239,12 +244,12 @@ static void test_health(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_wrong_token_leaves_session_alone),
-		cmocka_unit_test(test_unknown_session),
-		cmocka_unit_test(test_protocol_mismatch),
-		cmocka_unit_test(test_upload_bad_hash),
-		cmocka_unit_test(test_unknown_method),
-		cmocka_unit_test(test_health),
+	    cmocka_unit_test(test_wrong_token_leaves_session_alone),
+	    cmocka_unit_test(test_unknown_session),
+	    cmocka_unit_test(test_protocol_mismatch),
+	    cmocka_unit_test(test_upload_bad_hash),
+	    cmocka_unit_test(test_unknown_method),
+	    cmocka_unit_test(test_health),
 	};
 
 	return cmocka_run_group_tests_name("remote_raw", tests, setup, teardown);

@@ -62,8 +62,8 @@ static void test_slow_grpc(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_slow_local),
-		cmocka_unit_test(test_slow_grpc),
+	    cmocka_unit_test(test_slow_local),
+	    cmocka_unit_test(test_slow_grpc),
 	};
 
 	return cmocka_run_group_tests_name("remote_slow", tests, NULL, NULL);

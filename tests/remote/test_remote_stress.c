@@ -22,7 +22,7 @@
 #include "test_enclave.h"
 
 #define THREADS 64
-#define CALLS 256
+#define CALLS   256
 
 static test_moatd m;
 
@@ -256,11 +256,11 @@ static void test_local_leaves_nothing(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_many_threads_grpc),
-		cmocka_unit_test(test_many_threads_local),
-		cmocka_unit_test(test_sequential_sessions_no_growth),
-		cmocka_unit_test(test_thread_exit_releases_stream),
-		cmocka_unit_test(test_local_leaves_nothing),
+	    cmocka_unit_test(test_many_threads_grpc),
+	    cmocka_unit_test(test_many_threads_local),
+	    cmocka_unit_test(test_sequential_sessions_no_growth),
+	    cmocka_unit_test(test_thread_exit_releases_stream),
+	    cmocka_unit_test(test_local_leaves_nothing),
 	};
 
 	return cmocka_run_group_tests_name("remote_stress", tests, setup, teardown);

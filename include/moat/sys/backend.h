@@ -15,9 +15,9 @@ MOAT_BEGIN_DECL
 
 /** Capability bits of a backend. */
 #define MOAT_BACKEND_CAP_ISOLATED 0x1u /**< enclave has its own address space */
-#define MOAT_BACKEND_CAP_REMOTE 0x2u   /**< enclave runs on a target server */
-#define MOAT_BACKEND_CAP_TIMEOUT 0x4u  /**< enforces call_timeout_ms */
-#define MOAT_BACKEND_CAP_CRASH 0x8u    /**< the host survives an enclave crash */
+#define MOAT_BACKEND_CAP_REMOTE   0x2u /**< enclave runs on a target server */
+#define MOAT_BACKEND_CAP_TIMEOUT  0x4u /**< enforces call_timeout_ms */
+#define MOAT_BACKEND_CAP_CRASH    0x8u /**< the host survives an enclave crash */
 
 /**
  * Dispatcher for exit calls, provided by the core. Backends call it on the
@@ -28,10 +28,10 @@ typedef int (*moat_exit_dispatch)(void *ctx, uint64_t selector, const moat_msg *
 
 /** What a backend needs to open an instance. All pointers are borrowed. */
 typedef struct moat_backend_params {
-	const char *uri;                   /**< the backend URI as given */
-	const char *path;                  /**< image path (or name with MOAT_LOAD_BY_NAME) */
-	const moat_load_options *options;  /**< never NULL */
-	moat_exit_dispatch exit_dispatch;  /**< answers the enclave's exit calls */
+	const char *uri;                  /**< the backend URI as given */
+	const char *path;                 /**< image path (or name with MOAT_LOAD_BY_NAME) */
+	const moat_load_options *options; /**< never NULL */
+	moat_exit_dispatch exit_dispatch; /**< answers the enclave's exit calls */
 	void *exit_ctx;
 } moat_backend_params;
 
@@ -72,7 +72,8 @@ struct moat_backend {
  * Record an error on the calling thread's last-error record and return code.
  * For backends; fmt is printf-style.
  */
-MOAT_EXTERN(int) moat_error_set(int code, moat_origin origin, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+MOAT_EXTERN(int)
+moat_error_set(int code, moat_origin origin, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 MOAT_END_DECL
 

@@ -70,7 +70,7 @@ struct proc_backend {
 	pthread_mutex_t ctl_lock; /* sending channels on ctl */
 	pthread_mutex_t reap_lock;
 	int reaped;
-	char death[400]; /* why the instance is dead; written once under reap_lock before parent.dead */
+	char death[400];  /* why the instance is dead; written once under reap_lock before parent.dead */
 	proc_chan *chans; /* chan_lock */
 };
 
@@ -83,9 +83,9 @@ static atomic_flag ns_warned = ATOMIC_FLAG_INIT;
 
 /* Why the runner is being given up. */
 enum lost_reason {
-	LOST_GONE,     /* its channel or control socket closed: find out how it ended */
-	LOST_TIMEOUT,  /* a call ran out of time: stop it */
-	LOST_PROTOCOL  /* it sent what no runner sends: stop it */
+	LOST_GONE,    /* its channel or control socket closed: find out how it ended */
+	LOST_TIMEOUT, /* a call ran out of time: stop it */
+	LOST_PROTOCOL /* it sent what no runner sends: stop it */
 };
 
 static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector);
@@ -206,7 +206,8 @@ static proc_chan *chan_get(proc_backend *b)
 		return found;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-		moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: socketpair: %s", strerror(errno));
+		moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: socketpair: %s",
+		               strerror(errno));
 		return NULL;
 	}
 	if (send_channel(b, sv[1]) < 0) {
@@ -399,7 +400,7 @@ static int find_runner(char *out, size_t size)
 		if (access(env, X_OK) == 0 && snprintf(out, size, "%s", env) < (int)size)
 			return 0;
 		return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
-				      "proc: MOAT_ENCLAVE_HOST=%s is not an executable file", env);
+		                      "proc: MOAT_ENCLAVE_HOST=%s is not an executable file", env);
 	}
 	if (dladdr((void *)find_runner, &info) && info.dli_fname && strchr(info.dli_fname, '/')) {
 		char dir[PATH_MAX];
@@ -407,7 +408,8 @@ static int find_runner(char *out, size_t size)
 
 		if (n > 0 && (size_t)n < sizeof(dir)) {
 			*strrchr(dir, '/') = '\0';
-			if (executable(out, size, dir, RUNNER_NAME) || executable(out, size, dir, "bin/" RUNNER_NAME) ||
+			if (executable(out, size, dir, RUNNER_NAME) ||
+			    executable(out, size, dir, "bin/" RUNNER_NAME) ||
 			    executable(out, size, dir, "../libexec/" RUNNER_NAME))
 				return 0;
 		}
@@ -416,11 +418,13 @@ static int find_runner(char *out, size_t size)
 	if (executable(out, size, MOAT_PROC_BUILD_BINDIR, RUNNER_NAME))
 		return 0;
 #endif
-	if (executable(out, size, MOAT_LIBEXECDIR, RUNNER_NAME) || executable(out, size, MOAT_BINDIR, RUNNER_NAME))
+	if (executable(out, size, MOAT_LIBEXECDIR, RUNNER_NAME) ||
+	    executable(out, size, MOAT_BINDIR, RUNNER_NAME))
 		return 0;
-	return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
-			      "proc: cannot find %s (looked next to libmoat, in %s and %s); set MOAT_ENCLAVE_HOST",
-			      RUNNER_NAME, MOAT_LIBEXECDIR, MOAT_BINDIR);
+	return moat_error_set(
+	    MOAT_ENOBACKEND, MOAT_ORIGIN_API,
+	    "proc: cannot find %s (looked next to libmoat, in %s and %s); set MOAT_ENCLAVE_HOST", RUNNER_NAME,
+	    MOAT_LIBEXECDIR, MOAT_BINDIR);
 }
 
 /* Duplicate fd to a number of 10 or more (close-on-exec) and close the original. */
@@ -452,8 +456,8 @@ static int start_runner(proc_backend *b, const char *runner)
 	if (err_fd < 0)
 		err_fd = fd_high(fcntl(null_fd, F_DUPFD_CLOEXEC, 10));
 	if (null_fd < 0 || err_fd < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: cannot set up the runner's files: %s",
-				    strerror(errno));
+		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		                    "proc: cannot set up the runner's files: %s", strerror(errno));
 		goto out;
 	}
 	b->ctl = sv[0];
@@ -466,7 +470,8 @@ static int start_runner(proc_backend *b, const char *runner)
 	r.err_fd = err_fd;
 	spawn(&r);
 	if (r.pid < 0)
-		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: fork: %s", strerror(r.err));
+		rc =
+		    moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: fork: %s", strerror(r.err));
 	else
 		b->pid = r.pid;
 out:
@@ -546,42 +551,47 @@ static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector)
 		if (why == LOST_PROTOCOL) {
 			code = MOAT_ECRASHED;
 			snprintf(b->death, sizeof(b->death),
-				 "%s: the enclave broke the frame protocol on its channel and was stopped", b->path);
+			         "%s: the enclave broke the frame protocol on its channel and was stopped",
+			         b->path);
 		} else if (why == LOST_TIMEOUT) {
 			code = MOAT_ETIMEDOUT;
 			snprintf(b->death, sizeof(b->death),
-				 "%s: entry call %llu did not finish within %u ms; the enclave was stopped", b->path,
-				 (unsigned long long)selector, b->timeout_ms);
+			         "%s: entry call %llu did not finish within %u ms; the enclave was stopped",
+			         b->path, (unsigned long long)selector, b->timeout_ms);
 		} else if (st == -1) {
 			code = MOAT_ECRASHED;
 			snprintf(b->death, sizeof(b->death), "%s: the enclave's process is gone", b->path);
 		} else if (killed) {
 			code = MOAT_ECRASHED;
 			snprintf(b->death, sizeof(b->death),
-				 "%s: the enclave closed its channel to the host and was stopped", b->path);
+			         "%s: the enclave closed its channel to the host and was stopped", b->path);
 		} else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS) {
-			char *name = syscall_nr >= 0 ? seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, syscall_nr)
-						     : NULL;
+			char *name = syscall_nr >= 0
+			                 ? seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, syscall_nr)
+			                 : NULL;
 
 			code = MOAT_ESANDBOX;
 			if (syscall_nr >= 0)
-				snprintf(b->death, sizeof(b->death),
-					 "%s: the enclave made a forbidden system call (%d, %s) and was stopped", b->path,
-					 syscall_nr, name ? name : "?");
+				snprintf(
+				    b->death, sizeof(b->death),
+				    "%s: the enclave made a forbidden system call (%d, %s) and was stopped",
+				    b->path, syscall_nr, name ? name : "?");
 			else
 				snprintf(b->death, sizeof(b->death),
-					 "%s: the enclave made a forbidden system call and was stopped", b->path);
+				         "%s: the enclave made a forbidden system call and was stopped",
+				         b->path);
 			free(name);
 		} else if (WIFSIGNALED(st)) {
 			const char *abbrev = sigabbrev_np(WTERMSIG(st)), *descr = sigdescr_np(WTERMSIG(st));
 
 			code = MOAT_ECRASHED;
-			snprintf(b->death, sizeof(b->death), "%s: the enclave crashed: killed by signal %d (SIG%s, %s)",
-				 b->path, WTERMSIG(st), abbrev ? abbrev : "?", descr ? descr : "?");
+			snprintf(b->death, sizeof(b->death),
+			         "%s: the enclave crashed: killed by signal %d (SIG%s, %s)", b->path,
+			         WTERMSIG(st), abbrev ? abbrev : "?", descr ? descr : "?");
 		} else {
 			code = MOAT_ECRASHED;
-			snprintf(b->death, sizeof(b->death), "%s: the enclave's process exited with status %d",
-				 b->path, WEXITSTATUS(st));
+			snprintf(b->death, sizeof(b->death),
+			         "%s: the enclave's process exited with status %d", b->path, WEXITSTATUS(st));
 		}
 		atomic_store_explicit(&b->parent.dead, code, memory_order_release);
 	}
@@ -598,7 +608,8 @@ static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector)
  * channel). The call's time limit counts the enclave's time only, not the
  * time the host spends in exit handlers. On success *ret is the Return.
  */
-static int chan_call(proc_backend *b, proc_chan *ch, uint64_t selector, const moat_msg *in, moat_frame_in **ret)
+static int chan_call(proc_backend *b, proc_chan *ch, uint64_t selector, const moat_msg *in,
+                     moat_frame_in **ret)
 {
 	moat_frame call;
 	uint64_t seq = ++ch->seq;
@@ -688,7 +699,8 @@ static int proc_call(moat_backend *base, uint64_t selector, const moat_msg *in, 
 			moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
 		}
 	} else if (rc < 0) {
-		moat__error_from_enclave(rc, selector, ret->enclave_code, *ret->message ? ret->message : NULL);
+		moat__error_from_enclave(rc, selector, ret->enclave_code,
+		                         *ret->message ? ret->message : NULL);
 	}
 	moat__frame_in_free(ret);
 	return rc;
@@ -724,9 +736,9 @@ static void warn_namespaces(const moat_proc_note *hello)
 	if ((hello->isolation & all) == all || atomic_flag_test_and_set(&ns_warned))
 		return;
 	fprintf(stderr,
-		"moat: proc: this system does not allow new user/mount/network namespaces (%s); enclaves run "
-		"without the ones missing (isolation 0x%x)\n",
-		strerror(hello->ns_errno), hello->isolation);
+	        "moat: proc: this system does not allow new user/mount/network namespaces (%s); enclaves run "
+	        "without the ones missing (isolation 0x%x)\n",
+	        strerror(hello->ns_errno), hello->isolation);
 }
 
 static int proc_open(moat_backend **out, const moat_backend_params *params)
@@ -744,7 +756,8 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 
 	*out = NULL;
 	if (o->flags & MOAT_LOAD_BY_NAME)
-		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "MOAT_LOAD_BY_NAME needs a remote backend");
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                      "MOAT_LOAD_BY_NAME needs a remote backend");
 	b = calloc(1, sizeof(*b));
 	if (!b || !(b->path = strdup(params->path))) {
 		free(b);
@@ -769,19 +782,21 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 	if ((rc = start_runner(b, runner)) < 0)
 		goto fail;
 	if (!read_note(b, &hello, START_TIMEOUT_MS) || hello.kind != MOAT_PROC_NOTE_HELLO) {
-		int exec_errno = hello.magic == MOAT_PROC_NOTE_MAGIC && hello.kind == MOAT_PROC_NOTE_EXEC_FAILED
-					 ? hello.value
-					 : 0;
+		int exec_errno =
+		    hello.magic == MOAT_PROC_NOTE_MAGIC && hello.kind == MOAT_PROC_NOTE_EXEC_FAILED
+		        ? hello.value
+		        : 0;
 
 		proc_lost(b, LOST_GONE, 0);
-		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: %s did not start: %s", runner,
-				    exec_errno ? strerror(exec_errno) : b->death);
+		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: %s did not start: %s",
+		                    runner, exec_errno ? strerror(exec_errno) : b->death);
 		goto fail;
 	}
 	if (!(hello.isolation & MOAT_ISOLATION_SECCOMP)) {
-		rc = moat_error_set(MOAT_ESANDBOX, MOAT_ORIGIN_API,
-				    "proc: the runner could not install its seccomp filter (%s); nothing was loaded",
-				    strerror(hello.value));
+		rc = moat_error_set(
+		    MOAT_ESANDBOX, MOAT_ORIGIN_API,
+		    "proc: the runner could not install its seccomp filter (%s); nothing was loaded",
+		    strerror(hello.value));
 		goto fail;
 	}
 	warn_namespaces(&hello);
@@ -791,10 +806,11 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 		rc = moat_error_last()->code;
 		goto fail;
 	}
-	if ((rc = moat_msg_new(&load)) < 0 || (rc = moat_msg_push_borrowed(load, params->path, strlen(params->path))) < 0 ||
+	if ((rc = moat_msg_new(&load)) < 0 ||
+	    (rc = moat_msg_push_borrowed(load, params->path, strlen(params->path))) < 0 ||
 	    (rc = moat_msg_push_borrowed(load, bytes, len)) < 0 ||
 	    (rc = moat_msg_push_borrowed(load, o->expected_measurement,
-					 o->expected_measurement ? MOAT_MEASUREMENT_LEN : 0)) < 0 ||
+	                                 o->expected_measurement ? MOAT_MEASUREMENT_LEN : 0)) < 0 ||
 	    (rc = moat_msg_push_borrowed(load, o->config, o->config_len)) < 0) {
 		rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 		goto fail;
@@ -802,7 +818,8 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 	if ((rc = chan_call(b, ch, MOAT_PROC_SELECTOR_LOAD, load, &ret)) < 0)
 		goto fail;
 	if ((rc = ret->code) < 0) {
-		moat_error_set(rc, ret->origin ? (moat_origin)ret->origin : MOAT_ORIGIN_ENCLAVE, "%s", ret->message);
+		moat_error_set(rc, ret->origin ? (moat_origin)ret->origin : MOAT_ORIGIN_ENCLAVE, "%s",
+		               ret->message);
 		goto fail;
 	}
 	moat__frame_in_free(ret);
@@ -835,10 +852,10 @@ static void proc_close(moat_backend *base)
 }
 
 const moat_backend_vtable moat__backend_proc = {
-	MOAT_BACKEND_VERSION,
-	"proc",
-	MOAT_BACKEND_CAP_ISOLATED | MOAT_BACKEND_CAP_TIMEOUT | MOAT_BACKEND_CAP_CRASH,
-	proc_open,
-	proc_call,
-	proc_close,
+    MOAT_BACKEND_VERSION,
+    "proc",
+    MOAT_BACKEND_CAP_ISOLATED | MOAT_BACKEND_CAP_TIMEOUT | MOAT_BACKEND_CAP_CRASH,
+    proc_open,
+    proc_call,
+    proc_close,
 };

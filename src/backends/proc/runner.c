@@ -52,8 +52,8 @@ __attribute__((visibility("default"))) const char *__ubsan_default_options(void)
 }
 #endif
 
-static int reply(channel *ch, uint64_t seq, int code, moat_origin origin, int64_t enclave_code, const char *message,
-		 const moat_msg *items)
+static int reply(channel *ch, uint64_t seq, int code, moat_origin origin, int64_t enclave_code,
+                 const char *message, const moat_msg *items)
 {
 	moat_frame f;
 
@@ -139,7 +139,8 @@ static void serve(channel *ch, moat_frame_in *f)
 	moat__msg_release(&out);
 }
 
-/* The enclave's exit calls: a Call to the host on this thread's channel, serving nested Calls until its Return. */
+/* The enclave's exit calls: a Call to the host on this thread's channel, serving nested Calls until its
+ * Return. */
 static int runner_exit_call(void *ctx, uint64_t selector, const moat_msg *in, moat_msg *out)
 {
 	channel *ch = current;
@@ -237,7 +238,8 @@ static int receive_channel(int ctl)
 	if (n <= 0)
 		return -1;
 	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+		    c->cmsg_len == CMSG_LEN(sizeof(int)))
 			memcpy(&fd, CMSG_DATA(c), sizeof(int));
 	return fd < 0 ? -2 : fd;
 }
@@ -256,7 +258,8 @@ int main(int argc, char **argv)
 
 	if (argc != 5 || strcmp(argv[1], "--moat-proc") != 0 || strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 ||
 	    strcmp(argv[3], "--parent") != 0) {
-		fprintf(stderr, "moat-enclave-host: started by libmoat only (protocol %s)\n", MOAT_PROC_PROTOCOL);
+		fprintf(stderr, "moat-enclave-host: started by libmoat only (protocol %s)\n",
+		        MOAT_PROC_PROTOCOL);
 		return 2;
 	}
 	parent = strtol(argv[4], &end, 10);

@@ -34,10 +34,11 @@
 #include "backends/proc/runner.h"
 
 #if defined(__x86_64__)
-#define REG_ARG(uc, i)                                                                                    \
-	((i) == 0 ? (uc)->uc_mcontext.gregs[REG_RDI]                                                      \
-		  : (i) == 1 ? (uc)->uc_mcontext.gregs[REG_RSI]                                           \
-			     : (i) == 2 ? (uc)->uc_mcontext.gregs[REG_RDX] : (uc)->uc_mcontext.gregs[REG_R10])
+#define REG_ARG(uc, i)                                 \
+	((i) == 0   ? (uc)->uc_mcontext.gregs[REG_RDI] \
+	 : (i) == 1 ? (uc)->uc_mcontext.gregs[REG_RSI] \
+	 : (i) == 2 ? (uc)->uc_mcontext.gregs[REG_RDX] \
+	            : (uc)->uc_mcontext.gregs[REG_R10])
 #define REG_RESULT(uc) ((uc)->uc_mcontext.gregs[REG_RAX])
 #elif defined(__aarch64__)
 #define REG_ARG(uc, i) ((uc)->uc_mcontext.regs[(i)])
@@ -82,11 +83,11 @@ static int self_fd_path(const char *p)
  * which glibc handles with a default, instead of stopping the enclave.
  */
 static const char *const libc_probes[] = {
-	"/proc/sys/vm/overcommit_memory",
-	"/sys/devices/system/cpu/online",
-	"/sys/devices/system/cpu/possible",
-	"/sys/devices/system/cpu",
-	"/proc/stat",
+    "/proc/sys/vm/overcommit_memory",
+    "/sys/devices/system/cpu/online",
+    "/sys/devices/system/cpu/possible",
+    "/sys/devices/system/cpu",
+    "/proc/stat",
 };
 
 static int same(const char *a, const char *b)
@@ -251,7 +252,7 @@ static int install_filter(void)
 	ALLOW(madvise);
 	/* Threads: only threads of this process, never a new process. */
 	rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
-			       SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+	                       SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
 	/* clone3 passes its flags in memory the filter cannot read: glibc falls back to clone. */
 	rc |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
 	ALLOW(futex);
@@ -275,8 +276,10 @@ static int install_filter(void)
 	ALLOW(rt_sigreturn);
 	ALLOW(sigaltstack);
 	ALLOW(restart_syscall);
-	rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)self));
-	rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)self));
+	rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
+	                       SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)self));
+	rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1,
+	                       SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)self));
 	/* Harmless questions about this process. */
 	ALLOW(getpid);
 	ALLOW(gettid);

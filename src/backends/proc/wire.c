@@ -67,7 +67,8 @@ static int wire_wait(int fd, int64_t deadline_ns)
 
 		if (left <= 0)
 			return MOAT_ETIMEDOUT;
-		r = poll(&p, 1, (int)((left + 999999) / 1000000 > 1000000 ? 1000000 : (left + 999999) / 1000000));
+		r = poll(&p, 1,
+		         (int)((left + 999999) / 1000000 > 1000000 ? 1000000 : (left + 999999) / 1000000));
 		if (r > 0)
 			return 0;
 		if (r < 0 && errno != EINTR)
@@ -82,8 +83,8 @@ int moat__proc_wire_recv(moat_proc_wire *w, moat_frame_in **out, int64_t deadlin
 		ssize_t k;
 
 		if (w->have >= 4) {
-			uint32_t n = (uint32_t)w->buf[0] | (uint32_t)w->buf[1] << 8 | (uint32_t)w->buf[2] << 16 |
-				     (uint32_t)w->buf[3] << 24;
+			uint32_t n = (uint32_t)w->buf[0] | (uint32_t)w->buf[1] << 8 |
+			             (uint32_t)w->buf[2] << 16 | (uint32_t)w->buf[3] << 24;
 			int rc;
 
 			if (n > MOAT_PROC_FRAME_MAX)

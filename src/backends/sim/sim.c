@@ -61,8 +61,8 @@ static int sim_open(moat_backend **out, const moat_backend_params *params)
 	s->runtime.exit_call = sim_exit_call;
 	rc = s->image->entry->start(&s->runtime, o->config, o->config_len);
 	if (rc != 0) {
-		rc = moat_error_set(MOAT_EINIT, MOAT_ORIGIN_ENCLAVE, "%s: the enclave's init function failed (%d)",
-				    params->path, rc);
+		rc = moat_error_set(MOAT_EINIT, MOAT_ORIGIN_ENCLAVE,
+		                    "%s: the enclave's init function failed (%d)", params->path, rc);
 		goto fail;
 	}
 	*out = &s->parent;
@@ -94,5 +94,5 @@ static void sim_destroy(moat_backend *b)
 }
 
 const moat_backend_vtable moat__backend_sim = {
-	MOAT_BACKEND_VERSION, "sim", 0, sim_open, sim_call, sim_destroy,
+    MOAT_BACKEND_VERSION, "sim", 0, sim_open, sim_call, sim_destroy,
 };
