@@ -39,6 +39,9 @@ struct moat_msg {
 		NULL, 0, 0 \
 	}
 
+/* Append copies of every item of in (may be NULL) to out; on failure out is left as it was. */
+int moat__msg_append(moat_msg *out, const moat_msg *in);
+
 /* Free what a stack message holds (not the message itself). */
 void moat__msg_release(moat_msg *msg);
 

@@ -178,3 +178,16 @@ int moat_msg_item_strdup(const moat_msg *msg, size_t i, char **out)
 	*out = s;
 	return 0;
 }
+
+int moat__msg_append(moat_msg *out, const moat_msg *in)
+{
+	size_t i, had = out->count;
+	int rc = 0;
+
+	for (i = 0; in && i < in->count && rc == 0; i++)
+		rc = moat_msg_push(out, in->items[i].data, in->items[i].len);
+	/* All or nothing: a failed call leaves out as it was, on every backend. */
+	if (rc < 0)
+		moat__msg_truncate(out, had);
+	return rc;
+}

@@ -684,20 +684,8 @@ static int proc_call(moat_backend *base, uint64_t selector, const moat_msg *in, 
 		return rc;
 	rc = ret->code;
 	if (rc == 0 && out) {
-		size_t i, n = moat_msg_count(ret->items), had = moat_msg_count(out);
-
-		for (i = 0; i < n && rc == 0; i++) {
-			const void *data;
-			size_t len;
-
-			moat_msg_item(ret->items, i, &data, &len);
-			rc = moat_msg_push(out, data, len);
-		}
-		if (rc < 0) {
-			/* A failed call leaves out as it was, on every backend. */
-			moat__msg_truncate(out, had);
+		if ((rc = moat__msg_append(out, ret->items)) < 0)
 			moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
-		}
 	} else if (rc < 0) {
 		moat__error_from_enclave(rc, selector, ret->enclave_code,
 		                         *ret->message ? ret->message : NULL);

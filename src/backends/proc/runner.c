@@ -172,20 +172,9 @@ static int runner_exit_call(void *ctx, uint64_t selector, const moat_msg *in, mo
 		if (f->seq != seq)
 			_exit(0); /* out of order: the host broke the protocol */
 		rc = f->code;
-		if (rc == 0 && out) {
-			size_t i, n = moat_msg_count(f->items), had = moat_msg_count(out);
-
-			for (i = 0; i < n && rc == 0; i++) {
-				const void *data;
-				size_t len;
-
-				moat_msg_item(f->items, i, &data, &len);
-				rc = moat_msg_push(out, data, len);
-			}
-			/* A failed exit call leaves out as it was, as on sim. */
-			if (rc < 0)
-				moat__msg_truncate(out, had);
-		}
+		/* A failed exit call leaves out as it was, as on sim. */
+		if (rc == 0 && out)
+			rc = moat__msg_append(out, f->items);
 		moat__frame_in_free(f);
 		return rc;
 	}
