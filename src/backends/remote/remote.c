@@ -50,6 +50,9 @@ struct host_thread {
 	stream *streams;
 };
 
+/* Connections per session: host threads beyond this many share them. */
+#define REMOTE_POOL 8
+
 struct remote_backend {
 	moat_backend parent;
 	uint64_t serial;
@@ -58,6 +61,16 @@ struct remote_backend {
 	char where[320]; /* what to name in messages: the URI */
 	int tls;
 	moat_rpc_channel *ch;
+	/*
+	 * Extra connections for host threads after the first: with every
+	 * stream on one HTTP/2 connection, one thread reads all their frames
+	 * and hands each to its thread (see moat__rpc_init: this pays only
+	 * with gRPC's "poll" poller). gRPC connects a channel only when it is
+	 * first used, so unused ones cost nothing; one thread keeps one
+	 * connection.
+	 */
+	moat_rpc_channel *pool[REMOTE_POOL - 1];
+	atomic_uint n_attach;
 	const char *md[7];
 	char session_id[64];
 	char token_hex[65];
@@ -230,7 +243,12 @@ static int stream_open(stream **out, remote_backend *r)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	s->owner = r;
 	s->serial = r->serial;
-	if ((rc = moat__rpc_stream_open(&s->call, r->ch, "/moat.v1.Target/Attach", r->md)) < 0) {
+	{
+		unsigned int k = atomic_fetch_add(&r->n_attach, 1) % REMOTE_POOL;
+
+		rc = moat__rpc_stream_open(&s->call, k ? r->pool[k - 1] : r->ch, "/moat.v1.Target/Attach", r->md);
+	}
+	if (rc < 0) {
 		free(s);
 		return rc;
 	}
@@ -706,6 +724,13 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	co.max_receive_bytes = -1;
 	if ((rc = moat__rpc_channel_open(&r->ch, &co)) < 0)
 		goto fail;
+	{
+		size_t i;
+
+		for (i = 0; i < REMOTE_POOL - 1; i++)
+			if ((rc = moat__rpc_channel_open(&r->pool[i], &co)) < 0)
+				goto fail;
+	}
 	if ((rc = load(r, params)) < 0)
 		goto fail;
 
@@ -815,6 +840,12 @@ static void remote_close(moat_backend *b)
 	}
 	moat__rpc_call_free(r->lease);
 	moat__rpc_channel_close(r->ch);
+	{
+		size_t i;
+
+		for (i = 0; i < REMOTE_POOL - 1; i++)
+			moat__rpc_channel_close(r->pool[i]);
+	}
 	if (r->rpc_inited)
 		moat__rpc_shutdown();
 	if (r->has_local)
