@@ -45,8 +45,8 @@ int raw_helper_tcp(void);
 /* gRPC core baselines, each against a helper server process. */
 typedef struct grpc_base grpc_base;
 enum grpc_base_kind {
-	GRPC_BASE_BIDI = 0,  /* one bidi stream, one message each way per round trip */
-	GRPC_BASE_ASYLO = 1, /* Asylo's RemoteBackend: request RPC + reply RPC, each acknowledged */
+	GRPC_BASE_BIDI = 0,          /* one bidi stream, one message each way per round trip */
+	GRPC_BASE_ASYLO = 1,         /* Asylo's RemoteBackend: request RPC + reply RPC, each acknowledged */
 	GRPC_BASE_BIDI_THREADED = 2, /* bidi, server in moatd's shape: accept thread + thread per stream */
 };
 /* tls_dir: NULL for insecure, else a directory with ca.pem, server/client .pem/.key (mTLS). */

@@ -24,9 +24,9 @@
 
 #include "bench.h"
 
-#define METHOD_STREAM "/bench.Echo/Stream"
+#define METHOD_STREAM  "/bench.Echo/Stream"
 #define METHOD_REQUEST "/bench.Asylo/Request"
-#define METHOD_REPLY "/bench.Asylo/Reply"
+#define METHOD_REPLY   "/bench.Asylo/Reply"
 
 /* ---- TLS material (mTLS: both sides present certificates from one throwaway CA) ---- */
 
@@ -72,7 +72,7 @@ static grpc_server_credentials *server_creds(const char *tls_dir)
 		pair.cert_chain = cert;
 		cfg = grpc_ssl_server_certificate_config_create(ca, &pair, 1);
 		opts = grpc_ssl_server_credentials_create_options_using_config(
-			GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, cfg);
+		    GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, cfg);
 		creds = grpc_ssl_server_credentials_create_with_options(opts);
 	}
 	free(ca);
@@ -120,13 +120,13 @@ static size_t buffer_len(grpc_byte_buffer *bb)
 /* ---- server side (helper process) ---- */
 
 enum srv_op {
-	SRV_NEW,      /* request_call matched a new call */
-	SRV_RECV,     /* stream: a message (or the end) arrived */
-	SRV_SEND,     /* stream: our echo went out */
-	SRV_CLOSE,    /* stream: RECV_CLOSE_ON_SERVER */
-	SRV_UREQ,     /* unary request: its message arrived */
-	SRV_DONE,     /* unary request or unknown method: ack and status sent */
-	SRV_REPLY,    /* our reply RPC to the host finished */
+	SRV_NEW,   /* request_call matched a new call */
+	SRV_RECV,  /* stream: a message (or the end) arrived */
+	SRV_SEND,  /* stream: our echo went out */
+	SRV_CLOSE, /* stream: RECV_CLOSE_ON_SERVER */
+	SRV_UREQ,  /* unary request: its message arrived */
+	SRV_DONE,  /* unary request or unknown method: ack and status sent */
+	SRV_REPLY, /* our reply RPC to the host finished */
 };
 
 typedef struct srv_call srv_call;
@@ -214,7 +214,8 @@ static void srv_start(srv_call *c, const grpc_op *ops, size_t n, srv_tag *tag)
 
 	c->pending++;
 	if ((err = grpc_call_start_batch(c->call, ops, n, tag, NULL)) != GRPC_CALL_OK) {
-		fprintf(stderr, "moat-bench grpc helper: start_batch failed (%d, op %d)\n", (int)err, (int)tag->op);
+		fprintf(stderr, "moat-bench grpc helper: start_batch failed (%d, op %d)\n", (int)err,
+		        (int)tag->op);
 		abort();
 	}
 }
@@ -280,8 +281,8 @@ static void srv_on_unary_request(srv_state *s, srv_call *c)
 	srv_status(c, GRPC_STATUS_OK, ack);
 	c->sending = ack;
 	c->reply = grpc_channel_create_call(s->reply_channel, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq,
-					    grpc_slice_from_static_string(METHOD_REPLY), NULL,
-					    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	                                    grpc_slice_from_static_string(METHOD_REPLY), NULL,
+	                                    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
 	ops[1].data.send_message.send_message = c->recv; /* the echo: the request's payload */
@@ -385,7 +386,8 @@ static int grpc_base_helper_threaded(grpc_server *server, grpc_completion_queue 
 	for (;;) {
 		/* Like moatd's accept loop: wake up now and then even when nothing arrives. */
 		grpc_event ev = grpc_completion_queue_next(
-			cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN)), NULL);
+		    cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN)),
+		    NULL);
 		pthread_t t;
 
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
@@ -489,8 +491,7 @@ int grpc_base_helper(const char *tls_dir, const char *reply_target, int threaded
 			break;
 		case SRV_CLOSE:
 		case SRV_DONE:
-		case SRV_REPLY:
-			break;
+		case SRV_REPLY: break;
 		}
 		srv_call_release(c);
 	}
@@ -526,15 +527,16 @@ enum { TAG_START = 1, TAG_STATUS, TAG_MSG, TAG_CLOSE, TAG_A, TAG_B_NEW, TAG_B_RE
 static int wait_tag(grpc_completion_queue *cq, intptr_t tag, int seconds)
 {
 	grpc_event ev = grpc_completion_queue_next(
-		cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_seconds(seconds, GPR_TIMESPAN)), NULL);
+	    cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_seconds(seconds, GPR_TIMESPAN)),
+	    NULL);
 
 	if (ev.type != GRPC_OP_COMPLETE) {
 		bench_fail("gRPC: no completion within %d s", seconds);
 		return -1;
 	}
 	if ((intptr_t)ev.tag != tag || !ev.success) {
-		bench_fail("gRPC: operation %ld failed (got tag %ld, success %d)", (long)tag, (long)(intptr_t)ev.tag,
-			   ev.success);
+		bench_fail("gRPC: operation %ld failed (got tag %ld, success %d)", (long)tag,
+		           (long)(intptr_t)ev.tag, ev.success);
 		return -1;
 	}
 	return 0;
@@ -545,8 +547,8 @@ static int bidi_open(grpc_base *g)
 	grpc_op ops[1] = {{0}};
 
 	g->call = grpc_channel_create_call(g->channel, NULL, GRPC_PROPAGATE_DEFAULTS, g->cq,
-					   grpc_slice_from_static_string(METHOD_STREAM), NULL,
-					   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	                                   grpc_slice_from_static_string(METHOD_STREAM), NULL,
+	                                   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
 	ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
 	if (grpc_call_start_batch(g->call, ops, 1, (void *)TAG_START, NULL) != GRPC_CALL_OK ||
@@ -602,7 +604,7 @@ static int asylo_arm(grpc_base *g)
 	grpc_metadata_array_init(&g->srv_md);
 	g->srv_call = NULL;
 	if (grpc_server_request_call(g->server, &g->srv_call, &g->srv_details, &g->srv_md, g->cq, g->cq,
-				     (void *)TAG_B_NEW) != GRPC_CALL_OK) {
+	                             (void *)TAG_B_NEW) != GRPC_CALL_OK) {
 		bench_fail("gRPC: request_call failed");
 		return -1;
 	}
@@ -614,7 +616,7 @@ static int asylo_arm(grpc_base *g)
 static int asylo_op(grpc_base *g)
 {
 	grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&g->payload, 1), *ack = NULL, *reply = NULL,
-			 *reply_ack = NULL;
+	                 *reply_ack = NULL;
 	grpc_metadata_array md, trailers;
 	grpc_status_code status = GRPC_STATUS_UNKNOWN;
 	grpc_slice details = grpc_empty_slice();
@@ -627,8 +629,8 @@ static int asylo_op(grpc_base *g)
 	if (asylo_arm(g) < 0)
 		goto out;
 	a = grpc_channel_create_call(g->channel, NULL, GRPC_PROPAGATE_DEFAULTS, g->cq,
-				     grpc_slice_from_static_string(METHOD_REQUEST), NULL,
-				     gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	                             grpc_slice_from_static_string(METHOD_REQUEST), NULL,
+	                             gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
 	ops[1].data.send_message.send_message = send;
@@ -648,8 +650,9 @@ static int asylo_op(grpc_base *g)
 	}
 	while (!a_done || !b_done) {
 		grpc_event ev = grpc_completion_queue_next(
-			g->cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_seconds(30, GPR_TIMESPAN)),
-			NULL);
+		    g->cq,
+		    gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_seconds(30, GPR_TIMESPAN)),
+		    NULL);
 
 		if (ev.type != GRPC_OP_COMPLETE) {
 			bench_fail("gRPC asylo: no completion within 30 s");
@@ -674,7 +677,8 @@ static int asylo_op(grpc_base *g)
 			ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
 			ops[1].op = GRPC_OP_RECV_MESSAGE;
 			ops[1].data.recv_message.recv_message = &reply;
-			if (grpc_call_start_batch(g->srv_call, ops, 2, (void *)TAG_B_RECV, NULL) != GRPC_CALL_OK)
+			if (grpc_call_start_batch(g->srv_call, ops, 2, (void *)TAG_B_RECV, NULL) !=
+			    GRPC_CALL_OK)
 				goto out;
 			break;
 		case TAG_B_RECV: {
@@ -692,7 +696,8 @@ static int asylo_op(grpc_base *g)
 			ops[1].data.send_status_from_server.status = GRPC_STATUS_OK;
 			ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
 			ops[2].data.recv_close_on_server.cancelled = &cancelled;
-			if (grpc_call_start_batch(g->srv_call, ops, 3, (void *)TAG_B_ACK, NULL) != GRPC_CALL_OK)
+			if (grpc_call_start_batch(g->srv_call, ops, 3, (void *)TAG_B_ACK, NULL) !=
+			    GRPC_CALL_OK)
 				goto out;
 			break;
 		}
@@ -701,9 +706,7 @@ static int asylo_op(grpc_base *g)
 			g->srv_call = NULL;
 			b_done = 1;
 			break;
-		default:
-			bench_fail("gRPC asylo: unexpected completion");
-			goto out;
+		default: bench_fail("gRPC asylo: unexpected completion"); goto out;
 		}
 	}
 	rc = 0;

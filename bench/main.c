@@ -97,7 +97,7 @@ static row rows[MAX_ROWS];
 static size_t nrows;
 
 static row *row_add(const char *group, enum row_kind kind, size_t size_idx, const char *base_fmt,
-		    const char *id_fmt, const char *label)
+                    const char *id_fmt, const char *label)
 {
 	row *r = &rows[nrows++];
 	const char *sn = size_idx < NSIZES ? size_names[size_idx] : "";
@@ -136,7 +136,7 @@ static void row_na(row *r, const char *what, const char *why)
 	r->state = ROW_NA;
 	/* what is "failed" or an opening "n/a (reason", which this closes. */
 	snprintf(r->note, sizeof(r->note), "%s: %.200s%s", what, why && why[0] ? why : "unknown",
-		 strncmp(what, "n/a (", 5) == 0 ? ")" : "");
+	         strncmp(what, "n/a (", 5) == 0 ? ")" : "");
 }
 
 /* Mark every still-pending row of a group whose id starts with prefix as not available. */
@@ -154,47 +154,51 @@ static void plan_rows(void)
 {
 	size_t s, t;
 	static const char *const remotes[][3] = {
-		{"grpc_sim", "base.grpc_bidi.%s", "grpc:// to moatd --backend sim"},
-		{"grpc", "base.grpc_bidi.%s", "grpc:// to moatd (default backend)"},
-		{"grpcs", "base.grpc_bidi_mtls.%s", "grpcs:// mTLS to moatd (default backend)"},
-		{"local", "base.grpc_bidi.%s", "local (private moatd, unix socket)"}};
+	    {"grpc_sim", "base.grpc_bidi.%s", "grpc:// to moatd --backend sim"},
+	    {"grpc", "base.grpc_bidi.%s", "grpc:// to moatd (default backend)"},
+	    {"grpcs", "base.grpc_bidi_mtls.%s", "grpcs:// mTLS to moatd (default backend)"},
+	    {"local", "base.grpc_bidi.%s", "local (private moatd, unix socket)"}};
 	char id[48], label[96];
 
 	for (s = 0; s < NSIZES; s++)
-		row_add("sim", ROW_LAT, s, NULL, "sim.fnptr.%s", "baseline: direct call through a function pointer");
+		row_add("sim", ROW_LAT, s, NULL, "sim.fnptr.%s",
+		        "baseline: direct call through a function pointer");
 	for (s = 0; s < NSIZES; s++)
 		row_add("sim", ROW_LAT, s, "sim.fnptr.%s", "sim.call.%s",
-			s == 0 ? "sim: empty entry call" : "sim: entry call, echo");
+		        s == 0 ? "sim: empty entry call" : "sim: entry call, echo");
 	for (s = 0; s < NSIZES; s++)
 		row_add("sim", ROW_LAT, s, "sim.fnptr.%s", "sim.exit.%s", "sim: entry call + one exit call");
 
 	for (s = 0; s < NSIZES; s++)
-		row_add("proc", ROW_LAT, s, NULL, "proc.socketpair.%s", "baseline: socketpair ping-pong, 2 processes");
+		row_add("proc", ROW_LAT, s, NULL, "proc.socketpair.%s",
+		        "baseline: socketpair ping-pong, 2 processes");
 	for (s = 0; s < NSIZES; s++)
 		row_add("proc", ROW_LAT, s, "proc.socketpair.%s", "proc.call.%s",
-			s == 0 ? "proc: empty entry call" : "proc: entry call, echo");
+		        s == 0 ? "proc: empty entry call" : "proc: entry call, echo");
 	for (s = 0; s < NSIZES; s++)
-		row_add("proc", ROW_LAT, s, "proc.socketpair.%s", "proc.exit.%s", "proc: entry call + one exit call");
+		row_add("proc", ROW_LAT, s, "proc.socketpair.%s", "proc.exit.%s",
+		        "proc: entry call + one exit call");
 
 	for (s = 0; s < NSIZES; s++)
-		row_add("remote", ROW_LAT, s, NULL, "base.tcp.%s", "baseline: raw TCP ping-pong, TCP_NODELAY");
+		row_add("remote", ROW_LAT, s, NULL, "base.tcp.%s",
+		        "baseline: raw TCP ping-pong, TCP_NODELAY");
 	for (s = 0; s < NSIZES; s++)
 		row_add("remote", ROW_LAT, s, "base.tcp.%s", "base.grpc_bidi.%s",
-			"baseline: gRPC core bidi stream ping-pong, TCP");
+		        "baseline: gRPC core bidi stream ping-pong, TCP");
 	for (s = 0; s < NSIZES; s++)
 		row_add("remote", ROW_LAT, s, "base.tcp.%s", "base.grpc_bidi_mtls.%s",
-			"baseline: gRPC core bidi stream ping-pong, mTLS");
+		        "baseline: gRPC core bidi stream ping-pong, mTLS");
 	for (s = 0; s < NSIZES; s++)
 		row_add("remote", ROW_LAT, s, "base.grpc_bidi.%s", "base.grpc_bidi_thr.%s",
-			"baseline: gRPC bidi, server shaped like moatd (accept thread + thread per stream)");
+		        "baseline: gRPC bidi, server shaped like moatd (accept thread + thread per stream)");
 	for (s = 0; s < NSIZES; s++)
 		row_add("remote", ROW_LAT, s, "base.tcp.%s", "base.asylo_2rpc.%s",
-			"baseline: Asylo RemoteBackend pattern, 2 unary RPCs, TCP");
+		        "baseline: Asylo RemoteBackend pattern, 2 unary RPCs, TCP");
 	for (t = 0; t < sizeof(remotes) / sizeof(remotes[0]); t++) {
 		for (s = 0; s < NSIZES; s++) {
 			snprintf(id, sizeof(id), "%s.call.%%s", remotes[t][0]);
 			snprintf(label, sizeof(label), "%s: %s", remotes[t][2],
-				 s == 0 ? "empty entry call" : "entry call, echo");
+			         s == 0 ? "empty entry call" : "entry call, echo");
 			row_add("remote", ROW_LAT, s, remotes[t][1], id, label);
 		}
 		for (s = 0; s < NSIZES; s++) {
@@ -206,29 +210,30 @@ static void plan_rows(void)
 
 	for (t = 0; t < NTHREADS; t++) {
 		snprintf(id, sizeof(id), "conc.grpc.t%d", thread_counts[t]);
-		snprintf(label, sizeof(label), "grpc:// moatd --backend sim: %d host thread%s, empty calls, one enclave",
-			 thread_counts[t],
-			 thread_counts[t] > 1 ? "s" : "");
+		snprintf(label, sizeof(label),
+		         "grpc:// moatd --backend sim: %d host thread%s, empty calls, one enclave",
+		         thread_counts[t], thread_counts[t] > 1 ? "s" : "");
 		row_add("concurrency", ROW_RATE, NSIZES, "conc.grpc.t1", id, label);
 	}
 
 	row_add("setup", ROW_LAT, NSIZES, NULL, "setup.sim", "sim: load + first call + destroy");
 	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.proc", "proc: load + first call + destroy");
 	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.local",
-		"local: load (starts moatd) + first call + destroy");
+	        "local: load (starts moatd) + first call + destroy");
 	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.grpc",
-		"grpc:// (moatd default backend): load + first call + destroy");
+	        "grpc:// (moatd default backend): load + first call + destroy");
 	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.grpcs",
-		"grpcs:// mTLS (moatd default backend): load + first call + destroy");
+	        "grpcs:// mTLS (moatd default backend): load + first call + destroy");
 
-	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.0", "moatd VmRSS, 0 sessions (sessions in-process, --backend sim)");
+	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.0",
+	        "moatd VmRSS, 0 sessions (sessions in-process, --backend sim)");
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.1", "moatd VmRSS, 1 idle session");
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.100", "moatd VmRSS, 100 idle sessions");
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.per_session", "moatd: VmRSS per idle session");
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd_proc.per_session",
-		"moatd --backend proc: its own VmRSS per idle session");
+	        "moatd --backend proc: its own VmRSS per idle session");
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd_proc.child_rss",
-		"moatd --backend proc: enclave host process VmRSS per idle session");
+	        "moatd --backend proc: enclave host process VmRSS per idle session");
 }
 
 /* ---- timing ---- */
@@ -252,7 +257,7 @@ typedef struct lane {
 	void *ctx;
 	int live;
 	size_t batch, n, max;
-	double *s;       /* per-call time of each sample, ns */
+	double *s;        /* per-call time of each sample, ns */
 	uint64_t ops, ns; /* calls made and time spent making them while timing */
 } lane;
 
@@ -513,8 +518,8 @@ static int moat_rows_open(moat_rows *m, const char *prefix, const char *uri)
 		rows_na(fmt, "n/a (backend not available", bench_error);
 		return -1;
 	}
-	if (moat_msg_new(&m->call.in) < 0 || moat_msg_new(&m->call.out) < 0 || moat_msg_new(&m->exit.in) < 0 ||
-	    moat_msg_new(&m->exit.out) < 0) {
+	if (moat_msg_new(&m->call.in) < 0 || moat_msg_new(&m->call.out) < 0 ||
+	    moat_msg_new(&m->exit.in) < 0 || moat_msg_new(&m->exit.out) < 0) {
 		snprintf(fmt, sizeof(fmt), "%s.", prefix);
 		rows_na(fmt, "failed", "out of memory");
 		moat_rows_close(m);
@@ -632,7 +637,8 @@ static void moatd_stop(moatd *d)
 	}
 }
 
-/* Start moatd on 127.0.0.1:0 (mTLS when tls; backend NULL: its default), wait for its ready file and read the address from it. */
+/* Start moatd on 127.0.0.1:0 (mTLS when tls; backend NULL: its default), wait for its ready file and read the
+ * address from it. */
 static int moatd_start(moatd *d, int tls, const char *backend)
 {
 	char exe[512], ready[128], state[128], logpath[128], tls_args[4][300];
@@ -721,7 +727,7 @@ static int moatd_start(moatd *d, int tls, const char *backend)
 			last[strcspn(last, "\n")] = '\0';
 			d->pid = -1;
 			bench_fail("moatd exited at start (status %d): %s",
-				   WIFEXITED(status) ? WEXITSTATUS(status) : -1, last);
+			           WIFEXITED(status) ? WEXITSTATUS(status) : -1, last);
 			moatd_stop(d);
 			return -1;
 		}
@@ -788,7 +794,8 @@ static void certs_make(void)
 {
 	char dir[] = "/tmp/moat-bench-tls-XXXXXX";
 	char p[8][300];
-	static const char *names[] = {"ca.key", "ca.pem", "server.key", "server.pem", "client.key", "client.pem"};
+	static const char *names[] = {"ca.key",     "ca.pem",     "server.key",
+	                              "server.pem", "client.key", "client.pem"};
 	int i;
 
 	if (!mkdtemp(dir)) {
@@ -798,19 +805,60 @@ static void certs_make(void)
 	for (i = 0; i < 6; i++)
 		snprintf(p[i], sizeof(p[i]), "%s/%s", dir, names[i]);
 	{
-		const char *ca[] = {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-				    "-nodes", "-keyout", p[0], "-out", p[1], "-days", "2", "-subj", "/CN=moat-bench-ca",
-				    NULL};
-		const char *srv[] = {"req", "-x509", "-CA", p[1], "-CAkey", p[0], "-newkey", "ec", "-pkeyopt",
-				     "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", p[2], "-out", p[3], "-days",
-				     "2", "-subj", "/CN=localhost", "-addext",
-				     "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext",
-				     "basicConstraints=critical,CA:FALSE", NULL};
-		const char *cli[] = {"req", "-x509", "-CA", p[1], "-CAkey", p[0], "-newkey", "ec", "-pkeyopt",
-				     "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", p[4], "-out", p[5], "-days",
-				     "2", "-subj", "/CN=moat-bench-client", "-addext",
-				     "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=clientAuth",
-				     NULL};
+		const char *ca[] = {"req",    "-x509",    "-newkey",
+		                    "ec",     "-pkeyopt", "ec_paramgen_curve:prime256v1",
+		                    "-nodes", "-keyout",  p[0],
+		                    "-out",   p[1],       "-days",
+		                    "2",      "-subj",    "/CN=moat-bench-ca",
+		                    NULL};
+		const char *srv[] = {"req",
+		                     "-x509",
+		                     "-CA",
+		                     p[1],
+		                     "-CAkey",
+		                     p[0],
+		                     "-newkey",
+		                     "ec",
+		                     "-pkeyopt",
+		                     "ec_paramgen_curve:prime256v1",
+		                     "-nodes",
+		                     "-keyout",
+		                     p[2],
+		                     "-out",
+		                     p[3],
+		                     "-days",
+		                     "2",
+		                     "-subj",
+		                     "/CN=localhost",
+		                     "-addext",
+		                     "subjectAltName=DNS:localhost,IP:127.0.0.1",
+		                     "-addext",
+		                     "basicConstraints=critical,CA:FALSE",
+		                     NULL};
+		const char *cli[] = {"req",
+		                     "-x509",
+		                     "-CA",
+		                     p[1],
+		                     "-CAkey",
+		                     p[0],
+		                     "-newkey",
+		                     "ec",
+		                     "-pkeyopt",
+		                     "ec_paramgen_curve:prime256v1",
+		                     "-nodes",
+		                     "-keyout",
+		                     p[4],
+		                     "-out",
+		                     p[5],
+		                     "-days",
+		                     "2",
+		                     "-subj",
+		                     "/CN=moat-bench-client",
+		                     "-addext",
+		                     "basicConstraints=critical,CA:FALSE",
+		                     "-addext",
+		                     "extendedKeyUsage=clientAuth",
+		                     NULL};
 
 		if (run_openssl(ca) < 0 || run_openssl(srv) < 0 || run_openssl(cli) < 0) {
 			cfg.tls_problem = "the openssl CLI failed to make throwaway certificates";
@@ -825,8 +873,8 @@ static void certs_make(void)
 
 static void certs_remove(void)
 {
-	static const char *names[] = {"ca.key", "ca.pem", "server.key", "server.pem",
-				      "client.key", "client.pem", "ca.srl"};
+	static const char *names[] = {"ca.key",     "ca.pem",     "server.key", "server.pem",
+	                              "client.key", "client.pem", "ca.srl"};
 	char p[300];
 	size_t i;
 
@@ -848,10 +896,10 @@ static void run_remote(void)
 		const char *fmt;
 		int kind, tls;
 	} bases[] = {
-		{"base.grpc_bidi.%s", GRPC_BASE_BIDI, 0},
-		{"base.grpc_bidi_mtls.%s", GRPC_BASE_BIDI, 1},
-		{"base.grpc_bidi_thr.%s", GRPC_BASE_BIDI_THREADED, 0},
-		{"base.asylo_2rpc.%s", GRPC_BASE_ASYLO, 0},
+	    {"base.grpc_bidi.%s", GRPC_BASE_BIDI, 0},
+	    {"base.grpc_bidi_mtls.%s", GRPC_BASE_BIDI, 1},
+	    {"base.grpc_bidi_thr.%s", GRPC_BASE_BIDI_THREADED, 0},
+	    {"base.asylo_2rpc.%s", GRPC_BASE_ASYLO, 0},
 	};
 	enum { NB = sizeof(bases) / sizeof(bases[0]) };
 	static const struct {
@@ -898,7 +946,8 @@ static void run_remote(void)
 			bench_error[0] = '\0';
 			if (bases[i].tls && !cfg.tls_dir[0])
 				row_na(r, "n/a (no certificates", cfg.tls_problem);
-			else if (grpc_base_open(&g[i], bases[i].kind, sizes[s], bases[i].tls ? cfg.tls_dir : NULL) < 0)
+			else if (grpc_base_open(&g[i], bases[i].kind, sizes[s],
+			                        bases[i].tls ? cfg.tls_dir : NULL) < 0)
 				row_na(r, "failed", bench_error);
 			else if (lane_begin(&l[n], r, grpc_base_op, g[i]) == 0)
 				n++;
@@ -1040,7 +1089,9 @@ out:
 
 static void setup_one(const char *id, const char *uri)
 {
-	int reps = cfg.smoke ? 2 : strncmp(id, "setup.sim", 9) == 0 || strncmp(id, "setup.proc", 10) == 0 ? 40 : 15;
+	int reps = cfg.smoke                                                                ? 2
+	           : strncmp(id, "setup.sim", 9) == 0 || strncmp(id, "setup.proc", 10) == 0 ? 40
+	                                                                                    : 15;
 	double *tot = calloc((size_t)reps, sizeof(double)), *ld = calloc((size_t)reps, sizeof(double)),
 	       *fc = calloc((size_t)reps, sizeof(double)), *ds = calloc((size_t)reps, sizeof(double));
 	row *r = row_find("%s", id);
@@ -1084,8 +1135,8 @@ static void setup_one(const char *id, const char *uri)
 	r->cps = 1e6 / r->p50;
 	r->samples = (size_t)reps;
 	r->state = ROW_DONE;
-	snprintf(r->note, sizeof(r->note), "p50 load %.0f us, first call %.0f us, destroy %.0f us", ld[reps / 2],
-		 fc[reps / 2], ds[reps / 2]);
+	snprintf(r->note, sizeof(r->note), "p50 load %.0f us, first call %.0f us, destroy %.0f us",
+	         ld[reps / 2], fc[reps / 2], ds[reps / 2]);
 out:
 	free(tot);
 	free(ld);
@@ -1206,11 +1257,12 @@ static int memory_one(const char *backend, int nsess, long *rss0, long *rss1, lo
 	*rss0 = rss_kib(d.pid);
 	kids0 = children_rss_kib(d.pid, 0);
 	for (i = 0; i < nsess; i++) {
-		if (enclave_open(&e[i], uri) < 0 || moat_enclave_call(e[i], BENCH_SEL_EMPTY, NULL, NULL) < 0) {
+		if (enclave_open(&e[i], uri) < 0 ||
+		    moat_enclave_call(e[i], BENCH_SEL_EMPTY, NULL, NULL) < 0) {
 			char why[300];
 
 			snprintf(why, sizeof(why), "session %d: %.200s", i + 1,
-				 e[i] ? moat_error_last()->message : bench_error);
+			         e[i] ? moat_error_last()->message : bench_error);
 			bench_fail("%s", why);
 			goto out;
 		}
@@ -1251,7 +1303,7 @@ static void run_memory(void)
 		row_find("%s", "mem.moatd_proc.per_session")->kib = (double)(rssn - rss0) / NPROC;
 		row_find("%s", "mem.moatd_proc.child_rss")->kib = (double)kids / NPROC;
 		snprintf(row_find("%s", "mem.moatd_proc.child_rss")->note, sizeof(rows[0].note),
-			 "%d sessions, children total %ld KiB", NPROC, kids);
+		         "%d sessions, children total %ld KiB", NPROC, kids);
 	}
 	for (i = (int)nrows - 1; i >= 0; i--) {
 		if (strncmp(rows[i].id, "mem.", 4) == 0 && rows[i].state == ROW_PENDING)
@@ -1293,12 +1345,15 @@ typedef struct target {
 } target;
 
 static const target targets[] = {
-	{"sim empty call vs function pointer (p50)", "sim.call.0", "sim.fnptr.0", 0, 0, 3.0},
-	{"proc 64 B round trip vs raw socketpair ping-pong (p50)", "proc.call.64", "proc.socketpair.64", 0, 0, 1.3},
-	{"grpc:// (sim) 64 B call vs raw gRPC bidi ping-pong (p50)", "grpc_sim.call.64", "base.grpc_bidi.64", 0, 0, 1.15},
-	{"grpc:// (sim) 64 B call vs Asylo two-RPC pattern (p50)", "grpc_sim.call.64", "base.asylo_2rpc.64", 0, 0, 0.5},
-	{"grpc:// (sim) 1 MiB throughput vs raw TCP (calls/s)", "grpc_sim.call.1M", "base.tcp.1M", 1, 1, 0.5},
-	{"grpc:// (sim) 8 threads vs 1 thread (aggregate calls/s)", "conc.grpc.t8", "conc.grpc.t1", 1, 1, 1.6},
+    {"sim empty call vs function pointer (p50)", "sim.call.0", "sim.fnptr.0", 0, 0, 3.0},
+    {"proc 64 B round trip vs raw socketpair ping-pong (p50)", "proc.call.64", "proc.socketpair.64", 0, 0,
+     1.3},
+    {"grpc:// (sim) 64 B call vs raw gRPC bidi ping-pong (p50)", "grpc_sim.call.64", "base.grpc_bidi.64", 0,
+     0, 1.15},
+    {"grpc:// (sim) 64 B call vs Asylo two-RPC pattern (p50)", "grpc_sim.call.64", "base.asylo_2rpc.64", 0, 0,
+     0.5},
+    {"grpc:// (sim) 1 MiB throughput vs raw TCP (calls/s)", "grpc_sim.call.1M", "base.tcp.1M", 1, 1, 0.5},
+    {"grpc:// (sim) 8 threads vs 1 thread (aggregate calls/s)", "conc.grpc.t8", "conc.grpc.t1", 1, 1, 1.6},
 };
 #define NTARGETS (sizeof(targets) / sizeof(targets[0]))
 
@@ -1327,9 +1382,10 @@ static void print_table(FILE *f)
 	size_t i;
 
 	uname(&u);
-	fprintf(f, "moat-bench %s%s: %s %s, %ld CPUs online; p50/p99 in microseconds per call\n", moat_version(),
-		cfg.smoke ? " (SMOKE MODE: tiny iteration counts, numbers are meaningless)" : "", u.sysname,
-		u.release, sysconf(_SC_NPROCESSORS_ONLN));
+	fprintf(f, "moat-bench %s%s: %s %s, %ld CPUs online; p50/p99 in microseconds per call\n",
+	        moat_version(),
+	        cfg.smoke ? " (SMOKE MODE: tiny iteration counts, numbers are meaningless)" : "", u.sysname,
+	        u.release, sysconf(_SC_NPROCESSORS_ONLN));
 	for (i = 0; i < nrows; i++) {
 		const row *r = &rows[i];
 		char size[16] = "";
@@ -1342,26 +1398,30 @@ static void print_table(FILE *f)
 			if (r->kind == ROW_KIB)
 				fprintf(f, "%-26s %6s %12s  %s\n", "row", "", "KiB", "what");
 			else
-				fprintf(f, "%-26s %6s %10s %10s %12s %8s  %s\n", "row", "size", "p50 us", "p99 us",
-					"calls/s", "x base", "what");
+				fprintf(f, "%-26s %6s %10s %10s %12s %8s  %s\n", "row", "size", "p50 us",
+				        "p99 us", "calls/s", "x base", "what");
 		}
 		if (r->has_size)
-			snprintf(size, sizeof(size), "%s", r->size >= MIB ? "1MiB" : r->size >= 1024 ? "4KiB" : "");
+			snprintf(size, sizeof(size), "%s",
+			         r->size >= MIB    ? "1MiB"
+			         : r->size >= 1024 ? "4KiB"
+			                           : "");
 		if (r->has_size && r->size < 1024)
 			snprintf(size, sizeof(size), "%zuB", r->size);
 		if (!isnan(ratio))
 			snprintf(rs, sizeof(rs), "%.2fx", ratio);
 		if (r->state != ROW_DONE) {
 			fprintf(f, "%-26s %6s  %s  [%s]\n", r->id, size,
-				r->state == ROW_NA ? r->note : "NOT MEASURED", r->label);
+			        r->state == ROW_NA ? r->note : "NOT MEASURED", r->label);
 		} else if (r->kind == ROW_KIB) {
-			fprintf(f, "%-26s %6s %12.0f  %s%s%s\n", r->id, "", r->kib, r->label, r->note[0] ? "; " : "",
-				r->note);
+			fprintf(f, "%-26s %6s %12.0f  %s%s%s\n", r->id, "", r->kib, r->label,
+			        r->note[0] ? "; " : "", r->note);
 		} else if (r->kind == ROW_RATE) {
-			fprintf(f, "%-26s %6s %10s %10s %12.0f %8s  %s\n", r->id, "", "-", "-", r->cps, rs, r->label);
+			fprintf(f, "%-26s %6s %10s %10s %12.0f %8s  %s\n", r->id, "", "-", "-", r->cps, rs,
+			        r->label);
 		} else {
-			fprintf(f, "%-26s %6s %10.3f %10.3f %12.0f %8s  %s%s%s\n", r->id, size, r->p50, r->p99, r->cps,
-				rs, r->label, r->note[0] ? "; " : "", r->note);
+			fprintf(f, "%-26s %6s %10.3f %10.3f %12.0f %8s  %s%s%s\n", r->id, size, r->p50,
+			        r->p99, r->cps, rs, r->label, r->note[0] ? "; " : "", r->note);
 		}
 	}
 	fprintf(f, "\n== targets (ratios measured in this run; informational, exit status unaffected)\n");
@@ -1371,8 +1431,9 @@ static void print_table(FILE *f)
 
 		if (!isnan(ratio))
 			snprintf(rs, sizeof(rs), "%.2f", ratio);
-		fprintf(f, "%-58s %s %4.2f  measured %6s  %s\n", targets[i].name, targets[i].at_least ? ">=" : "<=",
-			targets[i].limit, rs, target_verdict(&targets[i], ratio));
+		fprintf(f, "%-58s %s %4.2f  measured %6s  %s\n", targets[i].name,
+		        targets[i].at_least ? ">=" : "<=", targets[i].limit, rs,
+		        target_verdict(&targets[i], ratio));
 	}
 }
 
@@ -1453,13 +1514,14 @@ static int write_json(const char *path)
 
 		fprintf(f, "    {\"name\": ");
 		json_str(f, targets[i].name);
-		fprintf(f, ", \"numerator\": \"%s\", \"denominator\": \"%s\", \"metric\": \"%s\", \"op\": \"%s\"",
-			targets[i].num, targets[i].den, targets[i].rate ? "calls_per_s" : "p50_us",
-			targets[i].at_least ? ">=" : "<=");
+		fprintf(
+		    f, ", \"numerator\": \"%s\", \"denominator\": \"%s\", \"metric\": \"%s\", \"op\": \"%s\"",
+		    targets[i].num, targets[i].den, targets[i].rate ? "calls_per_s" : "p50_us",
+		    targets[i].at_least ? ">=" : "<=");
 		json_num(f, "limit", targets[i].limit);
 		json_num(f, "ratio", ratio);
 		fprintf(f, ", \"verdict\": \"%s\"}%s\n", target_verdict(&targets[i], ratio),
-			i + 1 < NTARGETS ? "," : "");
+		        i + 1 < NTARGETS ? "," : "");
 	}
 	fprintf(f, "  ]\n}\n");
 	return fclose(f) == 0 ? 0 : -1;
@@ -1469,16 +1531,17 @@ static int write_json(const char *path)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: moat-bench [--smoke] [--json FILE] [--only GROUPS] [--time SECONDS]\n"
-		   "                  [--bindir DIR] [--enclave PATH] [--list]\n"
-		   "  --smoke        a few hundred iterations per row: checks that every row runs\n"
-		   "  --json FILE    also write the results as JSON\n"
-		   "  --only GROUPS  comma list of sim,proc,remote,concurrency,setup,memory\n"
-		   "  --time S       time cap per latency row in seconds (default 1.0)\n"
-		   "  --bindir DIR   where moatd is (default %s)\n"
-		   "  --enclave P    the benchmark enclave (default %s)\n"
-		   "  --list         print the row ids and exit\n",
-		MOAT_BENCH_BINDIR, MOAT_BENCH_ENCLAVE);
+	fprintf(f,
+	        "usage: moat-bench [--smoke] [--json FILE] [--only GROUPS] [--time SECONDS]\n"
+	        "                  [--bindir DIR] [--enclave PATH] [--list]\n"
+	        "  --smoke        a few hundred iterations per row: checks that every row runs\n"
+	        "  --json FILE    also write the results as JSON\n"
+	        "  --only GROUPS  comma list of sim,proc,remote,concurrency,setup,memory\n"
+	        "  --time S       time cap per latency row in seconds (default 1.0)\n"
+	        "  --bindir DIR   where moatd is (default %s)\n"
+	        "  --enclave P    the benchmark enclave (default %s)\n"
+	        "  --list         print the row ids and exit\n",
+	        MOAT_BENCH_BINDIR, MOAT_BENCH_ENCLAVE);
 }
 
 int main(int argc, char **argv)

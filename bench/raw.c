@@ -194,8 +194,9 @@ int raw_pingpong_op(void *ctx)
 	raw_pingpong *p = ctx;
 	uint32_t hdr = htonl((uint32_t)p->size);
 
-	if (write_msg(p->fd, &hdr, sizeof(hdr), p->buf, p->size) < 0 || read_full(p->fd, &hdr, sizeof(hdr)) < 0 ||
-	    ntohl(hdr) != p->size || read_full(p->fd, p->reply, p->size) < 0) {
+	if (write_msg(p->fd, &hdr, sizeof(hdr), p->buf, p->size) < 0 ||
+	    read_full(p->fd, &hdr, sizeof(hdr)) < 0 || ntohl(hdr) != p->size ||
+	    read_full(p->fd, p->reply, p->size) < 0) {
 		bench_fail("raw ping-pong failed: %s", strerror(errno));
 		return -1;
 	}

@@ -46,34 +46,49 @@ void moatd_log(int level, const char *fmt, ...)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: moatd --listen ADDR [options]\n"
-		"Host Moat enclaves for remote hosts (gRPC service moat.v1.Target).\n\n"
-		"  --listen ADDR                 host:port (port 0 picks a free one) or unix:/path\n"
-		"  --tls-cert F --tls-key F      serve TLS with this certificate and key (PEM)\n"
-		"  --tls-client-ca F             require client certificates signed by this CA (mutual TLS)\n"
-		"  --enclave-dir DIR             images hosts may load by name\n"
-		"  --allow-upload                accept images uploaded by hosts (content-addressed, SHA-256 checked)\n"
-		"  --backend sim|proc            local backend that hosts the enclaves (default %s)\n"
-		"  --max-sessions N              most sessions at once (default 64)\n"
-		"  --max-threads-per-session N   most attached host threads per session (default 256)\n"
-		"  --max-message-bytes N         largest call message accepted (default 67108864)\n"
-		"  --max-image-bytes N           largest uploaded image (default 268435456)\n"
-		"  --session-grace-ms N          reclaim a session this long after its host vanished (default 2000)\n"
-		"  --shutdown-timeout S          on SIGTERM/SIGINT, exit anyway after S seconds if an enclave call\n"
-		"                                still runs (default 10; a second signal exits at once)\n"
-		"  --state-dir DIR               identity key and uploaded images (default ./moatd-state)\n"
-		"  --ready-file F                write the bound address to F once serving\n"
-		"  --log-level L                 error, warn, info or debug (default warn)\n"
-		"  --help, --version\n",
-		MOATD_DEFAULT_BACKEND);
+	        "usage: moatd --listen ADDR [options]\n"
+	        "Host Moat enclaves for remote hosts (gRPC service moat.v1.Target).\n\n"
+	        "  --listen ADDR                 host:port (port 0 picks a free one) or unix:/path\n"
+	        "  --tls-cert F --tls-key F      serve TLS with this certificate and key (PEM)\n"
+	        "  --tls-client-ca F             require client certificates signed by this CA (mutual TLS)\n"
+	        "  --enclave-dir DIR             images hosts may load by name\n"
+	        "  --allow-upload                accept images uploaded by hosts (content-addressed, SHA-256 "
+	        "checked)\n"
+	        "  --backend sim|proc            local backend that hosts the enclaves (default %s)\n"
+	        "  --max-sessions N              most sessions at once (default 64)\n"
+	        "  --max-threads-per-session N   most attached host threads per session (default 256)\n"
+	        "  --max-message-bytes N         largest call message accepted (default 67108864)\n"
+	        "  --max-image-bytes N           largest uploaded image (default 268435456)\n"
+	        "  --session-grace-ms N          reclaim a session this long after its host vanished "
+	        "(default 2000)\n"
+	        "  --shutdown-timeout S          on SIGTERM/SIGINT, exit anyway after S seconds if an "
+	        "enclave call\n"
+	        "                                still runs (default 10; a second signal exits at once)\n"
+	        "  --state-dir DIR               identity key and uploaded images (default ./moatd-state)\n"
+	        "  --ready-file F                write the bound address to F once serving\n"
+	        "  --log-level L                 error, warn, info or debug (default warn)\n"
+	        "  --help, --version\n",
+	        MOATD_DEFAULT_BACKEND);
 }
 
 static int takes_value(const char *opt)
 {
-	static const char *const names[] = {"--listen", "--tls-cert", "--tls-key", "--tls-client-ca", "--enclave-dir",
-					    "--state-dir", "--ready-file", "--backend", "--max-sessions",
-					    "--max-threads-per-session", "--max-message-bytes", "--max-image-bytes",
-					    "--session-grace-ms", "--shutdown-timeout", "--parent-fd", "--log-level"};
+	static const char *const names[] = {"--listen",
+	                                    "--tls-cert",
+	                                    "--tls-key",
+	                                    "--tls-client-ca",
+	                                    "--enclave-dir",
+	                                    "--state-dir",
+	                                    "--ready-file",
+	                                    "--backend",
+	                                    "--max-sessions",
+	                                    "--max-threads-per-session",
+	                                    "--max-message-bytes",
+	                                    "--max-image-bytes",
+	                                    "--session-grace-ms",
+	                                    "--shutdown-timeout",
+	                                    "--parent-fd",
+	                                    "--log-level"};
 	size_t i;
 
 	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -114,7 +129,8 @@ static int load_identity(moatd *d)
 	int fd;
 
 	if (mkdir(d->cfg.state_dir, 0700) < 0 && errno != EEXIST) {
-		moatd_log(MOATD_LOG_ERROR, "cannot create state directory %s: %s", d->cfg.state_dir, strerror(errno));
+		moatd_log(MOATD_LOG_ERROR, "cannot create state directory %s: %s", d->cfg.state_dir,
+		          strerror(errno));
 		return -1;
 	}
 	snprintf(path, sizeof(path), "%s/identity.pem", d->cfg.state_dir);
@@ -159,7 +175,8 @@ int moatd_sign(moatd *d, uint8_t sig[64], const uint8_t *data, size_t len)
 	size_t n = 64;
 	int ok;
 
-	ok = c && EVP_DigestSignInit(c, NULL, NULL, NULL, d->key) > 0 && EVP_DigestSign(c, sig, &n, data, len) > 0;
+	ok = c && EVP_DigestSignInit(c, NULL, NULL, NULL, d->key) > 0 &&
+	     EVP_DigestSign(c, sig, &n, data, len) > 0;
 	EVP_MD_CTX_free(c);
 	return ok && n == 64 ? 0 : -1;
 }
@@ -173,8 +190,9 @@ int moatd_sign(moatd *d, uint8_t sig[64], const uint8_t *data, size_t len)
  */
 static void on_shutdown_deadline(int sig)
 {
-	static const char msg[] = "moatd: shutdown did not finish in time (an enclave call is still running); "
-				  "exiting without it\n";
+	static const char msg[] =
+	    "moatd: shutdown did not finish in time (an enclave call is still running); "
+	    "exiting without it\n";
 
 	(void)sig;
 	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) {
@@ -321,8 +339,7 @@ int main(int argc, char **argv)
 
 			bad = parse_uint(v, &fd) < 0 || fd > INT_MAX;
 			c->parent_fd = (int)fd;
-		}
-		else if (strcmp(a, "--log-level") == 0) {
+		} else if (strcmp(a, "--log-level") == 0) {
 			if (strcmp(v, "error") == 0)
 				moatd_log_level = MOATD_LOG_ERROR;
 			else if (strcmp(v, "warn") == 0)
@@ -347,7 +364,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if ((c->tls_cert == NULL) != (c->tls_key == NULL) || (c->tls_client_ca && !c->tls_cert)) {
-		fprintf(stderr, "moatd: TLS needs --tls-cert and --tls-key (and --tls-client-ca only with them)\n");
+		fprintf(stderr,
+		        "moatd: TLS needs --tls-cert and --tls-key (and --tls-client-ca only with them)\n");
 		return 2;
 	}
 	if (strcmp(c->backend, "sim") != 0 && strcmp(c->backend, "proc") != 0) {
@@ -412,8 +430,8 @@ int main(int argc, char **argv)
 	}
 	printf("%s\n", addr);
 	fflush(stdout);
-	moatd_log(MOATD_LOG_INFO, "serving on %s (backend %s%s%s)", addr, c->backend, c->tls_cert ? ", TLS" : "",
-		  c->tls_client_ca ? ", client certificates required" : "");
+	moatd_log(MOATD_LOG_INFO, "serving on %s (backend %s%s%s)", addr, c->backend,
+	          c->tls_cert ? ", TLS" : "", c->tls_client_ca ? ", client certificates required" : "");
 
 	moat__rpc_server_run(srv, &d->stop);
 	moatd_log(MOATD_LOG_INFO, "stopping: %u sessions left", moatd_session_count());

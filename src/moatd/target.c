@@ -25,7 +25,7 @@
 #include "moatd/moatd.h"
 
 #define PROTOCOL_MINOR 0
-#define REPORT_FORMAT "moat-simulated-attestation-v1"
+#define REPORT_FORMAT  "moat-simulated-attestation-v1"
 
 typedef struct stream_ref {
 	moat_rpc_call *call;
@@ -185,14 +185,15 @@ static session *session_auth(moat_rpc_call *call)
 	if (!s) {
 		pthread_mutex_unlock(&table_lock);
 		moat__rpc_finish(call, NULL, 0, MOAT_RPC_NOT_FOUND, MOAT_ETARGET,
-				 idbuf[0] ? "unknown session (destroyed, reclaimed, or from another moatd)"
-					  : "no moat-session metadata");
+		                 idbuf[0] ? "unknown session (destroyed, reclaimed, or from another moatd)"
+		                          : "no moat-session metadata");
 		return NULL;
 	}
 	if (!token || strlen(token) != 64 || CRYPTO_memcmp(token, s->token_hex, 64) != 0) {
 		pthread_mutex_unlock(&table_lock);
 		moatd_log(MOATD_LOG_WARN, "session %s: refused a call with a wrong or missing token", idbuf);
-		moat__rpc_finish(call, NULL, 0, MOAT_RPC_PERMISSION_DENIED, MOAT_EPERM, "wrong or missing session token");
+		moat__rpc_finish(call, NULL, 0, MOAT_RPC_PERMISSION_DENIED, MOAT_EPERM,
+		                 "wrong or missing session token");
 		return NULL;
 	}
 	s->refs++;
@@ -340,13 +341,16 @@ static void handle_upload(moat_rpc_call *call)
 		if (first) {
 			first = 0;
 			if (chunk->sha256.len != 32) {
-				refuse(call, MOAT_EPROTO, "the first UploadChunk must name the image's SHA-256");
+				refuse(call, MOAT_EPROTO,
+				       "the first UploadChunk must name the image's SHA-256");
 				goto out;
 			}
 			memcpy(declared, chunk->sha256.data, 32);
 			expected = (size_t)chunk->total_size;
 			if (expected > cfg->max_image) {
-				refuse(call, MOAT_ELIMIT, "image of %zu bytes exceeds this target's limit of %zu bytes (--max-image-bytes)",
+				refuse(call, MOAT_ELIMIT,
+				       "image of %zu bytes exceeds this target's limit of %zu bytes "
+				       "(--max-image-bytes)",
 				       expected, cfg->max_image);
 				goto out;
 			}
@@ -355,16 +359,19 @@ static void handle_upload(moat_rpc_call *call)
 			fd = mkstemp(tmp);
 			if (fd < 0) {
 				tmp[0] = '\0';
-				refuse(call, MOAT_EIO, "cannot create a file in %s: %s", dir, strerror(errno));
+				refuse(call, MOAT_EIO, "cannot create a file in %s: %s", dir,
+				       strerror(errno));
 				goto out;
 			}
 		}
 		if (total + chunk->data.len > expected || total + chunk->data.len > cfg->max_image) {
-			refuse(call, MOAT_ELIMIT, "upload is longer than its declared size or the --max-image-bytes limit");
+			refuse(call, MOAT_ELIMIT,
+			       "upload is longer than its declared size or the --max-image-bytes limit");
 			goto out;
 		}
 		EVP_DigestUpdate(md, chunk->data.data, chunk->data.len);
-		if (chunk->data.len && write(fd, chunk->data.data, chunk->data.len) != (ssize_t)chunk->data.len) {
+		if (chunk->data.len &&
+		    write(fd, chunk->data.data, chunk->data.len) != (ssize_t)chunk->data.len) {
 			refuse(call, MOAT_EIO, "cannot store the image: %s", strerror(errno));
 			goto out;
 		}
@@ -381,8 +388,8 @@ static void handle_upload(moat_rpc_call *call)
 		char ghex[65];
 
 		hexs(ghex, got, 32);
-		refuse(call, MOAT_EMEASUREMENT, "uploaded image (%zu bytes) has SHA-256 %s, not the declared %s", total, ghex,
-		       hex);
+		refuse(call, MOAT_EMEASUREMENT,
+		       "uploaded image (%zu bytes) has SHA-256 %s, not the declared %s", total, ghex, hex);
 		goto out;
 	}
 	close(fd);
@@ -442,14 +449,17 @@ static int forward_exit(void *payload, uint64_t selector, const moat_msg *in, mo
 			size_t l;
 
 			if (moat_msg_item(in, 0, &d, &l) == 0)
-				moatd_log(MOATD_LOG_INFO, "session %s: [enclave] %.*s", s->id, (int)l, (const char *)d);
+				moatd_log(MOATD_LOG_INFO, "session %s: [enclave] %.*s", s->id, (int)l,
+				          (const char *)d);
 			return 0;
 		}
 		if (selector == MOAT_SELECTOR_TIME) {
 			struct timespec ts;
 
 			clock_gettime(CLOCK_REALTIME, &ts);
-			return out ? moat_msg_push_u64(out, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) : 0;
+			return out ? moat_msg_push_u64(out, (uint64_t)ts.tv_sec * 1000000000u +
+			                                        (uint64_t)ts.tv_nsec)
+			           : 0;
 		}
 		return MOAT_ENOHANDLER;
 	}
@@ -573,7 +583,7 @@ static void serve_lease(session *s, moat_rpc_call *call)
 		s->lease_broken = 1;
 		clock_gettime(CLOCK_MONOTONIC, &s->since);
 		moatd_log(MOATD_LOG_INFO, "session %s: host connection lost; reclaiming in %u ms", s->id,
-			  daemon_ctx->cfg.grace_ms);
+		          daemon_ctx->cfg.grace_ms);
 	}
 	pthread_mutex_unlock(&table_lock);
 	if (!moat__rpc_call_cancelled(call))
@@ -635,7 +645,8 @@ static void handle_attach(moat_rpc_call *call)
 	pthread_mutex_lock(&table_lock);
 	if (cfg->max_threads && s->streams >= cfg->max_threads) {
 		pthread_mutex_unlock(&table_lock);
-		refuse(call, MOAT_ELIMIT, "session already has %u host threads attached (--max-threads-per-session %u)",
+		refuse(call, MOAT_ELIMIT,
+		       "session already has %u host threads attached (--max-threads-per-session %u)",
 		       cfg->max_threads, cfg->max_threads);
 		goto out;
 	}
@@ -703,18 +714,21 @@ static int image_path(char *out, size_t cap, const Moat__V1__LoadRequest *req, m
 
 	if (req->image_case == MOAT__V1__LOAD_REQUEST__IMAGE_NAME) {
 		if (!cfg->enclave_dir) {
-			refuse(call, MOAT_ENOENT, "this target has no enclave directory (start moatd with --enclave-dir)");
+			refuse(call, MOAT_ENOENT,
+			       "this target has no enclave directory (start moatd with --enclave-dir)");
 			return -1;
 		}
 		if (!name_ok(req->name)) {
-			refuse(call, MOAT_EINVAL, "'%s' is not an image name (no directories allowed)", req->name);
+			refuse(call, MOAT_EINVAL, "'%s' is not an image name (no directories allowed)",
+			       req->name);
 			return -1;
 		}
 		snprintf(out, cap, "%s/%s", cfg->enclave_dir, req->name);
 		if (access(out, R_OK) != 0) {
 			snprintf(out, cap, "%s/%s.so", cfg->enclave_dir, req->name);
 			if (access(out, R_OK) != 0) {
-				refuse(call, MOAT_ENOENT, "no image '%s' in this target's enclave directory", req->name);
+				refuse(call, MOAT_ENOENT, "no image '%s' in this target's enclave directory",
+				       req->name);
 				return -1;
 			}
 		}
@@ -756,12 +770,14 @@ static void handle_load(moat_rpc_call *call)
 		goto out;
 	}
 	if (req->protocol_major != MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR) {
-		refuse(call, MOAT_EPROTO, "host speaks Moat protocol %u.%u; this target speaks %d.%d", req->protocol_major,
-		       req->protocol_minor, MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR, PROTOCOL_MINOR);
+		refuse(call, MOAT_EPROTO, "host speaks Moat protocol %u.%u; this target speaks %d.%d",
+		       req->protocol_major, req->protocol_minor, MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR,
+		       PROTOCOL_MINOR);
 		goto out;
 	}
 	if (req->expected_target_key.len &&
-	    (req->expected_target_key.len != 32 || memcmp(req->expected_target_key.data, daemon_ctx->public_key, 32) != 0)) {
+	    (req->expected_target_key.len != 32 ||
+	     memcmp(req->expected_target_key.data, daemon_ctx->public_key, 32) != 0)) {
 		refuse(call, MOAT_EKEY, "this target's identity key is not the one the host pinned");
 		goto out;
 	}
@@ -772,8 +788,8 @@ static void handle_load(moat_rpc_call *call)
 	pthread_mutex_lock(&table_lock);
 	if (cfg->max_sessions && n_sessions >= cfg->max_sessions) {
 		pthread_mutex_unlock(&table_lock);
-		refuse(call, MOAT_ELIMIT, "this target already hosts %u sessions (--max-sessions %u)", cfg->max_sessions,
-		       cfg->max_sessions);
+		refuse(call, MOAT_ELIMIT, "this target already hosts %u sessions (--max-sessions %u)",
+		       cfg->max_sessions, cfg->max_sessions);
 		goto out;
 	}
 	n_sessions++; /* reserve the slot while loading */
@@ -851,7 +867,8 @@ static void handle_load(moat_rpc_call *call)
 	pthread_mutex_unlock(&table_lock);
 	moatd_log(MOATD_LOG_INFO, "session %s: loaded %s", s->id, path);
 	if (moat__rpc_finish(call, reply, len, MOAT_RPC_OK, 0, NULL) < 0)
-		moatd_log(MOATD_LOG_WARN, "session %s: the host left before the load answer; reclaiming later", s->id);
+		moatd_log(MOATD_LOG_WARN,
+		          "session %s: the host left before the load answer; reclaiming later", s->id);
 	s = NULL;
 	goto out;
 

@@ -119,7 +119,8 @@ static int read_pem(char **out, const char *path, const char *what)
 	*out = NULL;
 	f = fopen(path, "rb");
 	if (!f)
-		return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "cannot read %s '%s': %s", what, path, strerror(errno));
+		return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "cannot read %s '%s': %s", what, path,
+		                      strerror(errno));
 	for (;;) {
 		size_t got;
 
@@ -166,16 +167,18 @@ int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = (int)(2 * ka)}};
 	/* Without this the client stops pinging after two pings without data. */
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, {.integer = 0}};
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-			       {.integer = o->max_receive_bytes > 0 && o->max_receive_bytes < 0x7fffffff
-						   ? (int)o->max_receive_bytes
-						   : -1}};
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER,
+	                       GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+	                       {.integer = o->max_receive_bytes > 0 && o->max_receive_bytes < 0x7fffffff
+	                                       ? (int)o->max_receive_bytes
+	                                       : -1}};
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = -1}};
 	/* Each session has its own connection: calls of one session never queue behind another's. */
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, "grpc.use_local_subchannel_pool", {.integer = 1}};
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_RETRIES, {.integer = 0}};
 	if (o->tls && o->server_name)
-		args[n++] = (grpc_arg){GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, {.string = (char *)o->server_name}};
+		args[n++] = (grpc_arg){
+		    GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, {.string = (char *)o->server_name}};
 	ca.num_args = (size_t)n;
 	ca.args = args;
 
@@ -186,7 +189,7 @@ int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *
 			goto fail;
 		if ((o->cert_file == NULL) != (o->key_file == NULL)) {
 			rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
-					    "mutual TLS needs both tls_cert_file and tls_key_file");
+			                    "mutual TLS needs both tls_cert_file and tls_key_file");
 			goto fail;
 		}
 		if (o->cert_file) {
@@ -202,15 +205,15 @@ int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *
 		creds = grpc_insecure_credentials_create();
 	}
 	if (!creds) {
-		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "cannot create gRPC credentials for %s",
-				    o->target);
+		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		                    "cannot create gRPC credentials for %s", o->target);
 		goto fail;
 	}
 	ch->channel = grpc_channel_create(o->target, creds, &ca);
 	grpc_channel_credentials_release(creds);
 	if (!ch->channel) {
-		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "cannot create a gRPC channel to %s",
-				    o->target);
+		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		                    "cannot create a gRPC channel to %s", o->target);
 		goto fail;
 	}
 	*out = ch;
@@ -359,8 +362,9 @@ static void client_status(moat_rpc_call *c, moat_rpc_status *st)
 	}
 }
 
-int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const *md, const void *req, size_t req_len,
-		    uint8_t **resp, size_t *resp_len, unsigned int timeout_ms, moat_rpc_status *st)
+int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const *md, const void *req,
+                    size_t req_len, uint8_t **resp, size_t *resp_len, unsigned int timeout_ms,
+                    moat_rpc_status *st)
 {
 	grpc_op ops[6];
 	grpc_byte_buffer *send, *recv = NULL;
@@ -376,7 +380,7 @@ int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const 
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	m = grpc_slice_from_static_string(method);
 	c->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, m, NULL,
-					  deadline_ms(timeout_ms), NULL);
+	                                   deadline_ms(timeout_ms), NULL);
 	set_md(c, md);
 	send = buffer_from(req, req_len);
 	memset(ops, 0, sizeof(ops));
@@ -397,7 +401,8 @@ int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const 
 	if (grpc_call_start_batch(c->call, ops, 6, &c->tag_batch, NULL) != GRPC_CALL_OK) {
 		grpc_byte_buffer_destroy(send);
 		moat__rpc_call_free(c);
-		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT, "cannot start gRPC call %s", method);
+		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT, "cannot start gRPC call %s",
+		                      method);
 	}
 	wait_tag(c, &c->tag_batch, gpr_inf_future(GPR_CLOCK_MONOTONIC));
 	grpc_byte_buffer_destroy(send);
@@ -416,7 +421,8 @@ int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const 
 	return rc;
 }
 
-int moat__rpc_stream_open(moat_rpc_call **out, moat_rpc_channel *ch, const char *method, const char *const *md)
+int moat__rpc_stream_open(moat_rpc_call **out, moat_rpc_channel *ch, const char *method,
+                          const char *const *md)
 {
 	grpc_op op;
 	moat_rpc_call *c;
@@ -428,7 +434,7 @@ int moat__rpc_stream_open(moat_rpc_call **out, moat_rpc_channel *ch, const char 
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	m = grpc_slice_from_static_string(method);
 	c->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, m, NULL,
-					  gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	                                   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	set_md(c, md);
 	/* The status stays pending for the whole stream: it is how we learn why a stream ended. */
 	memset(&op, 0, sizeof(op));
@@ -438,7 +444,8 @@ int moat__rpc_stream_open(moat_rpc_call **out, moat_rpc_channel *ch, const char 
 	op.data.recv_status_on_client.status_details = &c->status_details;
 	if (grpc_call_start_batch(c->call, &op, 1, &c->tag_status, NULL) != GRPC_CALL_OK) {
 		moat__rpc_call_free(c);
-		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT, "cannot start gRPC stream %s", method);
+		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT, "cannot start gRPC stream %s",
+		                      method);
 	}
 	c->status_pending = 1;
 	*out = c;
@@ -459,13 +466,14 @@ static int call_ended(moat_rpc_call *c, moat_rpc_status *st)
 		memset(st, 0, sizeof(*st));
 		st->code = c->cancelled || c->close_pending == 0 ? MOAT_RPC_CANCELLED : MOAT_RPC_OK;
 		if (st->code == MOAT_RPC_CANCELLED)
-			snprintf(st->message, sizeof(st->message), "the peer cancelled the call or went away");
+			snprintf(st->message, sizeof(st->message),
+			         "the peer cancelled the call or went away");
 	}
 	return MOAT_RPC_END;
 }
 
 int moat__rpc_exchange(moat_rpc_call *c, const void *send, size_t send_len, uint8_t **recv, size_t *recv_len,
-		       unsigned int timeout_ms, moat_rpc_status *st)
+                       unsigned int timeout_ms, moat_rpc_status *st)
 {
 	grpc_op ops[4];
 	size_t n = 0;
@@ -548,8 +556,10 @@ int moat__rpc_watch(moat_rpc_call *c, moat_rpc_status *st)
 		ops[n].op = GRPC_OP_RECV_MESSAGE;
 		ops[n].data.recv_message.recv_message = &c->watch_msg;
 		n++;
-		if ((!c->server && c->md_sent) || grpc_call_start_batch(c->call, ops, n, &c->tag_batch, NULL) != GRPC_CALL_OK)
-			return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT, "gRPC refused a stream operation");
+		if ((!c->server && c->md_sent) ||
+		    grpc_call_start_batch(c->call, ops, n, &c->tag_batch, NULL) != GRPC_CALL_OK)
+			return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT,
+			                      "gRPC refused a stream operation");
 		if (!c->server)
 			c->md_sent = c->md_received = 1;
 		c->batch_pending = 1;
@@ -568,7 +578,7 @@ int moat__rpc_watch(moat_rpc_call *c, moat_rpc_status *st)
 }
 
 int moat__rpc_stream_finish(moat_rpc_call *c, uint8_t **reply, size_t *reply_len, unsigned int timeout_ms,
-			    moat_rpc_status *st)
+                            moat_rpc_status *st)
 {
 	grpc_op ops[3];
 	grpc_byte_buffer *rbuf = NULL;
@@ -707,7 +717,8 @@ static int post_request(moat_rpc_server *s)
 	return 0;
 }
 
-int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o, int *port, char *err, size_t err_len)
+int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o, int *port, char *err,
+                           size_t err_len)
 {
 	grpc_arg args[8];
 	grpc_channel_args ca;
@@ -728,16 +739,18 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 	s->ctx = o->ctx;
 	s->tick = o->tick;
 	/* Hosts ping every keepalive period (1 s by default): accept that instead of sending GOAWAY. */
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 50}};
+	args[n++] = (grpc_arg){
+	    GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 50}};
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PING_STRIKES, {.integer = 0}};
 	/* Our own pings find a host that froze; a host that died closes its connection anyway. */
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = 5000}};
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 5000}};
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, {.integer = 0}};
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-			       {.integer = o->max_receive_bytes > 0 && o->max_receive_bytes < 0x7fffffff
-						   ? (int)o->max_receive_bytes
-						   : -1}};
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER,
+	                       GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+	                       {.integer = o->max_receive_bytes > 0 && o->max_receive_bytes < 0x7fffffff
+	                                       ? (int)o->max_receive_bytes
+	                                       : -1}};
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = -1}};
 	ca.num_args = (size_t)n;
 	ca.args = args;
@@ -761,9 +774,9 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 		pair.cert_chain = cert;
 		cfg = grpc_ssl_server_certificate_config_create(client_ca, &pair, 1);
 		opts = grpc_ssl_server_credentials_create_options_using_config(
-			client_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-				  : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
-			cfg);
+		    client_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+		              : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+		    cfg);
 		creds = grpc_ssl_server_credentials_create_with_options(opts);
 	} else {
 		creds = grpc_insecure_server_credentials_create();
@@ -777,7 +790,7 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 	grpc_server_credentials_release(creds);
 	if (*port == 0) {
 		snprintf(err, err_len, "cannot listen on '%s' (address in use, bad address or bad TLS files)",
-			 o->listen);
+		         o->listen);
 		rc = MOAT_ETRANSPORT;
 		goto fail;
 	}
@@ -862,7 +875,8 @@ static void start_worker(moat_rpc_server *s, moat_rpc_call *c)
 	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
 		pthread_mutex_unlock(&s->lock);
 		free(w);
-		moat__rpc_finish(c, NULL, 0, MOAT_RPC_RESOURCE_EXHAUSTED, MOAT_ELIMIT, "the target cannot start a thread");
+		moat__rpc_finish(c, NULL, 0, MOAT_RPC_RESOURCE_EXHAUSTED, MOAT_ELIMIT,
+		                 "the target cannot start a thread");
 		moat__rpc_call_free(c);
 		return;
 	}
@@ -890,7 +904,8 @@ void moat__rpc_server_run(moat_rpc_server *s, volatile int *stop)
 		busy = s->workers != NULL;
 		pthread_mutex_unlock(&s->lock);
 		/* A short wait: a stop request (signal) is seen within 20 ms. */
-		ev = grpc_completion_queue_next(s->cq, busy ? gpr_inf_past(GPR_CLOCK_MONOTONIC) : deadline_ms(20), NULL);
+		ev = grpc_completion_queue_next(
+		    s->cq, busy ? gpr_inf_past(GPR_CLOCK_MONOTONIC) : deadline_ms(20), NULL);
 		if (busy && ev.type == GRPC_QUEUE_TIMEOUT) {
 			struct timespec nap = {0, 2 * 1000000L};
 
@@ -995,7 +1010,7 @@ const char *moat__rpc_call_md(moat_rpc_call *c, const char *key)
 }
 
 int moat__rpc_finish(moat_rpc_call *c, const void *reply, size_t reply_len, int code, int moat_code,
-		     const char *message)
+                     const char *message)
 {
 	grpc_op ops[3];
 	grpc_metadata trailer;

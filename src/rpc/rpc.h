@@ -39,8 +39,8 @@ enum {
 #define MOAT_PROTOCOL_SELECTOR_DESTROY 0
 
 /* Results of the stream functions besides 0 (see moat__rpc_exchange). */
-#define MOAT_RPC_END 1      /* the call ended; the status says why */
-#define MOAT_RPC_TIMEOUT 2  /* the wait timed out; the call is still open */
+#define MOAT_RPC_END     1 /* the call ended; the status says why */
+#define MOAT_RPC_TIMEOUT 2 /* the wait timed out; the call is still open */
 
 /* How a call ended. moat_code is the "moat-error" trailer, 0 when absent. */
 typedef struct moat_rpc_status {
@@ -55,14 +55,14 @@ typedef struct moat_rpc_server moat_rpc_server;
 
 /* Channel options; NULL strings mean "not set". */
 typedef struct moat_rpc_channel_opts {
-	const char *target;      /* "host:port", "unix:/path" */
-	int tls;                 /* grpcs */
-	const char *ca_file;     /* PEM; NULL: system roots */
-	const char *cert_file;   /* PEM client certificate (mTLS) */
+	const char *target;    /* "host:port", "unix:/path" */
+	int tls;               /* grpcs */
+	const char *ca_file;   /* PEM; NULL: system roots */
+	const char *cert_file; /* PEM client certificate (mTLS) */
 	const char *key_file;
 	const char *server_name; /* name checked in the server certificate */
 	unsigned int keepalive_ms;
-	long max_receive_bytes;  /* -1: unlimited */
+	long max_receive_bytes; /* -1: unlimited */
 } moat_rpc_channel_opts;
 
 /* Reference-counted gRPC library set-up. */
@@ -82,11 +82,13 @@ void moat__rpc_channel_close(moat_rpc_channel *ch);
  * Unary call. On MOAT_RPC_OK *resp is a malloc'd copy of the reply.
  * Returns the gRPC status code (st filled) or a negative MOAT_E* code.
  */
-int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const *md, const void *req, size_t req_len,
-		    uint8_t **resp, size_t *resp_len, unsigned int timeout_ms, moat_rpc_status *st);
+int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const *md, const void *req,
+                    size_t req_len, uint8_t **resp, size_t *resp_len, unsigned int timeout_ms,
+                    moat_rpc_status *st);
 
 /* Start a streaming call (client or bidi). The initial metadata is sent with the first message. */
-int moat__rpc_stream_open(moat_rpc_call **out, moat_rpc_channel *ch, const char *method, const char *const *md);
+int moat__rpc_stream_open(moat_rpc_call **out, moat_rpc_channel *ch, const char *method,
+                          const char *const *md);
 
 /*
  * Send one message (send may be NULL: receive only) and, when recv is not
@@ -96,8 +98,8 @@ int moat__rpc_stream_open(moat_rpc_call **out, moat_rpc_channel *ch, const char 
  * or MOAT_RPC_OK for a clean half-close), MOAT_RPC_TIMEOUT, or a negative
  * MOAT_E* code. After END or TIMEOUT the call can only be cancelled and freed.
  */
-int moat__rpc_exchange(moat_rpc_call *call, const void *send, size_t send_len, uint8_t **recv, size_t *recv_len,
-		       unsigned int timeout_ms, moat_rpc_status *st);
+int moat__rpc_exchange(moat_rpc_call *call, const void *send, size_t send_len, uint8_t **recv,
+                       size_t *recv_len, unsigned int timeout_ms, moat_rpc_status *st);
 
 /*
  * Watch a stream without blocking (client or server): the first call starts a receive,
@@ -110,7 +112,7 @@ int moat__rpc_watch(moat_rpc_call *call, moat_rpc_status *st);
 
 /* Client: half-close and wait for the final status (and reply, when reply is not NULL). */
 int moat__rpc_stream_finish(moat_rpc_call *call, uint8_t **reply, size_t *reply_len, unsigned int timeout_ms,
-			    moat_rpc_status *st);
+                            moat_rpc_status *st);
 
 /* Cancel the call (safe at any time from the thread that drives it). */
 void moat__rpc_call_cancel(moat_rpc_call *call);
@@ -123,19 +125,19 @@ void moat__rpc_call_free(moat_rpc_call *call);
 typedef void (*moat_rpc_handler)(void *ctx, moat_rpc_call *call);
 
 typedef struct moat_rpc_server_opts {
-	const char *listen;         /* "host:port", "unix:/path" */
-	const char *tls_cert_file;  /* PEM; TLS when set */
+	const char *listen;        /* "host:port", "unix:/path" */
+	const char *tls_cert_file; /* PEM; TLS when set */
 	const char *tls_key_file;
-	const char *tls_client_ca;  /* PEM; mutual TLS when set */
+	const char *tls_client_ca; /* PEM; mutual TLS when set */
 	long max_receive_bytes;
 	moat_rpc_handler handler;
 	void *ctx;
-	void (*tick)(void *ctx);    /* called on every turn of the server loop (every 2-20 ms) */
+	void (*tick)(void *ctx); /* called on every turn of the server loop (every 2-20 ms) */
 } moat_rpc_server_opts;
 
 /* Create, bind and start a server. *port gets the bound TCP port (0 for unix). */
 int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *opts, int *port, char *err,
-			   size_t err_len);
+                           size_t err_len);
 /* Serve until *stop becomes non-zero, then cancel every call and join every handler thread. */
 void moat__rpc_server_run(moat_rpc_server *srv, volatile int *stop);
 void moat__rpc_server_free(moat_rpc_server *srv);
@@ -151,7 +153,7 @@ const char *moat__rpc_call_md(moat_rpc_call *call, const char *key);
  * is sent as the "moat-error" trailer. Returns 0 or a negative code.
  */
 int moat__rpc_finish(moat_rpc_call *call, const void *reply, size_t reply_len, int code, int moat_code,
-		     const char *message);
+                     const char *message);
 /* Server: has the peer cancelled (or the connection dropped)? */
 int moat__rpc_call_cancelled(moat_rpc_call *call);
 

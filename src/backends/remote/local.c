@@ -70,11 +70,13 @@ static int find_moatd(char *out, size_t cap)
 
 	if (env && *env) {
 		if (!executable(env))
-			return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API, "MOAT_MOATD=%s is not an executable", env);
+			return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
+			                      "MOAT_MOATD=%s is not an executable", env);
 		snprintf(out, cap, "%s", env);
 		return 0;
 	}
-	if (dladdr((void *)moat__local_target_start, &info) && info.dli_fname && strchr(info.dli_fname, '/')) {
+	if (dladdr((void *)moat__local_target_start, &info) && info.dli_fname &&
+	    strchr(info.dli_fname, '/')) {
 		dir_of(dir, sizeof(dir), info.dli_fname);
 		if (try_dir(out, cap, dir, "bin/moatd") || try_dir(out, cap, dir, "../bin/moatd") ||
 		    try_dir(out, cap, dir, "moatd"))
@@ -97,7 +99,7 @@ static int find_moatd(char *out, size_t cap)
 		return 0;
 #endif
 	return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
-			      "the local backend needs the moatd program: set MOAT_MOATD or install moatd");
+	                      "the local backend needs the moatd program: set MOAT_MOATD or install moatd");
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -137,8 +139,8 @@ int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 	snprintf(lt->dir, sizeof(lt->dir), "%s/moat-XXXXXX", tmp);
 	if (!mkdtemp(lt->dir)) {
 		lt->dir[0] = '\0';
-		return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "cannot make a private directory in %s: %s", tmp,
-				      strerror(errno));
+		return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "cannot make a private directory in %s: %s",
+		                      tmp, strerror(errno));
 	}
 	snprintf(lt->target, sizeof(lt->target), "unix:%s/moatd.sock", lt->dir);
 	snprintf(listen, sizeof(listen), "%s", lt->target);
@@ -170,7 +172,8 @@ int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 	posix_spawn_file_actions_destroy(&fa);
 	if (rc != 0) {
 		lt->pid = -1;
-		rc = moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API, "cannot start %s: %s", moatd, strerror(rc));
+		rc = moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API, "cannot start %s: %s", moatd,
+		                    strerror(rc));
 		goto fail;
 	}
 	close(ready[1]);
@@ -191,7 +194,8 @@ int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 			break;
 		if (left <= 0) {
 			rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
-					    "the private moatd (%s) did not become ready within %u ms", moatd, timeout_ms);
+			                    "the private moatd (%s) did not become ready within %u ms", moatd,
+			                    timeout_ms);
 			goto fail;
 		}
 		if (poll(&p, 1, (int)left) < 0 && errno != EINTR) {
@@ -208,8 +212,10 @@ int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 			if (waitpid(lt->pid, &status, 0) == lt->pid)
 				lt->pid = -1;
 			rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
-					    "the private moatd (%s) exited during start-up (status %d); see its messages above",
-					    moatd, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+			                    "the private moatd (%s) exited during start-up (status %d); see "
+			                    "its messages above",
+			                    moatd,
+			                    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 			goto fail;
 		}
 		got += (size_t)n;

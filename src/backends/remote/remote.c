@@ -27,8 +27,8 @@
 
 #define PROTOCOL_MINOR 0
 /* Well under the smallest message limit moatd accepts (64 KiB). */
-#define UPLOAD_CHUNK (32u << 10)
-#define LOAD_TIMEOUT_MS 60000u
+#define UPLOAD_CHUNK           (32u << 10)
+#define LOAD_TIMEOUT_MS        60000u
 #define LOCAL_START_TIMEOUT_MS 10000u
 
 typedef struct host_thread host_thread;
@@ -178,11 +178,13 @@ static const char *transport_hint(const remote_backend *r, const char *detail)
 	if (strstr(detail, "certificate verify failed"))
 		return "TLS: the target's certificate is not signed by tls_ca_file (or the system roots)";
 	if (strstr(detail, "is not in peer certificate"))
-		return "TLS: the name checked (tls_server_name, else the URI's host) is not in the target's certificate";
+		return "TLS: the name checked (tls_server_name, else the URI's host) is not in the target's "
+		       "certificate";
 	if (strstr(detail, "Socket closed") || strstr(detail, "Connection reset"))
 		return "TLS: the target closed the handshake; it probably requires a client certificate "
 		       "(set tls_cert_file and tls_key_file to one its --tls-client-ca signed)";
-	return "is moatd running there with TLS? If so the TLS handshake failed: check tls_ca_file, tls_server_name "
+	return "is moatd running there with TLS? If so the TLS handshake failed: check tls_ca_file, "
+	       "tls_server_name "
 	       "and, when the target requires client certificates, tls_cert_file/tls_key_file";
 }
 
@@ -193,31 +195,40 @@ static int status_error(remote_backend *r, const moat_rpc_status *st, const char
 
 	if (st->moat_code < 0) {
 		code = st->moat_code;
-		if (code == MOAT_EINIT || code == MOAT_EBADIMAGE || code == MOAT_ENOENTRY || code == MOAT_EABI)
+		if (code == MOAT_EINIT || code == MOAT_EBADIMAGE || code == MOAT_ENOENTRY ||
+		    code == MOAT_EABI)
 			return moat_error_set(code, MOAT_ORIGIN_ENCLAVE, "%s: %s", what, st->message);
-		return moat_error_set(code, MOAT_ORIGIN_TARGET, "%s refused by the target: %s", what, st->message);
+		return moat_error_set(code, MOAT_ORIGIN_TARGET, "%s refused by the target: %s", what,
+		                      st->message);
 	}
 	switch (st->code) {
 	case MOAT_RPC_PERMISSION_DENIED:
 	case MOAT_RPC_UNAUTHENTICATED:
-		return moat_error_set(MOAT_EPERM, MOAT_ORIGIN_TARGET, "%s refused by the target: %s", what, st->message);
+		return moat_error_set(MOAT_EPERM, MOAT_ORIGIN_TARGET, "%s refused by the target: %s", what,
+		                      st->message);
 	case MOAT_RPC_RESOURCE_EXHAUSTED:
-		return moat_error_set(MOAT_ELIMIT, MOAT_ORIGIN_TARGET, "%s refused by the target: %s", what, st->message);
+		return moat_error_set(MOAT_ELIMIT, MOAT_ORIGIN_TARGET, "%s refused by the target: %s", what,
+		                      st->message);
 	case MOAT_RPC_DEADLINE_EXCEEDED:
-		return moat_error_set(MOAT_ETIMEDOUT, MOAT_ORIGIN_TRANSPORT, "%s timed out: %s", what, st->message);
+		return moat_error_set(MOAT_ETIMEDOUT, MOAT_ORIGIN_TRANSPORT, "%s timed out: %s", what,
+		                      st->message);
 	case MOAT_RPC_UNIMPLEMENTED:
-		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET, "%s: %s does not speak the Moat protocol (%s)", what,
-				      r->where, st->message);
+		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET,
+		                      "%s: %s does not speak the Moat protocol (%s)", what, r->where,
+		                      st->message);
 	case MOAT_RPC_UNAVAILABLE:
 	case MOAT_RPC_CANCELLED:
 	case MOAT_RPC_UNKNOWN:
 	case MOAT_RPC_INTERNAL:
 		atomic_store((_Atomic int *)&r->parent.dead, MOAT_ETRANSPORT);
-		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "%s: connection to %s failed or was lost (%s; %s)",
-				      what, r->where, st->message[0] ? st->message : "no detail", transport_hint(r, st->message));
+		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		                      "%s: connection to %s failed or was lost (%s; %s)", what, r->where,
+		                      st->message[0] ? st->message : "no detail",
+		                      transport_hint(r, st->message));
 	default:
-		return moat_error_set(MOAT_ETARGET, MOAT_ORIGIN_TARGET, "%s refused by the target (gRPC status %d): %s", what,
-				      st->code, st->message);
+		return moat_error_set(MOAT_ETARGET, MOAT_ORIGIN_TARGET,
+		                      "%s refused by the target (gRPC status %d): %s", what, st->code,
+		                      st->message);
 	}
 }
 
@@ -246,7 +257,8 @@ static int stream_open(stream **out, remote_backend *r)
 	{
 		unsigned int k = atomic_fetch_add(&r->n_attach, 1) % REMOTE_POOL;
 
-		rc = moat__rpc_stream_open(&s->call, k ? r->pool[k - 1] : r->ch, "/moat.v1.Target/Attach", r->md);
+		rc = moat__rpc_stream_open(&s->call, k ? r->pool[k - 1] : r->ch, "/moat.v1.Target/Attach",
+		                           r->md);
 	}
 	if (rc < 0) {
 		free(s);
@@ -309,26 +321,13 @@ static int stream_failed(remote_backend *r, stream *s, int rc, const moat_rpc_st
 	snprintf(what, sizeof(what), "entry call %llu", (unsigned long long)selector);
 	if (rc == MOAT_RPC_TIMEOUT)
 		return moat_error_set(MOAT_ETIMEDOUT, MOAT_ORIGIN_TRANSPORT,
-				      "%s: the target did not answer within %u ms (call_timeout_ms)", what, r->call_timeout_ms);
+		                      "%s: the target did not answer within %u ms (call_timeout_ms)", what,
+		                      r->call_timeout_ms);
 	if (rc == MOAT_RPC_END)
 		return status_error(r, st, what);
 	if (rc == MOAT_EPROTO)
-		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT, "%s: malformed frame from the target", what);
-	return rc;
-}
-
-static int copy_items(moat_msg *out, const moat_msg *in)
-{
-	size_t i;
-	int rc = 0;
-
-	for (i = 0; out && rc == 0 && i < moat_msg_count(in); i++) {
-		const void *d;
-		size_t l;
-
-		moat_msg_item(in, i, &d, &l);
-		rc = moat_msg_push(out, d, l);
-	}
+		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT,
+		                      "%s: malformed frame from the target", what);
 	return rc;
 }
 
@@ -349,10 +348,11 @@ static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg
 		return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
 	if (r->max_message && send_len > r->max_message) {
 		free(send);
-		return moat_error_set(MOAT_ELIMIT, MOAT_ORIGIN_TARGET,
-				      "entry call %llu: message of %zu bytes exceeds the target's limit of %llu bytes "
-				      "(moatd --max-message-bytes)",
-				      (unsigned long long)selector, send_len, (unsigned long long)r->max_message);
+		return moat_error_set(
+		    MOAT_ELIMIT, MOAT_ORIGIN_TARGET,
+		    "entry call %llu: message of %zu bytes exceeds the target's limit of %llu bytes "
+		    "(moatd --max-message-bytes)",
+		    (unsigned long long)selector, send_len, (unsigned long long)r->max_message);
 	}
 	for (;;) {
 		moat_frame_in *fin = NULL;
@@ -363,9 +363,10 @@ static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg
 
 		if (s->broken) {
 			free(send);
-			return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
-					      "entry call %llu: this thread's stream to the target ended in a nested call",
-					      (unsigned long long)selector);
+			return moat_error_set(
+			    MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+			    "entry call %llu: this thread's stream to the target ended in a nested call",
+			    (unsigned long long)selector);
 		}
 		rc = moat__rpc_exchange(s->call, send, send_len, &recv, &recv_len, r->call_timeout_ms, &st);
 		free(send);
@@ -383,15 +384,16 @@ static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg
 			}
 			rc = fin->code;
 			if (rc == 0) {
-				rc = copy_items(out, fin->items);
+				rc = out ? moat__msg_append(out, fin->items) : 0;
 				if (rc < 0)
 					moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
 			} else if (fin->origin == MOAT_ORIGIN_ENCLAVE &&
-				   (rc == MOAT_ENOSELECTOR || rc == MOAT_EHANDLER)) {
+			           (rc == MOAT_ENOSELECTOR || rc == MOAT_EHANDLER)) {
 				moat__error_from_enclave(rc, selector, fin->enclave_code, NULL);
 			} else {
-				moat_error_set(rc, fin->origin ? (moat_origin)fin->origin : MOAT_ORIGIN_TARGET, "%s",
-					       fin->message);
+				moat_error_set(rc,
+				               fin->origin ? (moat_origin)fin->origin : MOAT_ORIGIN_TARGET,
+				               "%s", fin->message);
 				moat__error_set_enclave_code(fin->enclave_code);
 				if (moat__code_is_fatal(rc))
 					atomic_store((_Atomic int *)&r->parent.dead, rc);
@@ -603,7 +605,8 @@ static int load(remote_backend *r, const moat_backend_params *params)
 	if (!buf)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	moat__v1__load_request__pack(&req, buf);
-	rc = moat__rpc_unary(r->ch, "/moat.v1.Target/Load", NULL, buf, n, &reply, &reply_len, LOAD_TIMEOUT_MS, &st);
+	rc = moat__rpc_unary(r->ch, "/moat.v1.Target/Load", NULL, buf, n, &reply, &reply_len, LOAD_TIMEOUT_MS,
+	                     &st);
 	free(buf);
 	if (rc != MOAT_RPC_OK) {
 		if (rc > 0)
@@ -612,29 +615,35 @@ static int load(remote_backend *r, const moat_backend_params *params)
 	}
 	resp = moat__v1__load_response__unpack(NULL, reply_len, reply);
 	if (!resp || !resp->session_id || resp->session_token.len != 32) {
-		rc = moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET, "malformed LoadResponse from %s", r->where);
+		rc = moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET, "malformed LoadResponse from %s",
+		                    r->where);
 		goto out;
 	}
 	snprintf(r->session_id, sizeof(r->session_id), "%s", resp->session_id);
 	moat__hex(r->token_hex, resp->session_token.data, 32);
 	if (resp->protocol_major != MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR) {
-		rc = moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET, "the target speaks Moat protocol %u, this host %d",
-				    resp->protocol_major, MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR);
+		rc = moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET,
+		                    "the target speaks Moat protocol %u, this host %d", resp->protocol_major,
+		                    MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR);
 		goto out;
 	}
-	if (o->target_key && (resp->target_key.len != 32 || memcmp(resp->target_key.data, o->target_key, 32) != 0)) {
-		rc = moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET, "the target's identity key is not the pinned one");
+	if (o->target_key &&
+	    (resp->target_key.len != 32 || memcmp(resp->target_key.data, o->target_key, 32) != 0)) {
+		rc = moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET,
+		                    "the target's identity key is not the pinned one");
 		goto out;
 	}
 	if (!verify_report(resp, nonce)) {
 		rc = moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET,
-				    "the target's load report did not verify against its key (signature, nonce or measurement)");
+		                    "the target's load report did not verify against its key (signature, "
+		                    "nonce or measurement)");
 		goto out;
 	}
 	if ((o->expected_measurement && memcmp(resp->measurement.data, o->expected_measurement, 32) != 0) ||
 	    (!(o->flags & MOAT_LOAD_BY_NAME) && memcmp(resp->measurement.data, sha, 32) != 0)) {
-		rc = moat_error_set(MOAT_EMEASUREMENT, MOAT_ORIGIN_TARGET,
-				    "the target loaded an image whose measurement differs from the expected one");
+		rc = moat_error_set(
+		    MOAT_EMEASUREMENT, MOAT_ORIGIN_TARGET,
+		    "the target loaded an image whose measurement differs from the expected one");
 		goto out;
 	}
 	memcpy(r->parent.measurement, resp->measurement.data, 32);
@@ -689,8 +698,9 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 
 	if (strcmp(uri, "local") == 0) {
 		if (o->flags & MOAT_LOAD_BY_NAME) {
-			rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
-					    "the local backend uploads the image; MOAT_LOAD_BY_NAME needs a running moatd");
+			rc = moat_error_set(
+			    MOAT_EINVAL, MOAT_ORIGIN_API,
+			    "the local backend uploads the image; MOAT_LOAD_BY_NAME needs a running moatd");
 			goto fail;
 		}
 		if ((rc = moat__local_target_start(&r->local, LOCAL_START_TIMEOUT_MS)) < 0)
@@ -709,7 +719,8 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 		goto fail;
 	}
 	if (!r->tls && (o->tls_ca_file || o->tls_cert_file || o->tls_key_file)) {
-		rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "TLS files are set but '%s' is not a grpcs:// URI", uri);
+		rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                    "TLS files are set but '%s' is not a grpcs:// URI", uri);
 		goto fail;
 	}
 	moat__rpc_init();
@@ -741,7 +752,7 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	r->md[4] = NULL;
 	{
 		const char *lease_md[] = {"moat-session", r->session_id, "moat-token", r->token_hex,
-					  "moat-stream", "lease", NULL};
+		                          "moat-stream",  "lease",       NULL};
 
 		if ((rc = moat__rpc_stream_open(&r->lease, r->ch, "/moat.v1.Target/Attach", lease_md)) < 0)
 			goto fail;
@@ -754,15 +765,14 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	*out = &r->parent;
 	return 0;
 
-fail:
-	{
-		moat_error saved = *moat_error_last();
-		char msg[512];
+fail : {
+	moat_error saved = *moat_error_last();
+	char msg[512];
 
-		snprintf(msg, sizeof(msg), "%s", saved.message);
-		remote_close(&r->parent);
-		moat_error_set(saved.code, saved.origin, "%s", msg);
-	}
+	snprintf(msg, sizeof(msg), "%s", saved.message);
+	remote_close(&r->parent);
+	moat_error_set(saved.code, saved.origin, "%s", msg);
+}
 	return rc;
 }
 
@@ -857,10 +867,10 @@ static void remote_close(moat_backend *b)
 }
 
 const moat_backend_vtable moat__backend_remote = {
-	MOAT_BACKEND_VERSION,
-	"remote",
-	MOAT_BACKEND_CAP_ISOLATED | MOAT_BACKEND_CAP_REMOTE | MOAT_BACKEND_CAP_TIMEOUT | MOAT_BACKEND_CAP_CRASH,
-	remote_open,
-	remote_call,
-	remote_close,
+    MOAT_BACKEND_VERSION,
+    "remote",
+    MOAT_BACKEND_CAP_ISOLATED | MOAT_BACKEND_CAP_REMOTE | MOAT_BACKEND_CAP_TIMEOUT | MOAT_BACKEND_CAP_CRASH,
+    remote_open,
+    remote_call,
+    remote_close,
 };

@@ -10,8 +10,8 @@
 /* A private moatd started for one enclave handle ("local" backend). */
 typedef struct moat_local_target {
 	pid_t pid;
-	int parent_fd; /* write end of the pipe whose closing tells moatd we are gone */
-	char dir[256]; /* private 0700 directory: socket, state, uploaded image */
+	int parent_fd;    /* write end of the pipe whose closing tells moatd we are gone */
+	char dir[256];    /* private 0700 directory: socket, state, uploaded image */
 	char target[300]; /* "unix:/.../moatd.sock" */
 } moat_local_target;
 
