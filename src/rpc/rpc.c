@@ -70,6 +70,20 @@ struct moat_rpc_call {
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned int init_count;
 
+/*
+ * Message size limits, the same for channels and the server: receive up to
+ * max_receive_bytes (<= 0 or too large for gRPC: no limit), send anything
+ * (the peer enforces its own limit and says so). Returns the new count.
+ */
+static int message_size_args(grpc_arg *args, int n, long max_receive_bytes)
+{
+	int max = max_receive_bytes > 0 && max_receive_bytes < 0x7fffffff ? (int)max_receive_bytes : -1;
+
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = max}};
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = -1}};
+	return n;
+}
+
 void moat__rpc_init(void)
 {
 	pthread_mutex_lock(&init_lock);
@@ -167,12 +181,7 @@ int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = (int)(2 * ka)}};
 	/* Without this the client stops pinging after two pings without data. */
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, {.integer = 0}};
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER,
-	                       GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-	                       {.integer = o->max_receive_bytes > 0 && o->max_receive_bytes < 0x7fffffff
-	                                       ? (int)o->max_receive_bytes
-	                                       : -1}};
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = -1}};
+	n = message_size_args(args, n, o->max_receive_bytes);
 	/* Each session has its own connection: calls of one session never queue behind another's. */
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, "grpc.use_local_subchannel_pool", {.integer = 1}};
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_RETRIES, {.integer = 0}};
@@ -746,12 +755,7 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = 5000}};
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 5000}};
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, {.integer = 0}};
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER,
-	                       GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-	                       {.integer = o->max_receive_bytes > 0 && o->max_receive_bytes < 0x7fffffff
-	                                       ? (int)o->max_receive_bytes
-	                                       : -1}};
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = -1}};
+	n = message_size_args(args, n, o->max_receive_bytes);
 	ca.num_args = (size_t)n;
 	ca.args = args;
 	s->server = grpc_server_create(&ca, NULL);

@@ -358,7 +358,7 @@ static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg
 		moat_frame_in *fin = NULL;
 		moat_rpc_status st;
 		moat_frame ret = {0};
-		moat_msg *reply = NULL;
+		moat_msg reply = MOAT__MSG_INIT;
 		int hrc;
 
 		if (s->broken) {
@@ -401,18 +401,14 @@ static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg
 			moat__frame_in_free(fin);
 			return rc;
 		}
-		/* An exit call: answer it on this thread, like sim does. */
-		if ((rc = moat_msg_new(&reply)) < 0) {
-			moat__frame_in_free(fin);
-			return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
-		}
-		hrc = r->exit_dispatch(r->exit_ctx, fin->selector, fin->items, reply);
+		/* An exit call: answer it on this thread, like sim does (reply on the stack, no malloc). */
+		hrc = r->exit_dispatch(r->exit_ctx, fin->selector, fin->items, &reply);
 		ret.kind = MOAT_FRAME_RETURN;
 		ret.seq = fin->seq;
 		ret.code = hrc;
-		ret.items = hrc == 0 ? reply : NULL;
+		ret.items = hrc == 0 ? &reply : NULL;
 		rc = moat__frame_encode(&ret, 0, &send, &send_len);
-		moat_msg_free(reply);
+		moat__msg_release(&reply);
 		moat__frame_in_free(fin);
 		if (rc < 0)
 			return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
