@@ -38,7 +38,8 @@ typedef enum moat_error_code {
 	MOAT_EKEY = -21,        /**< target key or load report did not verify */
 	MOAT_EINIT = -22,       /**< the enclave's init function failed */
 	MOAT_ESANDBOX = -23,    /**< the sandbox refused a system call */
-	MOAT_ETARGET = -24      /**< the target server refused the request */
+	MOAT_ETARGET = -24,     /**< the target server refused the request */
+	MOAT_ECANCELED = -25    /**< the enclave was stopped by moat_enclave_abort() */
 } moat_error_code;
 
 /** Where an error came from (like GlobalPlatform's TEEC origin). */

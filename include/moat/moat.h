@@ -156,6 +156,17 @@ MOAT_EXTERN(int) moat_enclave_identity(const moat_enclave *enclave, moat_identit
 MOAT_EXTERN(void) moat_enclave_destroy(moat_enclave *enclave);
 
 /**
+ * End the enclave now, from any thread, whatever it is doing. Calls running
+ * on other threads return MOAT_ECANCELED as soon as the backend can stop
+ * them, and so does every later call; the handle must still be destroyed,
+ * and its finalizer no longer runs. On proc the enclave's process is killed
+ * at once, on remote backends the target ends the session; sim cannot stop
+ * code running in the host's own process, so its calls in progress run to
+ * their end. Returns 0, or MOAT_EINVAL for a NULL enclave.
+ */
+MOAT_EXTERN(int) moat_enclave_abort(moat_enclave *enclave);
+
+/**
  * Compute the measurement (SHA-256) of the enclave image at path into out.
  * Returns 0, MOAT_EINVAL, MOAT_ENOENT, MOAT_EBADIMAGE (not a regular file)
  * or MOAT_EIO.

@@ -121,9 +121,12 @@ int moat_enclave_call(moat_enclave *e, uint64_t selector, const moat_msg *in, mo
 		    (unsigned long long)selector, (unsigned long long)MOAT_SELECTOR_USER);
 	dead = __atomic_load_n(&e->backend->dead, __ATOMIC_ACQUIRE);
 	if (dead)
-		return moat_error_set(
-		    dead, dead == MOAT_ETRANSPORT ? MOAT_ORIGIN_TRANSPORT : MOAT_ORIGIN_ENCLAVE,
-		    "the enclave is no longer usable after an earlier failure: %s", moat_strerror(dead));
+		return moat_error_set(dead,
+		                      dead == MOAT_ETRANSPORT  ? MOAT_ORIGIN_TRANSPORT
+		                      : dead == MOAT_ECANCELED ? MOAT_ORIGIN_API
+		                                               : MOAT_ORIGIN_ENCLAVE,
+		                      "the enclave is no longer usable after an earlier failure: %s",
+		                      moat_strerror(dead));
 	/*
 	 * A thread the enclave asked for (donate) takes no slot: max_threads
 	 * bounds the application's callers, and an enclave that starts and joins
@@ -451,6 +454,21 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 fail:
 	enclave_free(e);
 	return rc;
+}
+
+int moat_enclave_abort(moat_enclave *e)
+{
+	int none = 0;
+
+	if (!e)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_abort: NULL enclave");
+	/* The first fatal error stays the handle's; an abort after it has nothing left to stop. */
+	if (!__atomic_compare_exchange_n(&e->backend->dead, &none, MOAT_ECANCELED, 0, __ATOMIC_ACQ_REL,
+	                                 __ATOMIC_ACQUIRE))
+		return 0;
+	if (e->vtable->abort)
+		e->vtable->abort(e->backend);
+	return 0;
 }
 
 void moat_enclave_destroy(moat_enclave *e)

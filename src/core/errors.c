@@ -36,6 +36,7 @@ const char *moat_strerror(int code)
 	case MOAT_EINIT: return "enclave init failed";
 	case MOAT_ESANDBOX: return "system call refused by the sandbox";
 	case MOAT_ETARGET: return "target server refused the request";
+	case MOAT_ECANCELED: return "enclave stopped by moat_enclave_abort()";
 	default: return "unknown error";
 	}
 }
@@ -119,5 +120,6 @@ int moat__error_from_enclave(int code, uint64_t selector, int64_t handler_code, 
 
 int moat__code_is_fatal(int code)
 {
-	return code == MOAT_ECRASHED || code == MOAT_ETRANSPORT || code == MOAT_ESANDBOX;
+	return code == MOAT_ECRASHED || code == MOAT_ETRANSPORT || code == MOAT_ESANDBOX ||
+	       code == MOAT_ECANCELED;
 }

@@ -283,7 +283,7 @@ static void test_strerror(void **state)
 	int a, b;
 
 	assert_string_equal(moat_strerror(MOAT_OK), "success");
-	for (a = MOAT_ETARGET; a < 0; a++) {
+	for (a = MOAT_ECANCELED; a < 0; a++) {
 		assert_string_not_equal(moat_strerror(a), "unknown error");
 		for (b = a + 1; b < 0; b++)
 			assert_string_not_equal(moat_strerror(a), moat_strerror(b));

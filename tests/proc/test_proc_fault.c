@@ -137,6 +137,31 @@ static void test_crash_while_idle(void **state)
 	assert_int_equal(count_children(NULL), 0);
 }
 
+/* moat_enclave_abort from another thread ends a call that would never return, and the runner with it. */
+static void test_abort_stops_call(void **state)
+{
+	moat_enclave *e = load_probe(NULL, 0);
+	hung h = {e, 0, ""};
+	pthread_t t;
+	struct timespec ms = {0, 100 * 1000 * 1000};
+
+	assert_non_null(e);
+	assert_int_equal(pthread_create(&t, NULL, hang_main, &h), 0);
+	nanosleep(&ms, NULL);
+	assert_int_equal(moat_enclave_abort(e), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(h.rc, MOAT_ECANCELED);
+	assert_non_null(strstr(h.message, "moat_enclave_abort"));
+	/* The runner is gone before destroy, and the handle fails fast. */
+	assert_int_equal(count_children(NULL), 0);
+	assert_int_equal(call_str(e, PROBE_ECHO, "x", NULL, 0), MOAT_ECANCELED);
+	assert_int_equal(moat_error_last()->origin, MOAT_ORIGIN_API);
+	/* A second abort has nothing left to stop. */
+	assert_int_equal(moat_enclave_abort(e), 0);
+	moat_enclave_destroy(e);
+	assert_int_equal(moat_enclave_abort(NULL), MOAT_EINVAL);
+}
+
 static void test_timeout(void **state)
 {
 	moat_enclave *e = load_probe(NULL, 300);
@@ -251,6 +276,7 @@ int main(void)
 	    cmocka_unit_test(test_crash_in_init),
 	    cmocka_unit_test(test_crash_fails_calls_in_flight),
 	    cmocka_unit_test(test_crash_while_idle),
+	    cmocka_unit_test(test_abort_stops_call),
 	    cmocka_unit_test(test_timeout),
 	    cmocka_unit_test(test_timeout_excludes_exit_handlers),
 	    cmocka_unit_test(test_crash_while_nested),

@@ -51,6 +51,13 @@ typedef struct moat_backend_vtable {
 	int (*call)(moat_backend *backend, uint64_t selector, const moat_msg *in, moat_msg *out);
 	/** Run the finalizer, release everything and free the instance. */
 	void (*close)(moat_backend *backend);
+	/**
+	 * End the enclave at once, from any thread, while calls may be running
+	 * on others: those calls and every later one return with the code the
+	 * core stored in dead. close() is still called afterwards. NULL when
+	 * the backend cannot stop code that is running (sim).
+	 */
+	void (*abort)(moat_backend *backend);
 } moat_backend_vtable;
 
 /** Base of every backend instance. */

@@ -36,6 +36,11 @@
 #define RUNNER_NAME "moat-enclave-host"
 /* How long the runner may take to start and enter its sandbox. */
 #define START_TIMEOUT_MS 30000
+/*
+ * How long the finalizer may run at destroy when the load set no call
+ * timeout: destroy must end the runner whatever the enclave is doing.
+ */
+#define STOP_TIMEOUT_MS 5000
 /* How long a runner that closed its channel gets to finish dying before it is killed. */
 #define EXIT_GRACE_MS 2000
 
@@ -83,9 +88,10 @@ static atomic_flag ns_warned = ATOMIC_FLAG_INIT;
 
 /* Why the runner is being given up. */
 enum lost_reason {
-	LOST_GONE,    /* its channel or control socket closed: find out how it ended */
-	LOST_TIMEOUT, /* a call ran out of time: stop it */
-	LOST_PROTOCOL /* it sent what no runner sends: stop it */
+	LOST_GONE,     /* its channel or control socket closed: find out how it ended */
+	LOST_TIMEOUT,  /* a call ran out of time: stop it */
+	LOST_PROTOCOL, /* it sent what no runner sends: stop it */
+	LOST_ABORT     /* the application stopped it (moat_enclave_abort) */
 };
 
 static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector);
@@ -548,7 +554,11 @@ static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector)
 		while (read_note(b, &note, 0))
 			if (note.kind == MOAT_PROC_NOTE_SYSCALL)
 				syscall_nr = note.value;
-		if (why == LOST_PROTOCOL) {
+		if (why == LOST_ABORT) {
+			code = MOAT_ECANCELED;
+			snprintf(b->death, sizeof(b->death),
+			         "%s: the enclave was stopped by moat_enclave_abort()", b->path);
+		} else if (why == LOST_PROTOCOL) {
 			code = MOAT_ECRASHED;
 			snprintf(b->death, sizeof(b->death),
 			         "%s: the enclave broke the frame protocol on its channel and was stopped",
@@ -597,7 +607,8 @@ static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector)
 	}
 	code = atomic_load(&b->parent.dead);
 	pthread_mutex_unlock(&b->reap_lock);
-	return moat_error_set(code, MOAT_ORIGIN_ENCLAVE, "%s", b->death);
+	return moat_error_set(code, code == MOAT_ECANCELED ? MOAT_ORIGIN_API : MOAT_ORIGIN_ENCLAVE, "%s",
+	                      b->death);
 }
 
 /* ---- Calls ---- */
@@ -609,11 +620,11 @@ static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector)
  * time the host spends in exit handlers. On success *ret is the Return.
  */
 static int chan_call(proc_backend *b, proc_chan *ch, uint64_t selector, const moat_msg *in,
-                     moat_frame_in **ret)
+                     unsigned int timeout_ms, moat_frame_in **ret)
 {
 	moat_frame call;
 	uint64_t seq = ++ch->seq;
-	int64_t deadline = b->timeout_ms ? moat__proc_now_ns() + (int64_t)b->timeout_ms * 1000000 : 0;
+	int64_t deadline = timeout_ms ? moat__proc_now_ns() + (int64_t)timeout_ms * 1000000 : 0;
 
 	*ret = NULL;
 	memset(&call, 0, sizeof(call));
@@ -680,7 +691,7 @@ static int proc_call(moat_backend *base, uint64_t selector, const moat_msg *in, 
 		return proc_dead_error(b, dead);
 	if (!(ch = chan_get(b)))
 		return moat_error_last()->code;
-	if ((rc = chan_call(b, ch, selector, in, &ret)) < 0)
+	if ((rc = chan_call(b, ch, selector, in, b->timeout_ms, &ret)) < 0)
 		return rc;
 	rc = ret->code;
 	if (rc == 0 && out) {
@@ -803,7 +814,7 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 		rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 		goto fail;
 	}
-	if ((rc = chan_call(b, ch, MOAT_PROC_SELECTOR_LOAD, load, &ret)) < 0)
+	if ((rc = chan_call(b, ch, MOAT_PROC_SELECTOR_LOAD, load, b->timeout_ms, &ret)) < 0)
 		goto fail;
 	if ((rc = ret->code) < 0) {
 		moat_error_set(rc, ret->origin ? (moat_origin)ret->origin : MOAT_ORIGIN_ENCLAVE, "%s",
@@ -834,9 +845,26 @@ static void proc_close(moat_backend *base)
 		return;
 	/* Run the finalizer; it may make exit calls, answered on this thread. */
 	if (!atomic_load(&b->parent.dead) && (ch = chan_get(b)) != NULL &&
-	    chan_call(b, ch, MOAT_PROC_SELECTOR_STOP, NULL, &ret) == 0)
+	    chan_call(b, ch, MOAT_PROC_SELECTOR_STOP, NULL, b->timeout_ms ? b->timeout_ms : STOP_TIMEOUT_MS,
+	              &ret) == 0)
 		moat__frame_in_free(ret);
 	proc_free(b);
+}
+
+/* Kill the runner now; calls blocked on its channels see them close and return the recorded death. */
+static void proc_abort(moat_backend *base)
+{
+	proc_backend *b = (proc_backend *)base;
+	moat_error saved = *moat_error_last();
+	char msg[512];
+
+	snprintf(msg, sizeof(msg), "%s", saved.message);
+	proc_lost(b, LOST_ABORT, 0);
+	/* Aborting reports nothing: the caller's last error stays as it was. */
+	if (saved.code)
+		moat_error_set(saved.code, saved.origin, "%s", msg);
+	else
+		moat_error_clear();
 }
 
 const moat_backend_vtable moat__backend_proc = {
@@ -846,4 +874,5 @@ const moat_backend_vtable moat__backend_proc = {
     proc_open,
     proc_call,
     proc_close,
+    proc_abort,
 };

@@ -869,4 +869,5 @@ const moat_backend_vtable moat__backend_remote = {
     remote_open,
     remote_call,
     remote_close,
+    NULL,
 };

@@ -94,5 +94,5 @@ static void sim_destroy(moat_backend *b)
 }
 
 const moat_backend_vtable moat__backend_sim = {
-    MOAT_BACKEND_VERSION, "sim", 0, sim_open, sim_call, sim_destroy,
+    MOAT_BACKEND_VERSION, "sim", 0, sim_open, sim_call, sim_destroy, NULL,
 };
