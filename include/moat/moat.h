@@ -27,6 +27,11 @@ typedef enum moat_thread_policy {
 
 /** Load flags. */
 #define MOAT_LOAD_BY_NAME 0x1u /**< remote: path names an image in the target's enclave directory */
+/**
+ * proc: let the enclave make memory writable and executable (a JIT). Without
+ * it only the measured image's own code is executable (MOAT_ISOLATION_WXORX).
+ */
+#define MOAT_LOAD_ALLOW_JIT 0x2u
 
 #define MOAT_LOAD_OPTIONS_VERSION 1
 
@@ -81,6 +86,9 @@ typedef struct moat_load_options {
 #define MOAT_ISOLATION_NETNS   0x10u /**< new network namespace */
 #define MOAT_ISOLATION_RLIMITS 0x20u /**< resource limits, no core dumps */
 #define MOAT_ISOLATION_REMOTE  0x40u /**< runs on a target server */
+#define MOAT_ISOLATION_PIDNS   0x80u /**< own PID, IPC and UTS namespaces: no other process can be named */
+#define MOAT_ISOLATION_TASKS   0x100u /**< kernel-enforced limit on the enclave's threads */
+#define MOAT_ISOLATION_WXORX   0x200u /**< no writable+executable memory; only the image's code runs */
 
 /** Identity of a loaded enclave. */
 typedef struct moat_identity {

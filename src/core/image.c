@@ -23,6 +23,20 @@
 
 #include "core/internal.h"
 
+static int reserved_memfd = -1;
+
+int moat__image_reserve_memfd(void)
+{
+	int fd = memfd_create("moat-enclave", MFD_CLOEXEC | MFD_ALLOW_SEALING), old;
+
+	if (fd < 0)
+		return -errno;
+	old = __atomic_exchange_n(&reserved_memfd, fd, __ATOMIC_ACQ_REL);
+	if (old >= 0)
+		close(old);
+	return 0;
+}
+
 void moat__sha256(uint8_t out[MOAT_MEASUREMENT_LEN], const void *data, size_t len)
 {
 	unsigned int n = MOAT_MEASUREMENT_LEN;
@@ -143,7 +157,9 @@ int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, cons
 		rc = moat_error_set(MOAT_EBADIMAGE, MOAT_ORIGIN_API, "%s: not an ELF shared object", what);
 		goto fail;
 	}
-	img->fd = memfd_create("moat-enclave", MFD_CLOEXEC);
+	img->fd = __atomic_exchange_n(&reserved_memfd, -1, __ATOMIC_ACQ_REL);
+	if (img->fd < 0)
+		img->fd = memfd_create("moat-enclave", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (img->fd < 0) {
 		rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "memfd_create: %s", strerror(errno));
 		goto fail;
@@ -159,6 +175,11 @@ int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, cons
 			goto fail;
 		}
 		done += (size_t)n;
+	}
+	/* The copy is the measured bytes for good: nobody can write, grow or shrink it any more. */
+	if (fcntl(img->fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+		rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "sealing the image copy: %s", strerror(errno));
+		goto fail;
 	}
 	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", img->fd);
 	img->dl = dlopen(fdpath, RTLD_NOW | RTLD_LOCAL);

@@ -77,6 +77,11 @@ int moat__image_open(moat_image **out, const char *path, const uint8_t *pin);
 int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, const char *what,
                            const uint8_t *pin);
 void moat__image_close(moat_image *image);
+/*
+ * Make now the memfd that the next moat__image_open_bytes() in this process
+ * will use (for a sandbox that cannot make one later). Returns 0 or -errno.
+ */
+int moat__image_reserve_memfd(void);
 
 /* Read a whole file; *out is malloc'd. Records the error and returns a code. */
 int moat__read_file(uint8_t **out, size_t *len, const char *path);

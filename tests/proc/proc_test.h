@@ -78,8 +78,8 @@ static inline int count_fds(void)
 	return n - 1; /* the directory's own fd */
 }
 
-/* Children of this process, zombies included; the first one's pid goes to *first. */
-static inline int count_children(pid_t *first)
+/* Children of process parent, zombies included; the first one's pid goes to *first. */
+static inline int count_children_of(pid_t parent, pid_t *first)
 {
 	DIR *d = opendir("/proc");
 	struct dirent *de;
@@ -101,7 +101,7 @@ static inline int count_children(pid_t *first)
 		if (!f)
 			continue;
 		if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) != NULL &&
-		    sscanf(p + 1, " %*c %ld", &ppid) == 1 && ppid == (long)getpid()) {
+		    sscanf(p + 1, " %*c %ld", &ppid) == 1 && ppid == (long)parent) {
 			if (first && !*first)
 				*first = (pid_t)strtol(de->d_name, NULL, 10);
 			n++;
@@ -110,6 +110,26 @@ static inline int count_children(pid_t *first)
 	}
 	closedir(d);
 	return n;
+}
+
+/* Children of this process, zombies included; the first one's pid goes to *first. */
+static inline int count_children(pid_t *first)
+{
+	return count_children_of(getpid(), first);
+}
+
+/*
+ * The process that runs the enclave, given the one libmoat started: in a PID
+ * namespace that is the keeper's grandchild (keeper -> init -> runner).
+ */
+static inline pid_t runner_pid(pid_t keeper)
+{
+	pid_t p = keeper, c;
+	int depth;
+
+	for (depth = 0; depth < 2 && count_children_of(p, &c) > 0; depth++)
+		p = c;
+	return p;
 }
 
 /* Threads of process pid, or -1. */

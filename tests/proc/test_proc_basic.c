@@ -375,6 +375,7 @@ static void test_thread_exit_releases(void **state)
 
 	assert_non_null(e);
 	assert_int_equal(count_children(&runner), 1);
+	runner = runner_pid(runner);
 	fds = count_fds();
 	threads = count_threads(runner);
 	assert_true(threads >= 2);

@@ -70,6 +70,7 @@ struct proc_backend {
 	pid_t pid;
 	int ctl;
 	unsigned int timeout_ms;
+	unsigned int flags; /* MOAT_LOAD_* */
 	moat_exit_dispatch exit_dispatch;
 	void *exit_ctx;
 	pthread_mutex_t ctl_lock; /* sending channels on ctl */
@@ -448,7 +449,8 @@ static int fd_high(int fd)
 static int start_runner(proc_backend *b, const char *runner)
 {
 	char pid_arg[32];
-	char *argv[] = {(char *)runner, "--moat-proc", MOAT_PROC_PROTOCOL, "--parent", pid_arg, NULL};
+	char *argv[] = {(char *)runner, "--moat-proc", MOAT_PROC_PROTOCOL, "--parent", pid_arg,
+	                (b->flags & MOAT_LOAD_ALLOW_JIT) ? "--jit" : NULL, NULL};
 	spawn_req r;
 	int sv[2] = {-1, -1}, null_fd, err_fd, rc = 0;
 
@@ -730,12 +732,13 @@ static void proc_free(proc_backend *b)
 
 static void warn_namespaces(const moat_proc_note *hello)
 {
-	static const unsigned int all = MOAT_ISOLATION_USERNS | MOAT_ISOLATION_MOUNTNS | MOAT_ISOLATION_NETNS;
+	static const unsigned int all = MOAT_ISOLATION_USERNS | MOAT_ISOLATION_PIDNS | MOAT_ISOLATION_MOUNTNS |
+	                                MOAT_ISOLATION_NETNS;
 
 	if ((hello->isolation & all) == all || atomic_flag_test_and_set(&ns_warned))
 		return;
 	fprintf(stderr,
-	        "moat: proc: this system does not allow new user/mount/network namespaces (%s); enclaves run "
+	        "moat: proc: this system does not allow new user/PID/mount/network namespaces (%s); enclaves run "
 	        "without the ones missing (isolation 0x%x)\n",
 	        strerror(hello->ns_errno), hello->isolation);
 }
@@ -767,6 +770,7 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 	b->ctl = -1;
 	b->pid = -1;
 	b->timeout_ms = o->call_timeout_ms;
+	b->flags = o->flags;
 	b->exit_dispatch = params->exit_dispatch;
 	b->exit_ctx = params->exit_ctx;
 	pthread_mutex_init(&b->ctl_lock, NULL);

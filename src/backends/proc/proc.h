@@ -32,6 +32,13 @@
 /* Run the enclave's finalizer. */
 #define MOAT_PROC_SELECTOR_STOP ((uint64_t)1001)
 
+/*
+ * Most tasks (threads, and the runner's two keeper processes) one runner may
+ * have, enforced by the kernel (RLIMIT_NPROC in the runner's own user
+ * namespace). A thread the enclave asks for beyond it fails to start.
+ */
+#define MOAT_PROC_MAX_TASKS 512
+
 /* Largest frame either side accepts; an image travels in one frame. */
 #define MOAT_PROC_FRAME_MAX ((uint32_t)1 << 30)
 
@@ -39,7 +46,7 @@
 
 enum {
 	MOAT_PROC_NOTE_HELLO = 1,      /* sandbox is up: isolation, ns_errno */
-	MOAT_PROC_NOTE_SYSCALL = 2,    /* the sandbox stopped a system call: value */
+	MOAT_PROC_NOTE_SYSCALL = 2,    /* the sandbox stopped a system call: value (written from inside) */
 	MOAT_PROC_NOTE_EXEC_FAILED = 3 /* the runner could not be executed: value is errno */
 };
 

@@ -245,8 +245,8 @@ int main(int argc, char **argv)
 	char *end;
 	long parent;
 
-	if (argc != 5 || strcmp(argv[1], "--moat-proc") != 0 || strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 ||
-	    strcmp(argv[3], "--parent") != 0) {
+	if ((argc != 5 && (argc != 6 || strcmp(argv[5], "--jit") != 0)) || strcmp(argv[1], "--moat-proc") != 0 ||
+	    strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 || strcmp(argv[3], "--parent") != 0) {
 		fprintf(stderr, "moat-enclave-host: started by libmoat only (protocol %s)\n",
 		        MOAT_PROC_PROTOCOL);
 		return 2;
@@ -263,6 +263,11 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Namespaces first, while this is one small thread; from here on this may be PID 2 of a new namespace. */
+	isolation = moat__runner_contain((pid_t)parent, &ns_errno, &rc);
+	/* The image copy is made now: inside the sandbox nothing can hold memory outside its limit. */
+	if (rc == 0)
+		rc = moat__image_reserve_memfd();
 	/*
 	 * Nothing can be opened from disk inside the sandbox, so an enclave can
 	 * only link libraries that are loaded already. Besides libc, load the
@@ -287,7 +292,8 @@ int main(int argc, char **argv)
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
 	mallopt(M_TRIM_THRESHOLD, 128 << 20);
 
-	rc = moat__runner_sandbox_enter(ctl, &isolation, &ns_errno);
+	if (rc == 0)
+		rc = moat__runner_sandbox_enter(ctl, argc == 6, &isolation);
 	memset(&hello, 0, sizeof(hello));
 	hello.magic = MOAT_PROC_NOTE_MAGIC;
 	hello.kind = MOAT_PROC_NOTE_HELLO;
