@@ -449,8 +449,13 @@ static int fd_high(int fd)
 static int start_runner(proc_backend *b, const char *runner)
 {
 	char pid_arg[32];
-	char *argv[] = {(char *)runner, "--moat-proc", MOAT_PROC_PROTOCOL, "--parent", pid_arg,
-	                (b->flags & MOAT_LOAD_ALLOW_JIT) ? "--jit" : NULL, NULL};
+	char *argv[] = {(char *)runner,
+	                "--moat-proc",
+	                MOAT_PROC_PROTOCOL,
+	                "--parent",
+	                pid_arg,
+	                (b->flags & MOAT_LOAD_ALLOW_JIT) ? "--jit" : NULL,
+	                NULL};
 	spawn_req r;
 	int sv[2] = {-1, -1}, null_fd, err_fd, rc = 0;
 
@@ -583,14 +588,20 @@ static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector)
 			                 : NULL;
 
 			code = MOAT_ESANDBOX;
+			/*
+			 * That it died by SIGSYS comes from the kernel; which call it was
+			 * comes from a note the enclave's own process wrote, so say so.
+			 */
 			if (syscall_nr >= 0)
-				snprintf(
-				    b->death, sizeof(b->death),
-				    "%s: the enclave made a forbidden system call (%d, %s) and was stopped",
-				    b->path, syscall_nr, name ? name : "?");
+				snprintf(b->death, sizeof(b->death),
+				         "%s: the enclave made a forbidden system call and was stopped "
+				         "(killed by SIGSYS; the call, as the enclave's process reported it: "
+				         "%d, %s)",
+				         b->path, syscall_nr, name ? name : "?");
 			else
 				snprintf(b->death, sizeof(b->death),
-				         "%s: the enclave made a forbidden system call and was stopped",
+				         "%s: the enclave made a forbidden system call and was stopped "
+				         "(killed by SIGSYS)",
 				         b->path);
 			free(name);
 		} else if (WIFSIGNALED(st)) {
@@ -732,15 +743,16 @@ static void proc_free(proc_backend *b)
 
 static void warn_namespaces(const moat_proc_note *hello)
 {
-	static const unsigned int all = MOAT_ISOLATION_USERNS | MOAT_ISOLATION_PIDNS | MOAT_ISOLATION_MOUNTNS |
-	                                MOAT_ISOLATION_NETNS;
+	static const unsigned int all =
+	    MOAT_ISOLATION_USERNS | MOAT_ISOLATION_PIDNS | MOAT_ISOLATION_MOUNTNS | MOAT_ISOLATION_NETNS;
 
 	if ((hello->isolation & all) == all || atomic_flag_test_and_set(&ns_warned))
 		return;
-	fprintf(stderr,
-	        "moat: proc: this system does not allow new user/PID/mount/network namespaces (%s); enclaves run "
-	        "without the ones missing (isolation 0x%x)\n",
-	        strerror(hello->ns_errno), hello->isolation);
+	fprintf(
+	    stderr,
+	    "moat: proc: this system does not allow new user/PID/mount/network namespaces (%s); enclaves run "
+	    "without the ones missing (isolation 0x%x)\n",
+	    strerror(hello->ns_errno), hello->isolation);
 }
 
 static int proc_open(moat_backend **out, const moat_backend_params *params)

@@ -245,8 +245,9 @@ int main(int argc, char **argv)
 	char *end;
 	long parent;
 
-	if ((argc != 5 && (argc != 6 || strcmp(argv[5], "--jit") != 0)) || strcmp(argv[1], "--moat-proc") != 0 ||
-	    strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 || strcmp(argv[3], "--parent") != 0) {
+	if ((argc != 5 && (argc != 6 || strcmp(argv[5], "--jit") != 0)) ||
+	    strcmp(argv[1], "--moat-proc") != 0 || strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 ||
+	    strcmp(argv[3], "--parent") != 0) {
 		fprintf(stderr, "moat-enclave-host: started by libmoat only (protocol %s)\n",
 		        MOAT_PROC_PROTOCOL);
 		return 2;
@@ -263,7 +264,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	/* Namespaces first, while this is one small thread; from here on this may be PID 2 of a new namespace. */
+	/* Namespaces first, while this is one small thread; from here on this may be PID 2 of a new
+	 * namespace. */
 	isolation = moat__runner_contain((pid_t)parent, &ns_errno, &rc);
 	/* The image copy is made now: inside the sandbox nothing can hold memory outside its limit. */
 	if (rc == 0)

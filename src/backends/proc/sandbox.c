@@ -75,9 +75,9 @@
 /* The id a runner started by root takes before anything else: nobody. */
 #define SANDBOX_NOBODY ((uid_t)65534)
 /* The exact clone() flags of a thread as glibc's pthread_create makes it. */
-#define THREAD_FLAGS                                                                            \
-	(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SYSVSEM | CLONE_SIGHAND | CLONE_THREAD | \
-	 CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
+#define THREAD_FLAGS                                                                                       \
+	(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SYSVSEM | CLONE_SIGHAND | CLONE_THREAD | CLONE_SETTLS | \
+	 CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
 
 static int note_fd = -1;
 
@@ -196,7 +196,6 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 	_exit(128 + SIGSYS);
 }
 
-
 /* Write one short string to a /proc file. */
 static int write_proc(const char *path, const char *text)
 {
@@ -281,7 +280,8 @@ static unsigned int enter_namespaces(pid_t parent, int *ns_errno, int *err)
 	if (root) {
 		if ((*err = drop_root(parent)) < 0)
 			return bits;
-		/* New ids made the process non-dumpable, which gives /proc/self to root: take it back to map ids. */
+		/* New ids made the process non-dumpable, which gives /proc/self to root: take it back to map
+		 * ids. */
 		prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 		bits |= enter_userns(ns_errno);
 	}
@@ -428,14 +428,13 @@ static int drop_capabilities(void)
 	return syscall(SYS_capset, &h, d) < 0 ? -errno : 0;
 }
 
-#define ALLOW(name) rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(name), 0)
-#define ALLOW_IF(name, ...) \
-	rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(name), __VA_ARGS__)
+#define ALLOW(name)         rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(name), 0)
+#define ALLOW_IF(name, ...) rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(name), __VA_ARGS__)
 
 /* See docs/proc.md for why each call is allowed. */
 static int install_filter(int jit)
 {
-	static const int fcntl_cmds[] = {F_GETFD,       F_SETFD,  F_GETFL,      F_DUPFD,
+	static const int fcntl_cmds[] = {F_GETFD,         F_SETFD,     F_GETFL,    F_DUPFD,
 	                                 F_DUPFD_CLOEXEC, F_GET_SEALS, F_ADD_SEALS};
 	scmp_filter_ctx ctx;
 	pid_t self = getpid();
