@@ -93,6 +93,7 @@ static void expect_stopped(uint64_t selector, uint64_t arg, const char *name)
 	check_nothing_harmed();
 }
 
+#if !defined(__SANITIZE_ADDRESS__)
 /* A call that must be refused without stopping the enclave; returns the reply's first item. */
 static void expect_reply(uint64_t selector, uint64_t arg, const char *want)
 {
@@ -112,6 +113,7 @@ static void expect_reply(uint64_t selector, uint64_t arg, const char *want)
 	moat_enclave_destroy(e);
 	check_nothing_harmed();
 }
+#endif
 
 /* F_SETOWN + F_SETSIG + O_ASYNC would make the kernel signal any process of the runner's user. */
 static void test_no_signal_reaches_out(void **state)
@@ -168,6 +170,32 @@ static void test_no_code_of_its_own(void **state)
 {
 	expect_stopped(HOSTILE_RWX, 0, "mmap");
 	expect_stopped(HOSTILE_WX_FLIP, 0, "mprotect");
+}
+
+/* An enclave loaded with MOAT_LOAD_ALLOW_JIT may map writable+executable memory, and its identity says so. */
+static void test_jit_on_request(void **state)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e = NULL;
+	moat_identity id;
+	char reply[32];
+
+	if (g.on_moatd)
+		skip(); /* a remote host cannot ask a target for JIT yet */
+	o.backend = "proc";
+	o.flags = MOAT_LOAD_ALLOW_JIT;
+	assert_int_equal(moat_enclave_load(&e, HOSTILE_PATH, &o), 0);
+	assert_int_equal(moat_enclave_identity(e, &id), 0);
+	assert_false(id.isolation & MOAT_ISOLATION_WXORX);
+	assert_true(id.isolation & MOAT_ISOLATION_SECCOMP);
+	assert_int_equal(call_str(e, HOSTILE_RWX, NULL, reply, sizeof(reply)), 0);
+	assert_string_equal(reply, "got out");
+	assert_int_equal(call_str(e, HOSTILE_WX_FLIP, NULL, reply, sizeof(reply)), 0);
+	assert_string_equal(reply, "got out");
+	/* Everything else stays closed. */
+	assert_int_equal(call_str(e, HOSTILE_MEMFD, NULL, NULL, 0), MOAT_ESANDBOX);
+	moat_enclave_destroy(e);
+	check_nothing_harmed();
 }
 
 static void test_no_processes_namespaces_or_other_limits(void **state)
@@ -263,6 +291,7 @@ int main(void)
 	    cmocka_unit_test(test_no_memory_outside_the_limit),
 	    cmocka_unit_test(test_thread_limit),
 	    cmocka_unit_test(test_no_code_of_its_own),
+	    cmocka_unit_test(test_jit_on_request),
 	    cmocka_unit_test(test_no_processes_namespaces_or_other_limits),
 	    cmocka_unit_test(test_nothing_to_aim_at),
 	    cmocka_unit_test(test_forged_death_notes),
