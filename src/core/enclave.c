@@ -456,6 +456,27 @@ fail:
 	return rc;
 }
 
+/*
+ * How long destroy waits for a thread the enclave started before it stops
+ * the enclave, on backends that can: destroy must end whatever the enclave
+ * is doing. Sim cannot stop code in the host's own process, so it waits.
+ */
+#define DONATED_JOIN_MS 5000
+
+static void join_donated(struct moat_enclave *e, pthread_t thread)
+{
+	struct timespec until;
+
+	if (e->vtable->abort) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += DONATED_JOIN_MS / 1000;
+		if (pthread_timedjoin_np(thread, NULL, &until) == 0)
+			return;
+		moat_enclave_abort(e);
+	}
+	pthread_join(thread, NULL);
+}
+
 int moat_enclave_abort(moat_enclave *e)
 {
 	int none = 0;
@@ -491,7 +512,7 @@ void moat_enclave_destroy(moat_enclave *e)
 		while (list) {
 			donated_thread *next = list->next;
 
-			pthread_join(list->thread, NULL);
+			join_donated(e, list->thread);
 			free(list);
 			list = next;
 		}

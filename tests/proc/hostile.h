@@ -21,6 +21,9 @@
 #define HOSTILE_PRLIMIT    (MOAT_SELECTOR_USER + 33) /* read the limits of pid item 0 */
 #define HOSTILE_RAISE_LIM  (MOAT_SELECTOR_USER + 34) /* raise its own RLIMIT_NPROC */
 #define HOSTILE_FTRUNCATE  (MOAT_SELECTOR_USER + 35) /* ftruncate its stderr */
+#define HOSTILE_SPAWN_HANG    \
+	(MOAT_SELECTOR_USER + \
+	 36) /* start a thread that never ends; item 0 = 1: a finalizer that never ends instead */
 #define HOSTILE_WHO        (MOAT_SELECTOR_USER + 40) /* pid, parent pid, uid, gid as u64 items */
 #define HOSTILE_FORGE_SEGV (MOAT_SELECTOR_USER + 50) /* write a fake death note, then segfault */
 #define HOSTILE_FORGE_SYS  (MOAT_SELECTOR_USER + 51) /* write a fake death note, then raise SIGSYS */

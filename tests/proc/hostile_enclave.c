@@ -211,6 +211,29 @@ static int trunc_stderr(void *p, const moat_msg *in, moat_msg *out)
 	return ftruncate(2, 0) == 0 ? got_out(out) : moat_msg_push_str(out, "refused");
 }
 
+static void forever(void *arg)
+{
+	sleeper(arg);
+}
+
+static void hang_fini(void)
+{
+	sleeper(NULL);
+}
+
+static int spawn_hang(void *p, const moat_msg *in, moat_msg *out)
+{
+	moat_thread t;
+	uint64_t fini = 0;
+
+	moat_msg_item_u64(in, 0, &fini);
+	if (fini) {
+		moat_finalizer_set(hang_fini);
+		return 0;
+	}
+	return moat_thread_start(&t, forever, NULL);
+}
+
 static int who(void *p, const moat_msg *in, moat_msg *out)
 {
 	int rc = moat_msg_push_u64(out, (uint64_t)getpid());
@@ -270,6 +293,7 @@ static int init(const void *cfg, size_t len)
 	    {HOSTILE_PRLIMIT, prlimit_other},
 	    {HOSTILE_RAISE_LIM, raise_limit},
 	    {HOSTILE_FTRUNCATE, trunc_stderr},
+	    {HOSTILE_SPAWN_HANG, spawn_hang},
 	    {HOSTILE_WHO, who},
 	    {HOSTILE_FORGE_SEGV, forge_segv},
 	    {HOSTILE_FORGE_SYS, forge_sys},

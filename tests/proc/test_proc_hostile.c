@@ -206,6 +206,30 @@ static void test_no_processes_namespaces_or_other_limits(void **state)
 	expect_stopped(HOSTILE_RAISE_LIM, 0, "prlimit64");
 }
 
+/* Destroy ends the enclave whatever it is doing: a thread it started that never ends, a finalizer that hangs.
+ */
+static void test_destroy_is_bounded(void **state)
+{
+	uint64_t fini;
+
+	if (g.on_moatd)
+		skip(); /* the remote backend cannot stop a call in flight yet: its host would wait for the
+		           thread */
+	for (fini = 0; fini < 2; fini++) {
+		moat_enclave *e = load_hostile();
+		struct timespec t0, t1;
+
+		assert_non_null(e);
+		assert_int_equal(call_u64(e, HOSTILE_SPAWN_HANG, fini, NULL), 0);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		moat_enclave_destroy(e);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		/* A bound against hanging forever (5 s per stage), not a speed check. */
+		assert_true(t1.tv_sec - t0.tv_sec < 60);
+		check_nothing_harmed();
+	}
+}
+
 /* Alone in its PID namespace (it sees itself as PID 2 under an init), as nobody. */
 static void test_nothing_to_aim_at(void **state)
 {
@@ -293,6 +317,7 @@ int main(void)
 	    cmocka_unit_test(test_no_code_of_its_own),
 	    cmocka_unit_test(test_jit_on_request),
 	    cmocka_unit_test(test_no_processes_namespaces_or_other_limits),
+	    cmocka_unit_test(test_destroy_is_bounded),
 	    cmocka_unit_test(test_nothing_to_aim_at),
 	    cmocka_unit_test(test_forged_death_notes),
 	};
