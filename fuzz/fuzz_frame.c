@@ -9,23 +9,12 @@
  * seed corpus) plus every truncation and single-byte corruption of each
  * seed, so the codec's robustness is checked by ctest on every build.
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "codec/frame.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                    \
-	do {                                                                                           \
-		if (!(cond)) {                                                                         \
-			fprintf(stderr, "fuzz_frame: check failed at line %d: %s\n", __LINE__, #cond); \
-			abort();                                                                       \
-		}                                                                                      \
-	} while (0)
+#include "replay.h"
 
 static void same_items(const moat_msg *a, const moat_msg *b)
 {
@@ -130,76 +119,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef MOAT_LIBFUZZER
-static int read_all(const char *path, uint8_t **out, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *buf = NULL;
-	size_t cap = 0, n = 0;
-
-	if (!f)
-		return -1;
-	for (;;) {
-		size_t got;
-
-		if (n == cap) {
-			uint8_t *nb = realloc(buf, cap ? 2 * cap : 4096);
-
-			if (!nb) {
-				free(buf);
-				fclose(f);
-				return -1;
-			}
-			buf = nb;
-			cap = cap ? 2 * cap : 4096;
-		}
-		got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (got == 0)
-			break;
-	}
-	fclose(f);
-	*out = buf;
-	*len = n;
-	return 0;
-}
-
-/* Run one seed, every prefix of it, and (for small seeds) every single-byte corruption. */
-static int replay_file(const char *path)
-{
-	uint8_t *data = NULL, *copy;
-	size_t len = 0, i;
-
-	if (read_all(path, &data, &len) < 0) {
-		fprintf(stderr, "fuzz_frame: cannot read %s\n", path);
-		return -1;
-	}
-	LLVMFuzzerTestOneInput(data, len);
-	copy = malloc(len ? len : 1);
-	CHECK(copy != NULL);
-	for (i = 0; i < len; i++) {
-		memcpy(copy, data, i);
-		LLVMFuzzerTestOneInput(copy, i);
-	}
-	if (len <= 4096) {
-		static const uint8_t values[] = {0x00, 0x01, 0x7f, 0x80, 0xff};
-
-		for (i = 0; i < len; i++) {
-			size_t v;
-
-			for (v = 0; v < sizeof(values); v++) {
-				memcpy(copy, data, len);
-				copy[i] = values[v];
-				LLVMFuzzerTestOneInput(copy, len);
-				copy[i] = data[i] ^ 0x01;
-				LLVMFuzzerTestOneInput(copy, len);
-			}
-		}
-	}
-	free(copy);
-	free(data);
-	return 0;
-}
-
 static void write_seed(const char *dir, const char *name, const moat_frame *f)
 {
 	char path[4096];
@@ -268,45 +187,8 @@ static int make_seeds(const char *dir)
 
 int main(int argc, char **argv)
 {
-	int i, files = 0, failed = 0;
-
 	if (argc == 3 && strcmp(argv[1], "--make-seeds") == 0)
 		return make_seeds(argv[2]);
-
-	for (i = 1; i < argc; i++) {
-		struct stat st;
-		DIR *d;
-		struct dirent *ent;
-
-		if (stat(argv[i], &st) < 0) {
-			fprintf(stderr, "fuzz_frame: %s: no such file or directory\n", argv[i]);
-			failed = 1;
-			continue;
-		}
-		if (!S_ISDIR(st.st_mode)) {
-			failed |= replay_file(argv[i]) < 0;
-			files++;
-			continue;
-		}
-		d = opendir(argv[i]);
-		if (!d) {
-			failed = 1;
-			continue;
-		}
-		while ((ent = readdir(d)) != NULL) {
-			char path[4096];
-
-			if (ent->d_name[0] == '.')
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", argv[i], ent->d_name);
-			failed |= replay_file(path) < 0;
-			files++;
-		}
-		closedir(d);
-	}
-	/* The empty input is always worth a try. */
-	LLVMFuzzerTestOneInput((const uint8_t *)"", 0);
-	printf("fuzz_frame: replayed %d seed file(s) with truncations and corruptions\n", files);
-	return failed || files == 0;
+	return moat_fuzz_replay("fuzz_frame", argc, argv);
 }
 #endif

@@ -24,6 +24,9 @@
 #define HOSTILE_SPAWN_HANG    \
 	(MOAT_SELECTOR_USER + \
 	 36) /* start a thread that never ends; item 0 = 1: a finalizer that never ends instead */
+#define HOSTILE_NEST \
+	(MOAT_SELECTOR_USER + 37) /* exit call HOSTILE_EXIT_NEST, whose handler calls this again */
+#define HOSTILE_EXIT_NEST  (MOAT_SELECTOR_USER + 100)
 #define HOSTILE_WHO        (MOAT_SELECTOR_USER + 40) /* pid, parent pid, uid, gid as u64 items */
 #define HOSTILE_FORGE_SEGV (MOAT_SELECTOR_USER + 50) /* write a fake death note, then segfault */
 #define HOSTILE_FORGE_SYS  (MOAT_SELECTOR_USER + 51) /* write a fake death note, then raise SIGSYS */

@@ -234,6 +234,11 @@ static int spawn_hang(void *p, const moat_msg *in, moat_msg *out)
 	return moat_thread_start(&t, forever, NULL);
 }
 
+static int nest(void *p, const moat_msg *in, moat_msg *out)
+{
+	return moat_exit_call(HOSTILE_EXIT_NEST, in, out);
+}
+
 static int who(void *p, const moat_msg *in, moat_msg *out)
 {
 	int rc = moat_msg_push_u64(out, (uint64_t)getpid());
@@ -294,6 +299,7 @@ static int init(const void *cfg, size_t len)
 	    {HOSTILE_RAISE_LIM, raise_limit},
 	    {HOSTILE_FTRUNCATE, trunc_stderr},
 	    {HOSTILE_SPAWN_HANG, spawn_hang},
+	    {HOSTILE_NEST, nest},
 	    {HOSTILE_WHO, who},
 	    {HOSTILE_FORGE_SEGV, forge_segv},
 	    {HOSTILE_FORGE_SYS, forge_sys},

@@ -230,6 +230,57 @@ static void test_destroy_is_bounded(void **state)
 	}
 }
 
+typedef struct nester {
+	moat_enclave *e;
+	unsigned int depth, deepest, stop_at;
+	int refused;       /* the first failure's code */
+	char message[512]; /* and its message */
+} nester;
+
+/* The host's exit handler calls back into the enclave: one more level each time, up to stop_at. */
+static int nest_again(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	nester *n = payload;
+	int rc;
+
+	if (n->depth >= n->stop_at)
+		return 0;
+	if (++n->depth > n->deepest)
+		n->deepest = n->depth;
+	rc = moat_enclave_call(n->e, HOSTILE_NEST, in, out);
+	if (rc < 0 && !n->refused) {
+		n->refused = rc;
+		snprintf(n->message, sizeof(n->message), "%s", moat_error_last()->message);
+	}
+	n->depth--;
+	return rc;
+}
+
+/* A host that nests 100,000 deep gets MOAT_ELIMIT naming the limit; the enclave, and everyone else, go on. */
+static void test_nesting_has_a_budget(void **state)
+{
+	nester n = {NULL, 0, 0, 100000, 0, ""};
+
+	n.e = load_hostile();
+	assert_non_null(n.e);
+	assert_int_equal(moat_enclave_set_exit_handler(n.e, HOSTILE_EXIT_NEST, nest_again, &n), 0);
+	assert_true(moat_enclave_call(n.e, HOSTILE_NEST, NULL, NULL) < 0);
+	fprintf(stderr, "nesting refused at depth %u: %s\n", n.deepest, n.message);
+	assert_int_equal(n.refused, MOAT_ELIMIT);
+	assert_non_null(strstr(n.message, "nested more than"));
+	assert_true(n.deepest < n.stop_at);
+	assert_int_equal(n.depth, 0);
+	/* Nothing was lost: the same handle, on the same thread, works, and nests within the budget. */
+	assert_int_equal(call_str(n.e, HOSTILE_ECHO, "x", NULL, 0), 0);
+	n.stop_at = 500;
+	n.deepest = 0;
+	n.refused = 0;
+	assert_int_equal(moat_enclave_call(n.e, HOSTILE_NEST, NULL, NULL), 0);
+	assert_int_equal(n.deepest, 500);
+	moat_enclave_destroy(n.e);
+	check_nothing_harmed();
+}
+
 /* Alone in its PID namespace (it sees itself as PID 2 under an init), as nobody. */
 static void test_nothing_to_aim_at(void **state)
 {
@@ -318,6 +369,7 @@ int main(void)
 	    cmocka_unit_test(test_jit_on_request),
 	    cmocka_unit_test(test_no_processes_namespaces_or_other_limits),
 	    cmocka_unit_test(test_destroy_is_bounded),
+	    cmocka_unit_test(test_nesting_has_a_budget),
 	    cmocka_unit_test(test_nothing_to_aim_at),
 	    cmocka_unit_test(test_forged_death_notes),
 	};

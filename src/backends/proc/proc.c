@@ -55,8 +55,8 @@ typedef struct proc_backend proc_backend;
  */
 typedef struct proc_chan {
 	moat_proc_wire wire;
+	moat_conv conv;
 	uint64_t instance;
-	uint64_t seq;
 	atomic_int detached; /* the instance was destroyed; only the thread still refers to it */
 	proc_backend *owner;
 	struct proc_chan *next_owner;
@@ -96,6 +96,28 @@ enum lost_reason {
 };
 
 static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector);
+
+/* ---- The channel's transport and the enclave's exit calls, for the conversation engine ---- */
+
+static int host_send(void *io, const moat_frame *f)
+{
+	return moat__proc_wire_send(((proc_chan *)io)->wire.fd, f);
+}
+
+static int host_recv(void *io, moat_frame_in **out, int64_t deadline_ns)
+{
+	return moat__proc_wire_recv(&((proc_chan *)io)->wire, out, deadline_ns);
+}
+
+/* An exit call: answered here, on the host thread that waits for its entry call. */
+static void host_serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_result *res)
+{
+	proc_backend *b = ctx;
+
+	res->code = b->exit_dispatch(b->exit_ctx, f->selector, f->items, out);
+}
+
+static const moat_conv_ops host_ops = {host_send, host_recv, host_serve};
 
 /* ---- Channels ---- */
 
@@ -232,6 +254,7 @@ static proc_chan *chan_get(proc_backend *b)
 		return NULL;
 	}
 	ch->wire.fd = sv[0];
+	moat__conv_init(&ch->conv, &host_ops, ch, b);
 	ch->instance = b->instance;
 	ch->owner = b;
 	pthread_mutex_lock(&chan_lock);
@@ -627,63 +650,27 @@ static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector)
 /* ---- Calls ---- */
 
 /*
- * Send a Call on ch and wait for its Return, answering the enclave's exit
- * calls on this thread meanwhile (they may nest entry calls on the same
- * channel). The call's time limit counts the enclave's time only, not the
- * time the host spends in exit handlers. On success *ret is the Return.
+ * Send a Call on ch and wait for its Return; the engine answers the
+ * enclave's exit calls on this thread meanwhile (they may nest entry calls
+ * on the same channel). The time limit counts the enclave's time only, not
+ * the time the host spends in exit handlers. On success *ret is the Return.
  */
 static int chan_call(proc_backend *b, proc_chan *ch, uint64_t selector, const moat_msg *in,
                      unsigned int timeout_ms, moat_frame_in **ret)
 {
-	moat_frame call;
-	uint64_t seq = ++ch->seq;
-	int64_t deadline = timeout_ms ? moat__proc_now_ns() + (int64_t)timeout_ms * 1000000 : 0;
+	int rc = moat__conv_call(&ch->conv, selector, in, timeout_ms, ret);
 
-	*ret = NULL;
-	memset(&call, 0, sizeof(call));
-	call.kind = MOAT_FRAME_CALL;
-	call.seq = seq;
-	call.selector = selector;
-	call.items = in;
-	if (moat__proc_wire_send(ch->wire.fd, &call) < 0)
-		return proc_lost(b, LOST_GONE, selector);
-	for (;;) {
-		moat_frame_in *f;
-		moat_frame answer;
-		moat_msg xout = MOAT__MSG_INIT;
-		int64_t t0;
-		int rc = moat__proc_wire_recv(&ch->wire, &f, deadline);
-
-		if (rc == MOAT_ETIMEDOUT)
-			return proc_lost(b, LOST_TIMEOUT, selector);
-		if (rc == MOAT_ENOMEM)
-			return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
-		/* A malformed frame means a runner that cannot be trusted any more. */
-		if (rc < 0)
-			return proc_lost(b, rc == MOAT_EPROTO ? LOST_PROTOCOL : LOST_GONE, selector);
-		if (f->kind == MOAT_FRAME_RETURN) {
-			if (f->seq != seq) {
-				moat__frame_in_free(f);
-				return proc_lost(b, LOST_PROTOCOL, selector);
-			}
-			*ret = f;
-			return 0;
-		}
-		/* An exit call: answer it here, on the thread that waits. */
-		t0 = moat__proc_now_ns();
-		rc = b->exit_dispatch(b->exit_ctx, f->selector, f->items, &xout);
-		memset(&answer, 0, sizeof(answer));
-		answer.kind = MOAT_FRAME_RETURN;
-		answer.seq = f->seq;
-		answer.code = rc;
-		answer.items = rc == 0 ? &xout : NULL;
-		rc = moat__proc_wire_send(ch->wire.fd, &answer);
-		moat__msg_release(&xout);
-		moat__frame_in_free(f);
-		if (rc < 0)
-			return proc_lost(b, LOST_GONE, selector);
-		if (deadline)
-			deadline += moat__proc_now_ns() - t0;
+	switch (rc) {
+	case 0: return 0;
+	case MOAT_ETIMEDOUT: return proc_lost(b, LOST_TIMEOUT, selector);
+	case MOAT_EPROTO: return proc_lost(b, LOST_PROTOCOL, selector);
+	case MOAT_ENOMEM: return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+	case MOAT_ELIMIT:
+		return moat_error_set(
+		    rc, MOAT_ORIGIN_API,
+		    "entry call %llu: the message is larger than the proc frame limit (%u bytes)",
+		    (unsigned long long)selector, (unsigned)MOAT_PROC_FRAME_MAX);
+	default: return proc_lost(b, LOST_GONE, selector);
 	}
 }
 

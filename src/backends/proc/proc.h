@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#include "codec/frame.h"
+#include "codec/conv.h"
 
 /* Version of this protocol; the host passes it on the runner's command line. */
 #define MOAT_PROC_PROTOCOL "1"
@@ -38,6 +38,13 @@
  * namespace). A thread the enclave asks for beyond it fails to start.
  */
 #define MOAT_PROC_MAX_TASKS 512
+
+/*
+ * Deepest nesting of the host's calls on one channel (host -> enclave ->
+ * exit handler -> enclave ...). A deeper call fails with MOAT_ELIMIT
+ * without running; the runner's worker stacks are sized for it.
+ */
+#define MOAT_PROC_MAX_NESTING 1024
 
 /* Largest frame either side accepts; an image travels in one frame. */
 #define MOAT_PROC_FRAME_MAX ((uint32_t)1 << 30)
@@ -82,8 +89,5 @@ int moat__proc_wire_recv(moat_proc_wire *w, moat_frame_in **out, int64_t deadlin
 
 /* Free the reader's buffer (not the fd). */
 void moat__proc_wire_release(moat_proc_wire *w);
-
-/* CLOCK_MONOTONIC now, in nanoseconds. */
-int64_t moat__proc_now_ns(void);
 
 #endif

@@ -22,8 +22,11 @@
 
 typedef struct channel {
 	moat_proc_wire wire;
-	uint64_t seq;
+	moat_conv conv;
 } channel;
+
+/* A worker's stack: room for MOAT_PROC_MAX_NESTING levels of 16 KiB each (virtual; touched only as used). */
+#define WORKER_STACK ((size_t)MOAT_PROC_MAX_NESTING * 16 * 1024)
 
 static moat_image *image;
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -52,26 +55,10 @@ __attribute__((visibility("default"))) const char *__ubsan_default_options(void)
 }
 #endif
 
-static int reply(channel *ch, uint64_t seq, int code, moat_origin origin, int64_t enclave_code,
-                 const char *message, const moat_msg *items)
-{
-	moat_frame f;
-
-	memset(&f, 0, sizeof(f));
-	f.kind = MOAT_FRAME_RETURN;
-	f.seq = seq;
-	f.code = code;
-	f.origin = code ? (uint32_t)origin : 0;
-	f.enclave_code = enclave_code;
-	f.message = message;
-	f.items = code ? NULL : items;
-	return moat__proc_wire_send(ch->wire.fd, &f);
-}
-
 static int runner_exit_call(void *ctx, uint64_t selector, const moat_msg *in, moat_msg *out);
 
 /* LOAD: items are name, image bytes, pin (0 or 32 bytes), config. */
-static int load(moat_frame_in *f, moat_origin *origin, char *message, size_t size)
+static int load(const moat_frame_in *f, moat_origin *origin, char *message, size_t size)
 {
 	const void *bytes, *pin, *config;
 	size_t len, pin_len, config_len;
@@ -113,88 +100,69 @@ out:
 	return rc;
 }
 
-/* Run one Call from the host on this channel and answer it. */
-static void serve(channel *ch, moat_frame_in *f)
+/* Run one Call from the host: load, stop, or an entry call into the enclave. */
+static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_result *res)
 {
-	moat_msg out = MOAT__MSG_INIT;
-	moat_origin origin = MOAT_ORIGIN_ENCLAVE;
-	char message[512] = "";
-	int64_t handler_code = 0;
-	int rc;
-
+	res->origin = MOAT_ORIGIN_ENCLAVE;
 	if (f->selector == MOAT_PROC_SELECTOR_LOAD) {
-		rc = load(f, &origin, message, sizeof(message));
+		res->code = load(f, &res->origin, res->message, sizeof(res->message));
 	} else if (!image) {
-		rc = MOAT_EPROTO;
-		origin = MOAT_ORIGIN_TRANSPORT;
-		snprintf(message, sizeof(message), "no enclave image is loaded");
+		res->code = MOAT_EPROTO;
+		res->origin = MOAT_ORIGIN_TRANSPORT;
+		snprintf(res->message, sizeof(res->message), "no enclave image is loaded");
 	} else if (f->selector == MOAT_PROC_SELECTOR_STOP) {
 		image->entry->stop();
-		rc = 0;
+		res->code = 0;
 	} else {
-		rc = image->entry->call(f->selector, f->items, &out, &handler_code);
+		res->code = image->entry->call(f->selector, f->items, out, &res->enclave_code);
 	}
-	if (reply(ch, f->seq, rc, origin, handler_code, message, &out) < 0)
-		_exit(0); /* the host is gone */
-	moat__msg_release(&out);
 }
 
-/* The enclave's exit calls: a Call to the host on this thread's channel, serving nested Calls until its
- * Return. */
+static int chan_send(void *io, const moat_frame *f)
+{
+	return moat__proc_wire_send(((channel *)io)->wire.fd, f);
+}
+
+static int chan_recv(void *io, moat_frame_in **out, int64_t deadline_ns)
+{
+	return moat__proc_wire_recv(&((channel *)io)->wire, out, deadline_ns);
+}
+
+static const moat_conv_ops runner_ops = {chan_send, chan_recv, serve};
+
+/*
+ * The enclave's exit calls: a Call to the host on this thread's channel; the
+ * engine serves the host's nested Calls until the Return comes.
+ */
 static int runner_exit_call(void *ctx, uint64_t selector, const moat_msg *in, moat_msg *out)
 {
 	channel *ch = current;
-	moat_frame call;
-	uint64_t seq;
+	moat_frame_in *f;
+	int rc;
 
 	/* Threads the enclave made itself have no host thread to answer them. */
 	if (!ch)
 		return MOAT_EINVAL;
-	seq = ++ch->seq;
-	memset(&call, 0, sizeof(call));
-	call.kind = MOAT_FRAME_CALL;
-	call.seq = seq;
-	call.selector = selector;
-	call.items = in;
-	if (moat__proc_wire_send(ch->wire.fd, &call) < 0)
-		_exit(0);
-	for (;;) {
-		moat_frame_in *f;
-		int rc;
-
-		if (moat__proc_wire_recv(&ch->wire, &f, 0) < 0)
-			_exit(0);
-		if (f->kind == MOAT_FRAME_CALL) {
-			serve(ch, f);
-			moat__frame_in_free(f);
-			continue;
-		}
-		if (f->seq != seq)
-			_exit(0); /* out of order: the host broke the protocol */
-		rc = f->code;
-		/* A failed exit call leaves out as it was, as on sim. */
-		if (rc == 0 && out)
-			rc = moat__msg_append(out, f->items);
-		moat__frame_in_free(f);
-		return rc;
-	}
+	rc = moat__conv_call(&ch->conv, selector, in, 0, &f);
+	if (rc == MOAT_ELIMIT)
+		return rc; /* too large to send; nothing was sent */
+	if (rc < 0)
+		_exit(0); /* the host is gone, or broke the protocol */
+	rc = f->code;
+	/* A failed exit call leaves out as it was, as on sim. */
+	if (rc == 0 && out)
+		rc = moat__msg_append(out, f->items);
+	moat__frame_in_free(f);
+	return rc;
 }
 
 static void *worker_main(void *arg)
 {
 	channel *ch = arg;
-	moat_frame_in *f;
 
 	current = ch;
-	while (moat__proc_wire_recv(&ch->wire, &f, 0) == 0) {
-		if (f->kind != MOAT_FRAME_CALL) {
-			moat__frame_in_free(f);
-			break;
-		}
-		serve(ch, f);
-		moat__frame_in_free(f);
-	}
-	/* The host thread behind this channel has gone. */
+	moat__conv_serve(&ch->conv);
+	/* The host thread behind this channel has gone (or broke the protocol). */
 	current = NULL;
 	close(ch->wire.fd);
 	moat__proc_wire_release(&ch->wire);
@@ -321,8 +289,15 @@ int main(int argc, char **argv)
 			continue;
 		}
 		ch->wire.fd = fd;
+		moat__conv_init(&ch->conv, &runner_ops, ch, NULL);
+		ch->conv.max_depth = MOAT_PROC_MAX_NESTING;
+		ch->conv.depth_limit_name = "the proc runner's limit, MOAT_PROC_MAX_NESTING";
+		ch->conv.depth_limit_origin = MOAT_ORIGIN_ENCLAVE;
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		/* Sized for the nesting limit: each level is a few frames of the runtime plus the enclave's
+		 * own. */
+		pthread_attr_setstacksize(&attr, WORKER_STACK);
 		if (pthread_create(&thread, &attr, worker_main, ch) != 0) {
 			/* The host sees its channel close and reports the enclave lost. */
 			close(fd);

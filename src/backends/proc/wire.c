@@ -14,14 +14,6 @@
 /* A reader keeps at most this much buffer between frames (a 1 MiB item fits). */
 #define WIRE_KEEP (2u << 20)
 
-int64_t moat__proc_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 int moat__proc_wire_send(int fd, const moat_frame *f)
 {
 	uint8_t *buf;
@@ -62,7 +54,7 @@ static int wire_wait(int fd, int64_t deadline_ns)
 	struct pollfd p = {fd, POLLIN, 0};
 
 	for (;;) {
-		int64_t left = deadline_ns - moat__proc_now_ns();
+		int64_t left = deadline_ns - moat__now_ns();
 		int r;
 
 		if (left <= 0)
