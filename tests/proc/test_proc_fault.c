@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -241,7 +242,11 @@ static void test_host_death_kills_runner(void **state)
 	host = fork();
 	assert_true(host >= 0);
 	if (host == 0) {
-		moat_enclave *e = load_probe(NULL, 0);
+		moat_enclave *e;
+
+		/* A failed assertion in the test must not leave this one behind. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		e = load_probe(NULL, 0);
 		pid_t r = 0;
 
 		/* The process that runs the enclave, below the one libmoat started. */
