@@ -800,6 +800,8 @@ static void handle_load(moat_rpc_call *call)
 	opts.config = req->config.len ? req->config.data : NULL;
 	opts.config_len = req->config.len;
 	opts.expected_measurement = req->expected_measurement.len ? req->expected_measurement.data : NULL;
+	/* The backend stops a call that runs out of time (proc kills the enclave's process). */
+	opts.call_timeout_ms = req->call_timeout_ms;
 	s = calloc(1, sizeof(*s));
 	if (!s) {
 		refuse(call, MOAT_ENOMEM, "out of memory");

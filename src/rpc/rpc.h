@@ -62,7 +62,8 @@ typedef struct moat_rpc_channel_opts {
 	const char *key_file;
 	const char *server_name; /* name checked in the server certificate */
 	unsigned int keepalive_ms;
-	long max_receive_bytes; /* -1: unlimited */
+	unsigned int connect_timeout_ms; /* each connection attempt, handshakes included; 0: 5 s */
+	long max_receive_bytes;          /* -1: unlimited */
 } moat_rpc_channel_opts;
 
 /* Reference-counted gRPC library set-up. */
