@@ -717,6 +717,7 @@ struct moat_rpc_server {
 	moat_rpc_handler handler;
 	void *ctx;
 	void (*tick)(void *ctx);
+	void (*stopping)(void *ctx);
 	pthread_mutex_t lock;
 	worker *workers;
 	int started;
@@ -759,6 +760,7 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 	s->handler = o->handler;
 	s->ctx = o->ctx;
 	s->tick = o->tick;
+	s->stopping = o->stopping;
 	/* Hosts ping every keepalive period (1 s by default): accept that instead of sending GOAWAY. */
 	args[n++] = (grpc_arg){
 	    GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 50}};
@@ -942,6 +944,8 @@ void moat__rpc_server_run(moat_rpc_server *s, volatile int *stop)
 			s->tick(s->ctx);
 		reap_workers(s, 0);
 	}
+	if (s->stopping)
+		s->stopping(s->ctx);
 	/* Stop taking calls, end the open ones, and wait for every handler. */
 	grpc_server_shutdown_and_notify(s->server, s->cq, &shutdown_tag);
 	grpc_server_cancel_all_calls(s->server);

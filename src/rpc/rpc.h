@@ -134,6 +134,12 @@ typedef struct moat_rpc_server_opts {
 	moat_rpc_handler handler;
 	void *ctx;
 	void (*tick)(void *ctx); /* called on every turn of the server loop (every 2-20 ms) */
+	/*
+	 * Called once when *stop is seen, before the open calls are cancelled
+	 * and their handlers waited for: end whatever could keep a handler
+	 * from returning. May be NULL.
+	 */
+	void (*stopping)(void *ctx);
 } moat_rpc_server_opts;
 
 /* Create, bind and start a server. *port gets the bound TCP port (0 for unix). */
