@@ -99,6 +99,7 @@ struct remote_backend {
 	pthread_mutex_t watch_lock;
 	pthread_cond_t watch_wake; /* CLOCK_MONOTONIC */
 	atomic_int closing;
+	atomic_int session_ended; /* remote_abort destroyed the session on the target */
 
 	int has_local;
 	moat_local_target local;
@@ -292,6 +293,9 @@ static int stream_open(stream **out, remote_backend *r)
 	t->streams = s;
 	s->next_owner = r->streams;
 	r->streams = s;
+	/* remote_abort cancels the streams it finds under this lock; this one came too late for it. */
+	if (atomic_load((_Atomic int *)&r->parent.dead) == MOAT_ECANCELED)
+		moat__rpc_call_cancel(s->call);
 	pthread_mutex_unlock(&streams_lock);
 	cache_serial = r->serial;
 	cache_stream = s;
@@ -341,6 +345,9 @@ static int stream_failed(remote_backend *r, stream *s, int rc, const moat_rpc_st
 	s->broken = 1;
 	moat__rpc_call_cancel(s->call);
 	snprintf(what, sizeof(what), "entry call %llu", (unsigned long long)selector);
+	if (atomic_load((_Atomic int *)&r->parent.dead) == MOAT_ECANCELED)
+		return moat_error_set(MOAT_ECANCELED, MOAT_ORIGIN_API,
+		                      "%s: the enclave was stopped by moat_enclave_abort()", what);
 	if (rc == MOAT_RPC_TIMEOUT) {
 		/* The target should have stopped the call itself: it is frozen or cannot stop calls. */
 		mark_dead(r, MOAT_ETIMEDOUT);
@@ -834,6 +841,8 @@ static void destroy_session(remote_backend *r)
 	stream *s;
 
 	snprintf(saved, sizeof(saved), "%s", last->message);
+	if (atomic_load(&r->session_ended))
+		goto out;
 	if (!dead && r->md[0] && (s = calloc(1, sizeof(*s))) != NULL) {
 		int rc = -1;
 
@@ -857,6 +866,42 @@ static void destroy_session(remote_backend *r)
 	free(reply);
 out:
 	/* Destroy reports nothing: keep the caller's last error as it was. */
+	if (saved_code)
+		moat_error_set(saved_code, saved_origin, "%s", saved);
+	else
+		moat_error_clear();
+}
+
+/*
+ * moat_enclave_abort, from any thread: the core has marked the handle dead
+ * (MOAT_ECANCELED). Cancel this handle's streams so that host threads
+ * waiting in calls return now, and end the session on the target, which
+ * stops the calls still running there (proc kills the enclave's process).
+ */
+static void remote_abort(moat_backend *b)
+{
+	remote_backend *r = (remote_backend *)b;
+	const char *md[] = {"moat-session", r->session_id, "moat-token", r->token_hex, NULL};
+	const moat_error *last = moat_error_last();
+	int saved_code = last->code;
+	moat_origin saved_origin = last->origin;
+	char saved[512];
+	moat_rpc_status st;
+	uint8_t *reply = NULL;
+	size_t len;
+	stream *s;
+
+	snprintf(saved, sizeof(saved), "%s", last->message);
+	/* Streams are freed only after they are unlinked under this lock: each one found is alive. */
+	pthread_mutex_lock(&streams_lock);
+	for (s = r->streams; s; s = s->next_owner)
+		moat__rpc_call_cancel(s->call);
+	pthread_mutex_unlock(&streams_lock);
+	if (moat__rpc_unary(r->ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len, DESTROY_RPC_MS, &st) ==
+	    MOAT_RPC_OK)
+		atomic_store(&r->session_ended, 1);
+	free(reply);
+	/* Aborting reports nothing: the caller's last error stays as it was. */
 	if (saved_code)
 		moat_error_set(saved_code, saved_origin, "%s", saved);
 	else
@@ -916,5 +961,5 @@ const moat_backend_vtable moat__backend_remote = {
     remote_open,
     remote_call,
     remote_close,
-    NULL,
+    remote_abort,
 };
