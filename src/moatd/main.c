@@ -226,6 +226,12 @@ static void tick(void *ctx)
 	moatd_tick(d);
 }
 
+/* The server loop saw the stop request: calls that would never return must not hold the exit. */
+static void stopping(void *ctx)
+{
+	moatd_target_stopping(ctx);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
@@ -408,6 +414,7 @@ int main(int argc, char **argv)
 	so.handler = moatd_handle_call;
 	so.ctx = d;
 	so.tick = tick;
+	so.stopping = stopping;
 	if (moat__rpc_server_start(&srv, &so, &port, err, sizeof(err)) < 0) {
 		moatd_log(MOATD_LOG_ERROR, "%s", err);
 		goto out_rpc;

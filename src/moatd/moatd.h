@@ -47,6 +47,11 @@ extern int moatd_log_level;
 void moatd_target_init(moatd *d);
 void moatd_handle_call(void *ctx, moat_rpc_call *call);
 void moatd_tick(void *ctx);
+/*
+ * moatd stops: end the enclaves of sessions with calls still running, so
+ * that every handler thread returns (before the server waits for them).
+ */
+void moatd_target_stopping(moatd *d);
 /* Destroy every session that is left (at shutdown, after all handlers ended). */
 void moatd_target_shutdown(moatd *d);
 /* Counters for logs and tests. */

@@ -38,6 +38,8 @@ typedef struct session {
 	moat_enclave *enclave;
 	unsigned int refs;    /* the table's reference plus one per running handler */
 	unsigned int streams; /* Attach streams serving host threads */
+	unsigned int busy;    /* entry calls running in the enclave (nested ones included) */
+	int stopped;          /* moatd_target_stopping ended its calls */
 	int removed;
 	int leased;
 	struct timespec since; /* load time, or when the lease broke */
@@ -149,6 +151,27 @@ static int session_remove_keep_locked(session *s, moat_rpc_call *keep)
 static int session_remove_locked(session *s)
 {
 	return session_remove_keep_locked(s, NULL);
+}
+
+/*
+ * A session is going away (destroyed, reclaimed, moatd stopping) while
+ * entry calls still run in its enclave: their host gave up on them or is
+ * gone. End the enclave now (proc kills its process) so that their worker
+ * threads return at once instead of when the calls end, which may be never.
+ * The caller holds a reference and not table_lock.
+ */
+static void end_running_calls(session *s, const char *why)
+{
+	moat_enclave *e;
+
+	pthread_mutex_lock(&table_lock);
+	e = s->busy ? s->enclave : NULL;
+	pthread_mutex_unlock(&table_lock);
+	if (!e)
+		return;
+	moatd_log(MOATD_LOG_INFO, "session %s: %s with calls still running; stopping the enclave", s->id,
+	          why);
+	moat_enclave_abort(e);
 }
 
 /* Wait (bounded) until only the caller's reference is left. Called with table_lock held. */
@@ -526,18 +549,34 @@ static int run_entry(session *s, const moat_frame_in *f, uint8_t **reply, size_t
 
 	if ((rc = moat_msg_new(&out)) < 0)
 		return rc;
-	rc = moat_enclave_call(s->enclave, f->selector, f->items, out);
 	r.kind = MOAT_FRAME_RETURN;
 	r.seq = f->seq;
-	r.code = rc;
+	/* No new call once the session is going away: end_running_calls must see every one. */
+	pthread_mutex_lock(&table_lock);
+	if (!s->removed && !daemon_ctx->stop)
+		s->busy++;
+	else
+		rc = MOAT_ECANCELED;
+	pthread_mutex_unlock(&table_lock);
 	if (rc < 0) {
-		const moat_error *e = moat_error_last();
-
-		r.origin = (uint32_t)e->origin;
-		r.message = e->message;
-		r.enclave_code = e->enclave_code;
+		r.code = rc;
+		r.origin = MOAT_ORIGIN_TARGET;
+		r.message = "the session is being destroyed or the target is stopping";
 	} else {
-		r.items = out;
+		rc = moat_enclave_call(s->enclave, f->selector, f->items, out);
+		pthread_mutex_lock(&table_lock);
+		s->busy--;
+		pthread_mutex_unlock(&table_lock);
+		r.code = rc;
+		if (rc < 0) {
+			const moat_error *e = moat_error_last();
+
+			r.origin = (uint32_t)e->origin;
+			r.message = e->message;
+			r.enclave_code = e->enclave_code;
+		} else {
+			r.items = out;
+		}
 	}
 	rc = moat__frame_encode(&r, 0, reply, reply_len);
 	moat_msg_free(out);
@@ -605,6 +644,9 @@ static void destroy_here(session *s, stream_ctx *sc, moat_rpc_call *call, uint64
 	pthread_mutex_lock(&table_lock);
 	if (session_remove_keep_locked(s, call))
 		s->refs--;
+	pthread_mutex_unlock(&table_lock);
+	end_running_calls(s, "destroyed by the host");
+	pthread_mutex_lock(&table_lock);
 	wait_alone_locked(s);
 	if (s->refs == 1) {
 		e = s->enclave;
@@ -800,6 +842,8 @@ static void handle_load(moat_rpc_call *call)
 	opts.config = req->config.len ? req->config.data : NULL;
 	opts.config_len = req->config.len;
 	opts.expected_measurement = req->expected_measurement.len ? req->expected_measurement.data : NULL;
+	/* The backend stops a call that runs out of time (proc kills the enclave's process). */
+	opts.call_timeout_ms = req->call_timeout_ms;
 	s = calloc(1, sizeof(*s));
 	if (!s) {
 		refuse(call, MOAT_ENOMEM, "out of memory");
@@ -909,6 +953,9 @@ static void handle_destroy(moat_rpc_call *call)
 	drop = session_remove_locked(s);
 	if (drop)
 		s->refs--;
+	pthread_mutex_unlock(&table_lock);
+	end_running_calls(s, "destroyed by the host");
+	pthread_mutex_lock(&table_lock);
 	/* Let the session's streams end so its enclave is gone when the host hears back. */
 	wait_alone_locked(s);
 	pthread_mutex_unlock(&table_lock);
@@ -959,9 +1006,33 @@ void moatd_tick(void *ctx)
 	pthread_mutex_unlock(&table_lock);
 	while (drop) {
 		next = drop->next;
+		end_running_calls(drop, "reclaimed");
 		session_unref(drop);
 		drop = next;
 	}
+}
+
+void moatd_target_stopping(moatd *d)
+{
+	session *s;
+
+	for (;;) {
+		/* One session at a time: end_running_calls needs a reference and no lock. */
+		pthread_mutex_lock(&table_lock);
+		for (s = table; s; s = s->next)
+			if (s->busy && !s->stopped)
+				break;
+		if (s) {
+			s->stopped = 1;
+			s->refs++;
+		}
+		pthread_mutex_unlock(&table_lock);
+		if (!s)
+			break;
+		end_running_calls(s, "moatd stops");
+		session_unref(s);
+	}
+	(void)d;
 }
 
 void moatd_target_shutdown(moatd *d)
@@ -976,6 +1047,7 @@ void moatd_target_shutdown(moatd *d)
 		pthread_mutex_unlock(&table_lock);
 		if (!s)
 			break;
+		end_running_calls(s, "moatd stops");
 		session_unref(s);
 	}
 	(void)d;

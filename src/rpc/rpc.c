@@ -163,13 +163,14 @@ static int read_pem(char **out, const char *path, const char *what)
 
 int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *o)
 {
-	grpc_arg args[8];
+	grpc_arg args[12];
 	grpc_channel_args ca;
 	grpc_channel_credentials *creds = NULL;
 	moat_rpc_channel *ch;
 	char *ca_pem = NULL, *cert_pem = NULL, *key_pem = NULL;
 	int n = 0, rc = 0;
 	unsigned int ka = o->keepalive_ms ? o->keepalive_ms : 1000;
+	unsigned int connect_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 5000;
 
 	*out = NULL;
 	ch = calloc(1, sizeof(*ch));
@@ -185,6 +186,17 @@ int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *
 	/* Each session has its own connection: calls of one session never queue behind another's. */
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, "grpc.use_local_subchannel_pool", {.integer = 1}};
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_RETRIES, {.integer = 0}};
+	/*
+	 * Bound every new connection, TLS and HTTP/2 handshakes included: a
+	 * frozen target accepts TCP but never finishes the handshake, and gRPC
+	 * waits 20 s by default. In gRPC core (1.51 subchannel.cc) an attempt's
+	 * deadline is max(next backoff time, now + GRPC_ARG_MIN_RECONNECT_BACKOFF_MS),
+	 * so the backoff is capped as well to keep later attempts bounded too.
+	 */
+	args[n++] =
+	    (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, {.integer = (int)connect_ms}};
+	args[n++] =
+	    (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, {.integer = (int)connect_ms}};
 	if (o->tls && o->server_name)
 		args[n++] = (grpc_arg){
 		    GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, {.string = (char *)o->server_name}};
@@ -705,6 +717,7 @@ struct moat_rpc_server {
 	moat_rpc_handler handler;
 	void *ctx;
 	void (*tick)(void *ctx);
+	void (*stopping)(void *ctx);
 	pthread_mutex_t lock;
 	worker *workers;
 	int started;
@@ -747,6 +760,7 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 	s->handler = o->handler;
 	s->ctx = o->ctx;
 	s->tick = o->tick;
+	s->stopping = o->stopping;
 	/* Hosts ping every keepalive period (1 s by default): accept that instead of sending GOAWAY. */
 	args[n++] = (grpc_arg){
 	    GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 50}};
@@ -930,6 +944,8 @@ void moat__rpc_server_run(moat_rpc_server *s, volatile int *stop)
 			s->tick(s->ctx);
 		reap_workers(s, 0);
 	}
+	if (s->stopping)
+		s->stopping(s->ctx);
 	/* Stop taking calls, end the open ones, and wait for every handler. */
 	grpc_server_shutdown_and_notify(s->server, s->cq, &shutdown_tag);
 	grpc_server_cancel_all_calls(s->server);

@@ -62,7 +62,8 @@ typedef struct moat_rpc_channel_opts {
 	const char *key_file;
 	const char *server_name; /* name checked in the server certificate */
 	unsigned int keepalive_ms;
-	long max_receive_bytes; /* -1: unlimited */
+	unsigned int connect_timeout_ms; /* each connection attempt, handshakes included; 0: 5 s */
+	long max_receive_bytes;          /* -1: unlimited */
 } moat_rpc_channel_opts;
 
 /* Reference-counted gRPC library set-up. */
@@ -133,6 +134,12 @@ typedef struct moat_rpc_server_opts {
 	moat_rpc_handler handler;
 	void *ctx;
 	void (*tick)(void *ctx); /* called on every turn of the server loop (every 2-20 ms) */
+	/*
+	 * Called once when *stop is seen, before the open calls are cancelled
+	 * and their handlers waited for: end whatever could keep a handler
+	 * from returning. May be NULL.
+	 */
+	void (*stopping)(void *ctx);
 } moat_rpc_server_opts;
 
 /* Create, bind and start a server. *port gets the bound TCP port (0 for unix). */

@@ -62,11 +62,21 @@ static int on_size(void *payload, const moat_msg *in, moat_msg *out)
 	return moat_msg_push_u64(out, total);
 }
 
+static int on_spin(void *payload, const moat_msg *in, moat_msg *out)
+{
+	volatile uint64_t n = 0;
+
+	for (;;)
+		n++;
+	return 0;
+}
+
 static int init(const void *config, size_t len)
 {
 	int rc = moat_entry_register(R_SLOW, on_slow, NULL);
 
 	rc |= moat_entry_register(R_SLEEP, on_sleep, NULL);
+	rc |= moat_entry_register(R_SPIN, on_spin, NULL);
 	return rc | moat_entry_register(R_SIZE, on_size, NULL);
 }
 

@@ -7,4 +7,6 @@
 #define R_SLEEP (MOAT_SELECTOR_USER + 2)
 /* items... -> u64 total bytes received */
 #define R_SIZE (MOAT_SELECTOR_USER + 3)
+/* spins a CPU forever, with no exit call: only stopping the enclave ends it */
+#define R_SPIN (MOAT_SELECTOR_USER + 4)
 #endif

@@ -8,11 +8,16 @@
  * that loads from a short-lived thread would lose its enclave. The pipe's
  * write end lives in the host process (close-on-exec, so no other child
  * holds it) and closes only when the process is gone or destroys the handle.
+ *
+ * The directory is named moat-<host pid>-XXXXXX. moatd removes it when its
+ * host dies; if moatd could not (it was killed too), the next local start
+ * of this user removes it: its host is dead and no moatd listens in it.
  */
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <dirent.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -20,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -111,6 +118,65 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 	return 0;
 }
 
+/* Does a server listen on this unix socket (a moatd still alive, even if frozen)? */
+static int listening(const char *path)
+{
+	struct sockaddr_un a;
+	int fd, ok;
+
+	if (strlen(path) >= sizeof(a.sun_path))
+		return 1; /* cannot tell: leave it alone */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return 1;
+	memset(&a, 0, sizeof(a));
+	a.sun_family = AF_UNIX;
+	memcpy(a.sun_path, path, strlen(path) + 1);
+	ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 || errno == EAGAIN || errno == EINPROGRESS;
+	close(fd);
+	return ok;
+}
+
+/*
+ * Remove private directories left in tmp by local hosts of this user that
+ * died with their moatd (a crash, SIGKILL of both): moat-<pid>-XXXXXX, ours
+ * (uid, 0700), its pid gone, and no moatd listening in it. They hold a
+ * moatd identity key and uploaded images.
+ */
+static void remove_stale_dirs(const char *tmp)
+{
+	struct dirent *d;
+	DIR *dir = opendir(tmp);
+
+	if (!dir)
+		return;
+	while ((d = readdir(dir)) != NULL) {
+		char path[PATH_MAX], sock[PATH_MAX + 16];
+		struct stat st;
+		long pid;
+		char *end;
+
+		if (strncmp(d->d_name, "moat-", 5) != 0)
+			continue;
+		errno = 0;
+		pid = strtol(d->d_name + 5, &end, 10);
+		if (errno || end == d->d_name + 5 || pid <= 0 || pid > INT_MAX || *end != '-' ||
+		    strlen(end + 1) != 6 || pid == (long)getpid())
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", tmp, d->d_name) >= (int)sizeof(path) ||
+		    lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid() ||
+		    (st.st_mode & 07777) != 0700)
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue; /* its host still runs (or is not ours to judge) */
+		snprintf(sock, sizeof(sock), "%s/moatd.sock", path);
+		if (access(sock, F_OK) == 0 && listening(sock))
+			continue;
+		nftw(path, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+	}
+	closedir(dir);
+}
+
 static long ms_since(const struct timespec *t0)
 {
 	struct timespec now;
@@ -136,7 +202,8 @@ int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 		return rc;
 	if (!tmp || !*tmp || strlen(tmp) > 100)
 		tmp = "/tmp";
-	snprintf(lt->dir, sizeof(lt->dir), "%s/moat-XXXXXX", tmp);
+	remove_stale_dirs(tmp);
+	snprintf(lt->dir, sizeof(lt->dir), "%s/moat-%d-XXXXXX", tmp, (int)getpid());
 	if (!mkdtemp(lt->dir)) {
 		lt->dir[0] = '\0';
 		return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "cannot make a private directory in %s: %s",

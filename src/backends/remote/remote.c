@@ -8,6 +8,7 @@
  * the same stream) and returns when the Return arrives. No other thread
  * touches a call on the hot path.
  */
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,6 +31,18 @@
 #define UPLOAD_CHUNK           (32u << 10)
 #define LOAD_TIMEOUT_MS        60000u
 #define LOCAL_START_TIMEOUT_MS 10000u
+/*
+ * The target stops a call that runs out of call_timeout_ms and answers
+ * MOAT_ETIMEDOUT; the host waits this much longer before it gives up by
+ * itself (a target that froze, or whose backend cannot stop calls).
+ */
+#define CALL_TIMEOUT_MARGIN_MS 2000u
+/* Destroy: each answer of a live target on the Attach stream (finalizer bounded by the target, 5 s). */
+#define DESTROY_WAIT_MS (5000u + CALL_TIMEOUT_MARGIN_MS)
+/* Destroy: the unary fallback to a target that answers (it ends running calls at once)... */
+#define DESTROY_RPC_MS 3000u
+/* ... and one short try when the target is known lost (it reclaims the session by itself). */
+#define DESTROY_LOST_MS 1000u
 
 typedef struct host_thread host_thread;
 typedef struct remote_backend remote_backend;
@@ -75,6 +88,7 @@ struct remote_backend {
 	char session_id[64];
 	char token_hex[65];
 	unsigned int call_timeout_ms;
+	unsigned int wait_ms; /* how long a call waits for the target: call_timeout_ms plus a margin */
 	uint64_t max_message;
 	stream *streams; /* guarded by streams_lock */
 
@@ -85,6 +99,7 @@ struct remote_backend {
 	pthread_mutex_t watch_lock;
 	pthread_cond_t watch_wake; /* CLOCK_MONOTONIC */
 	atomic_int closing;
+	atomic_int session_ended; /* remote_abort destroyed the session on the target */
 
 	int has_local;
 	moat_local_target local;
@@ -168,6 +183,14 @@ static void thread_key_make(void)
 
 /* ---- errors ---- */
 
+/* Record the handle's fatal error; the first one stays (an abort, a timeout, a lost target). */
+static void mark_dead(remote_backend *r, int code)
+{
+	int none = 0;
+
+	atomic_compare_exchange_strong((_Atomic int *)&r->parent.dead, &none, code);
+}
+
 /* The likeliest cause of a failed connection, from what gRPC said. */
 static const char *transport_hint(const remote_backend *r, const char *detail)
 {
@@ -220,7 +243,7 @@ static int status_error(remote_backend *r, const moat_rpc_status *st, const char
 	case MOAT_RPC_CANCELLED:
 	case MOAT_RPC_UNKNOWN:
 	case MOAT_RPC_INTERNAL:
-		atomic_store((_Atomic int *)&r->parent.dead, MOAT_ETRANSPORT);
+		mark_dead(r, MOAT_ETRANSPORT);
 		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
 		                      "%s: connection to %s failed or was lost (%s; %s)", what, r->where,
 		                      st->message[0] ? st->message : "no detail",
@@ -270,6 +293,9 @@ static int stream_open(stream **out, remote_backend *r)
 	t->streams = s;
 	s->next_owner = r->streams;
 	r->streams = s;
+	/* remote_abort cancels the streams it finds under this lock; this one came too late for it. */
+	if (atomic_load((_Atomic int *)&r->parent.dead) == MOAT_ECANCELED)
+		moat__rpc_call_cancel(s->call);
 	pthread_mutex_unlock(&streams_lock);
 	cache_serial = r->serial;
 	cache_stream = s;
@@ -319,10 +345,18 @@ static int stream_failed(remote_backend *r, stream *s, int rc, const moat_rpc_st
 	s->broken = 1;
 	moat__rpc_call_cancel(s->call);
 	snprintf(what, sizeof(what), "entry call %llu", (unsigned long long)selector);
-	if (rc == MOAT_RPC_TIMEOUT)
-		return moat_error_set(MOAT_ETIMEDOUT, MOAT_ORIGIN_TRANSPORT,
-		                      "%s: the target did not answer within %u ms (call_timeout_ms)", what,
-		                      r->call_timeout_ms);
+	if (atomic_load((_Atomic int *)&r->parent.dead) == MOAT_ECANCELED)
+		return moat_error_set(MOAT_ECANCELED, MOAT_ORIGIN_API,
+		                      "%s: the enclave was stopped by moat_enclave_abort()", what);
+	if (rc == MOAT_RPC_TIMEOUT) {
+		/* The target should have stopped the call itself: it is frozen or cannot stop calls. */
+		mark_dead(r, MOAT_ETIMEDOUT);
+		return moat_error_set(
+		    MOAT_ETIMEDOUT, MOAT_ORIGIN_TRANSPORT,
+		    "%s: the target did not answer within %u ms (call_timeout_ms %u ms plus "
+		    "a margin); the handle is no longer usable",
+		    what, r->wait_ms, r->call_timeout_ms);
+	}
 	if (rc == MOAT_RPC_END)
 		return status_error(r, st, what);
 	if (rc == MOAT_EPROTO)
@@ -368,7 +402,7 @@ static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg
 			    "entry call %llu: this thread's stream to the target ended in a nested call",
 			    (unsigned long long)selector);
 		}
-		rc = moat__rpc_exchange(s->call, send, send_len, &recv, &recv_len, r->call_timeout_ms, &st);
+		rc = moat__rpc_exchange(s->call, send, send_len, &recv, &recv_len, r->wait_ms, &st);
 		free(send);
 		send = NULL;
 		if (rc != 0)
@@ -390,13 +424,20 @@ static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg
 			} else if (fin->origin == MOAT_ORIGIN_ENCLAVE &&
 			           (rc == MOAT_ENOSELECTOR || rc == MOAT_EHANDLER)) {
 				moat__error_from_enclave(rc, selector, fin->enclave_code, NULL);
+			} else if (rc == MOAT_ETIMEDOUT && r->call_timeout_ms) {
+				/* The target stopped the enclave: as on proc, the handle is dead now. */
+				mark_dead(r, rc);
+				moat_error_set(
+				    rc, fin->origin ? (moat_origin)fin->origin : MOAT_ORIGIN_TARGET,
+				    "entry call %llu: call_timeout_ms (%u ms) ran out on the target: %s",
+				    (unsigned long long)selector, r->call_timeout_ms, fin->message);
 			} else {
 				moat_error_set(rc,
 				               fin->origin ? (moat_origin)fin->origin : MOAT_ORIGIN_TARGET,
 				               "%s", fin->message);
 				moat__error_set_enclave_code(fin->enclave_code);
 				if (moat__code_is_fatal(rc))
-					atomic_store((_Atomic int *)&r->parent.dead, rc);
+					mark_dead(r, rc);
 			}
 			moat__frame_in_free(fin);
 			return rc;
@@ -459,7 +500,7 @@ static void *watch_lease(void *arg)
 		pthread_mutex_unlock(&r->watch_lock);
 		if (moat__rpc_watch(r->lease, &st) != 0) {
 			if (!atomic_load(&r->closing))
-				atomic_store((_Atomic int *)&r->parent.dead, MOAT_ETRANSPORT);
+				mark_dead(r, MOAT_ETRANSPORT);
 			pthread_mutex_lock(&r->watch_lock);
 			break;
 		}
@@ -596,6 +637,7 @@ static int load(remote_backend *r, const moat_backend_params *params)
 	}
 	req.nonce.data = nonce;
 	req.nonce.len = sizeof(nonce);
+	req.call_timeout_ms = o->call_timeout_ms;
 	n = moat__v1__load_request__get_packed_size(&req);
 	buf = malloc(n + 1);
 	if (!buf)
@@ -673,6 +715,10 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	r->exit_dispatch = params->exit_dispatch;
 	r->exit_ctx = params->exit_ctx;
 	r->call_timeout_ms = o->call_timeout_ms;
+	r->wait_ms = r->call_timeout_ms == 0 ? 0
+	             : r->call_timeout_ms > UINT_MAX - CALL_TIMEOUT_MARGIN_MS
+	                 ? UINT_MAX
+	                 : r->call_timeout_ms + CALL_TIMEOUT_MARGIN_MS;
 	r->keepalive_ms = o->keepalive_ms;
 	if (!r->keepalive_ms) {
 		/* $MOAT_KEEPALIVE_MS changes the default, e.g. for hosts slowed down by valgrind. */
@@ -728,6 +774,8 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	co.key_file = o->tls_key_file;
 	co.server_name = o->tls_server_name;
 	co.keepalive_ms = r->keepalive_ms;
+	/* Generous on a slow machine (valgrind runs raise the keepalive period), bounded everywhere. */
+	co.connect_timeout_ms = r->keepalive_ms > 1250 ? 4 * r->keepalive_ms : 5000;
 	co.max_receive_bytes = -1;
 	if ((rc = moat__rpc_channel_open(&r->ch, &co)) < 0)
 		goto fail;
@@ -775,12 +823,65 @@ fail : {
 /*
  * End the session on the target. Done from an Attach stream of this thread
  * so the enclave's finalizer can make exit calls to the host as usual; the
- * unary Destroy is the fallback (dead connection, thread limit reached).
+ * unary Destroy is the fallback (dead enclave, thread limit reached). Every
+ * wait is bounded, whatever state the target is in: a frozen or unreachable
+ * target costs a few seconds, not a connection timeout.
  */
 static void destroy_session(remote_backend *r)
 {
 	const char *md[] = {"moat-session", r->session_id, "moat-token", r->token_hex, NULL};
 	const int dead = atomic_load((_Atomic int *)&r->parent.dead);
+	const moat_error *last = moat_error_last();
+	int saved_code = last->code, lost = dead == MOAT_ETRANSPORT;
+	moat_origin saved_origin = last->origin;
+	char saved[512];
+	moat_rpc_status st;
+	uint8_t *reply = NULL;
+	size_t len;
+	stream *s;
+
+	snprintf(saved, sizeof(saved), "%s", last->message);
+	if (atomic_load(&r->session_ended))
+		goto out;
+	if (!dead && r->md[0] && (s = calloc(1, sizeof(*s))) != NULL) {
+		int rc = -1;
+
+		s->owner = r;
+		s->depth = 1;
+		if (moat__rpc_stream_open(&s->call, r->ch, "/moat.v1.Target/Attach", r->md) == 0) {
+			/* The target bounds the finalizer (call_timeout_ms, else 5 s on proc). */
+			if (r->call_timeout_ms == 0)
+				r->wait_ms = DESTROY_WAIT_MS;
+			rc = drive(r, s, MOAT_PROTOCOL_SELECTOR_DESTROY, NULL, NULL);
+		}
+		stream_free(s);
+		if (rc == 0)
+			goto out;
+		/* A target that did not answer on the stream will not answer a Destroy either: try briefly.
+		 */
+		lost = rc == MOAT_ETRANSPORT || rc == MOAT_ETIMEDOUT;
+	}
+	moat__rpc_unary(r->ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len,
+	                lost ? DESTROY_LOST_MS : DESTROY_RPC_MS, &st);
+	free(reply);
+out:
+	/* Destroy reports nothing: keep the caller's last error as it was. */
+	if (saved_code)
+		moat_error_set(saved_code, saved_origin, "%s", saved);
+	else
+		moat_error_clear();
+}
+
+/*
+ * moat_enclave_abort, from any thread: the core has marked the handle dead
+ * (MOAT_ECANCELED). Cancel this handle's streams so that host threads
+ * waiting in calls return now, and end the session on the target, which
+ * stops the calls still running there (proc kills the enclave's process).
+ */
+static void remote_abort(moat_backend *b)
+{
+	remote_backend *r = (remote_backend *)b;
+	const char *md[] = {"moat-session", r->session_id, "moat-token", r->token_hex, NULL};
 	const moat_error *last = moat_error_last();
 	int saved_code = last->code;
 	moat_origin saved_origin = last->origin;
@@ -791,25 +892,16 @@ static void destroy_session(remote_backend *r)
 	stream *s;
 
 	snprintf(saved, sizeof(saved), "%s", last->message);
-	if (!dead && r->md[0] && (s = calloc(1, sizeof(*s))) != NULL) {
-		int rc = -1;
-
-		s->owner = r;
-		s->depth = 1;
-		if (moat__rpc_stream_open(&s->call, r->ch, "/moat.v1.Target/Attach", r->md) == 0) {
-			if (r->call_timeout_ms == 0)
-				r->call_timeout_ms = 30000;
-			rc = drive(r, s, MOAT_PROTOCOL_SELECTOR_DESTROY, NULL, NULL);
-		}
-		stream_free(s);
-		if (rc == 0)
-			goto out;
-	}
-	/* A dead target cannot answer; a live one destroys the session now. */
-	moat__rpc_unary(r->ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len, dead ? 1000 : 30000, &st);
+	/* Streams are freed only after they are unlinked under this lock: each one found is alive. */
+	pthread_mutex_lock(&streams_lock);
+	for (s = r->streams; s; s = s->next_owner)
+		moat__rpc_call_cancel(s->call);
+	pthread_mutex_unlock(&streams_lock);
+	if (moat__rpc_unary(r->ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len, DESTROY_RPC_MS, &st) ==
+	    MOAT_RPC_OK)
+		atomic_store(&r->session_ended, 1);
 	free(reply);
-out:
-	/* Destroy reports nothing: keep the caller's last error as it was. */
+	/* Aborting reports nothing: the caller's last error stays as it was. */
 	if (saved_code)
 		moat_error_set(saved_code, saved_origin, "%s", saved);
 	else
@@ -869,5 +961,5 @@ const moat_backend_vtable moat__backend_remote = {
     remote_open,
     remote_call,
     remote_close,
-    NULL,
+    remote_abort,
 };
