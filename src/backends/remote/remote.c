@@ -21,7 +21,7 @@
 #include <openssl/rand.h>
 
 #include "backends/remote/remote.h"
-#include "codec/frame.h"
+#include "codec/conv.h"
 #include "core/internal.h"
 #include "moat/v1/target.pb-c.h"
 #include "rpc/rpc.h"
@@ -52,10 +52,14 @@ typedef struct stream {
 	remote_backend *owner;
 	host_thread *thread;
 	moat_rpc_call *call;
-	uint64_t serial; /* the owner's serial, for the lock-free per-thread cache */
-	uint64_t seq;
+	uint64_t serial;    /* the owner's serial, for the lock-free per-thread cache */
+	moat_conv conv;     /* the Call/Return exchange; broken once the stream ended */
 	unsigned int depth; /* entry calls of this thread in progress on the stream */
-	int broken;         /* the stream ended; replaced at the next outermost call */
+	/* The engine's transport: the frame to send with the next receive, and how the stream ended. */
+	uint8_t *pending;
+	size_t pending_len;
+	int rpc_rc;
+	moat_rpc_status st;
 	struct stream *next_owner, *next_thread;
 } stream;
 
@@ -119,8 +123,67 @@ static _Thread_local stream *cache_stream;
 static void stream_free(stream *s)
 {
 	moat__rpc_call_free(s->call);
+	free(s->pending);
 	free(s);
 }
+
+/* ---- the stream's transport and the enclave's exit calls, for the conversation engine ---- */
+
+/* Encode f now; it leaves with the next receive, in the same gRPC batch. */
+static int stream_send(void *io, const moat_frame *f)
+{
+	stream *s = io;
+	uint8_t *buf;
+	size_t len;
+
+	if (moat__frame_encode(f, 0, &buf, &len) < 0)
+		return MOAT_ENOMEM;
+	if (s->owner->max_message && len > s->owner->max_message) {
+		free(buf);
+		return MOAT_ELIMIT;
+	}
+	free(s->pending);
+	s->pending = buf;
+	s->pending_len = len;
+	return 0;
+}
+
+static int stream_recv(void *io, moat_frame_in **out, int64_t deadline_ns)
+{
+	stream *s = io;
+	uint8_t *recv = NULL;
+	size_t recv_len;
+	unsigned int wait_ms = 0;
+	int rc;
+
+	if (deadline_ns) {
+		int64_t left = deadline_ns - moat__now_ns();
+
+		if (left <= 0)
+			return MOAT_ETIMEDOUT;
+		wait_ms = (unsigned int)((left + 999999) / 1000000);
+	}
+	rc = moat__rpc_exchange(s->call, s->pending, s->pending_len, &recv, &recv_len, wait_ms, &s->st);
+	free(s->pending);
+	s->pending = NULL;
+	if (rc != 0) {
+		s->rpc_rc = rc;
+		return rc == MOAT_RPC_TIMEOUT ? MOAT_ETIMEDOUT : MOAT_ETRANSPORT;
+	}
+	rc = moat__frame_decode(out, recv, recv_len);
+	free(recv);
+	return rc;
+}
+
+/* An exit call: answered on this thread, like sim does. */
+static void stream_serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_result *res)
+{
+	remote_backend *r = ctx;
+
+	res->code = r->exit_dispatch(r->exit_ctx, f->selector, f->items, out);
+}
+
+static const moat_conv_ops stream_ops = {stream_send, stream_recv, stream_serve};
 
 /* Unlink s from its thread's list; streams_lock held. */
 static void unlink_thread(stream *s)
@@ -277,6 +340,7 @@ static int stream_open(stream **out, remote_backend *r)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	s->owner = r;
 	s->serial = r->serial;
+	moat__conv_init(&s->conv, &stream_ops, s, r);
 	{
 		unsigned int k = atomic_fetch_add(&r->n_attach, 1) % REMOTE_POOL;
 
@@ -337,18 +401,24 @@ static void stream_drop(stream *s)
 	stream_free(s);
 }
 
-/* Mark the stream ended and record why. */
-static int stream_failed(remote_backend *r, stream *s, int rc, const moat_rpc_status *st, uint64_t selector)
+/* Record why the stream failed a call: the engine's code, with the stream's own detail. */
+static int stream_failed(remote_backend *r, stream *s, int rc, uint64_t selector)
 {
 	char what[64];
 
-	s->broken = 1;
-	moat__rpc_call_cancel(s->call);
 	snprintf(what, sizeof(what), "entry call %llu", (unsigned long long)selector);
+	if (rc == MOAT_ELIMIT)
+		return moat_error_set(MOAT_ELIMIT, MOAT_ORIGIN_TARGET,
+		                      "%s: the message exceeds the target's limit of %llu bytes "
+		                      "(moatd --max-message-bytes)",
+		                      what, (unsigned long long)r->max_message);
+	if (rc == MOAT_ENOMEM && !s->conv.broken)
+		return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+	moat__rpc_call_cancel(s->call);
 	if (atomic_load((_Atomic int *)&r->parent.dead) == MOAT_ECANCELED)
 		return moat_error_set(MOAT_ECANCELED, MOAT_ORIGIN_API,
 		                      "%s: the enclave was stopped by moat_enclave_abort()", what);
-	if (rc == MOAT_RPC_TIMEOUT) {
+	if (rc == MOAT_ETIMEDOUT) {
 		/* The target should have stopped the call itself: it is frozen or cannot stop calls. */
 		mark_dead(r, MOAT_ETIMEDOUT);
 		return moat_error_set(
@@ -357,103 +427,48 @@ static int stream_failed(remote_backend *r, stream *s, int rc, const moat_rpc_st
 		    "a margin); the handle is no longer usable",
 		    what, r->wait_ms, r->call_timeout_ms);
 	}
-	if (rc == MOAT_RPC_END)
-		return status_error(r, st, what);
 	if (rc == MOAT_EPROTO)
-		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT,
-		                      "%s: malformed frame from the target", what);
-	return rc;
+		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT, "%s: the target sent %s", what,
+		                      s->conv.why ? s->conv.why : "a malformed frame");
+	if (s->rpc_rc == MOAT_RPC_END)
+		return status_error(r, &s->st, what);
+	if (s->rpc_rc < 0)
+		return moat_error_set(s->rpc_rc, MOAT_ORIGIN_TRANSPORT, "%s: the stream to %s failed", what,
+		                      r->where);
+	return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+	                      "%s: this thread's stream to the target ended in a nested call", what);
 }
 
-/* Send the Call, answer exit calls until the Return arrives. */
+/* Make an entry call on s; the engine answers the enclave's exit calls on this thread meanwhile. */
 static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg *in, moat_msg *out)
 {
-	moat_frame f = {0};
-	uint8_t *send = NULL, *recv = NULL;
-	size_t send_len, recv_len;
-	uint64_t seq = ++s->seq;
-	int rc;
+	moat_frame_in *fin = NULL;
+	int rc = moat__conv_call(&s->conv, selector, in, r->wait_ms, &fin);
 
-	f.kind = MOAT_FRAME_CALL;
-	f.seq = seq;
-	f.selector = selector;
-	f.items = in;
-	if ((rc = moat__frame_encode(&f, 0, &send, &send_len)) < 0)
-		return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
-	if (r->max_message && send_len > r->max_message) {
-		free(send);
-		return moat_error_set(
-		    MOAT_ELIMIT, MOAT_ORIGIN_TARGET,
-		    "entry call %llu: message of %zu bytes exceeds the target's limit of %llu bytes "
-		    "(moatd --max-message-bytes)",
-		    (unsigned long long)selector, send_len, (unsigned long long)r->max_message);
-	}
-	for (;;) {
-		moat_frame_in *fin = NULL;
-		moat_rpc_status st;
-		moat_frame ret = {0};
-		moat_msg reply = MOAT__MSG_INIT;
-		int hrc;
-
-		if (s->broken) {
-			free(send);
-			return moat_error_set(
-			    MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
-			    "entry call %llu: this thread's stream to the target ended in a nested call",
-			    (unsigned long long)selector);
-		}
-		rc = moat__rpc_exchange(s->call, send, send_len, &recv, &recv_len, r->wait_ms, &st);
-		free(send);
-		send = NULL;
-		if (rc != 0)
-			return stream_failed(r, s, rc, &st, selector);
-		rc = moat__frame_decode(&fin, recv, recv_len);
-		free(recv);
+	if (rc < 0)
+		return stream_failed(r, s, rc, selector);
+	rc = fin->code;
+	if (rc == 0) {
+		rc = out ? moat__msg_append(out, fin->items) : 0;
 		if (rc < 0)
-			return stream_failed(r, s, MOAT_EPROTO, NULL, selector);
-		if (fin->kind == MOAT_FRAME_RETURN) {
-			if (fin->seq != seq) {
-				moat__frame_in_free(fin);
-				return stream_failed(r, s, MOAT_EPROTO, NULL, selector);
-			}
-			rc = fin->code;
-			if (rc == 0) {
-				rc = out ? moat__msg_append(out, fin->items) : 0;
-				if (rc < 0)
-					moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
-			} else if (fin->origin == MOAT_ORIGIN_ENCLAVE &&
-			           (rc == MOAT_ENOSELECTOR || rc == MOAT_EHANDLER)) {
-				moat__error_from_enclave(rc, selector, fin->enclave_code, NULL);
-			} else if (rc == MOAT_ETIMEDOUT && r->call_timeout_ms) {
-				/* The target stopped the enclave: as on proc, the handle is dead now. */
-				mark_dead(r, rc);
-				moat_error_set(
-				    rc, fin->origin ? (moat_origin)fin->origin : MOAT_ORIGIN_TARGET,
-				    "entry call %llu: call_timeout_ms (%u ms) ran out on the target: %s",
-				    (unsigned long long)selector, r->call_timeout_ms, fin->message);
-			} else {
-				moat_error_set(rc,
-				               fin->origin ? (moat_origin)fin->origin : MOAT_ORIGIN_TARGET,
-				               "%s", fin->message);
-				moat__error_set_enclave_code(fin->enclave_code);
-				if (moat__code_is_fatal(rc))
-					mark_dead(r, rc);
-			}
-			moat__frame_in_free(fin);
-			return rc;
-		}
-		/* An exit call: answer it on this thread, like sim does (reply on the stack, no malloc). */
-		hrc = r->exit_dispatch(r->exit_ctx, fin->selector, fin->items, &reply);
-		ret.kind = MOAT_FRAME_RETURN;
-		ret.seq = fin->seq;
-		ret.code = hrc;
-		ret.items = hrc == 0 ? &reply : NULL;
-		rc = moat__frame_encode(&ret, 0, &send, &send_len);
-		moat__msg_release(&reply);
-		moat__frame_in_free(fin);
-		if (rc < 0)
-			return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+			moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+	} else if (fin->origin == MOAT_ORIGIN_ENCLAVE && (rc == MOAT_ENOSELECTOR || rc == MOAT_EHANDLER)) {
+		moat__error_from_enclave(rc, selector, fin->enclave_code, NULL);
+	} else if (rc == MOAT_ETIMEDOUT && r->call_timeout_ms) {
+		/* The target stopped the enclave: as on proc, the handle is dead now. */
+		mark_dead(r, rc);
+		moat_error_set(rc, fin->origin ? (moat_origin)fin->origin : MOAT_ORIGIN_TARGET,
+		               "entry call %llu: call_timeout_ms (%u ms) ran out on the target: %s",
+		               (unsigned long long)selector, r->call_timeout_ms, fin->message);
+	} else {
+		moat_error_set(rc, fin->origin ? (moat_origin)fin->origin : MOAT_ORIGIN_TARGET, "%s",
+		               fin->message);
+		moat__error_set_enclave_code(fin->enclave_code);
+		if (moat__code_is_fatal(rc))
+			mark_dead(r, rc);
 	}
+	moat__frame_in_free(fin);
+	return rc;
 }
 
 static int remote_call(moat_backend *b, uint64_t selector, const moat_msg *in, moat_msg *out)
@@ -462,7 +477,7 @@ static int remote_call(moat_backend *b, uint64_t selector, const moat_msg *in, m
 	stream *s = stream_find(r);
 	int rc;
 
-	if (s && s->broken && s->depth == 0) {
+	if (s && s->conv.broken && s->depth == 0) {
 		stream_drop(s);
 		s = NULL;
 	}
@@ -848,6 +863,7 @@ static void destroy_session(remote_backend *r)
 
 		s->owner = r;
 		s->depth = 1;
+		moat__conv_init(&s->conv, &stream_ops, s, r);
 		if (moat__rpc_stream_open(&s->call, r->ch, "/moat.v1.Target/Attach", r->md) == 0) {
 			/* The target bounds the finalizer (call_timeout_ms, else 5 s on proc). */
 			if (r->call_timeout_ms == 0)
