@@ -1,44 +1,52 @@
+/*
+ * The backend table and the one parser of backend URIs. Each row carries
+ * its scheme and what separates the scheme from an address, so every
+ * backend gets the URI already split and no two parsers can disagree.
+ */
 #include <string.h>
 
 #include "core/internal.h"
 
 static const struct {
 	const char *scheme;
+	const char *sep; /* between scheme and address; NULL: the URI is the scheme alone */
 	const moat_backend_vtable *vtable;
-	int needs_rest; /* URI must carry an address after the scheme */
+	const char *example;
 } backends[] = {
-    {"sim", &moat__backend_sim, 0},      {"proc", &moat__backend_proc, 0},
-    {"local", &moat__backend_remote, 0}, {"grpc", &moat__backend_remote, 1},
-    {"grpcs", &moat__backend_remote, 1}, {"unix", &moat__backend_remote, 1},
+    {"sim", NULL, &moat__backend_sim, "sim"},
+    {"proc", NULL, &moat__backend_proc, "proc"},
+    {"local", NULL, &moat__backend_remote, "local"},
+    {"grpc", "://", &moat__backend_remote, "grpc://127.0.0.1:7070"},
+    {"grpcs", "://", &moat__backend_remote, "grpcs://target.example:7443"},
+    {"unix", ":", &moat__backend_remote, "unix:/run/moatd.sock"},
 };
 
-const moat_backend_vtable *moat__backend_lookup(const char *uri)
+int moat__backend_parse(moat__backend_uri *out, const char *uri)
 {
 	size_t i, n = strcspn(uri, ":");
-	int has_rest = uri[n] == ':' && uri[n + 1] != '\0';
 
+	memset(out, 0, sizeof(*out));
 	for (i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		const char *rest = uri + n, *sep = backends[i].sep;
+
 		if (strlen(backends[i].scheme) != n || strncmp(uri, backends[i].scheme, n) != 0)
 			continue;
-		if (backends[i].needs_rest != has_rest || (!has_rest && uri[n] == ':')) {
-			moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
-			               backends[i].needs_rest
-			                   ? "backend URI '%s' needs an address, e.g. %s://127.0.0.1:7070"
-			                   : "backend URI '%s' takes no address (%s)",
-			               uri, backends[i].scheme);
-			return NULL;
-		}
-		if (!backends[i].vtable) {
-			moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
-			               "backend '%s' is not available in this build of libmoat",
-			               backends[i].scheme);
-			return NULL;
-		}
-		return backends[i].vtable;
+		if (sep ? strncmp(rest, sep, strlen(sep)) != 0 || !rest[strlen(sep)] : *rest != '\0')
+			return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+			                      sep ? "backend URI '%s' needs an address: %s"
+			                          : "backend URI '%s' takes no address: %s",
+			                      uri, backends[i].example);
+		if (!backends[i].vtable)
+			return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
+			                      "backend '%s' is not available in this build of libmoat",
+			                      backends[i].scheme);
+		out->vtable = backends[i].vtable;
+		out->scheme = backends[i].scheme;
+		out->address = sep ? rest + strlen(sep) : NULL;
+		return 0;
 	}
-	moat_error_set(
+	return moat_error_set(
 	    MOAT_ENOBACKEND, MOAT_ORIGIN_API,
 	    "unknown backend '%s' (known: sim, proc, local, grpc://HOST:PORT, grpcs://HOST:PORT, unix:PATH)",
 	    uri);
-	return NULL;
 }

@@ -394,6 +394,7 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 {
 	static const moat_load_options defaults = MOAT_LOAD_OPTIONS_INIT;
 	moat_backend_params params;
+	moat__backend_uri parsed;
 	struct moat_enclave *e;
 	const char *uri;
 	int rc;
@@ -431,13 +432,13 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 	pthread_cond_init(&e->slot_free, NULL);
 	e->max_threads = options->max_threads;
 	e->thread_policy = options->thread_policy;
-	e->vtable = moat__backend_lookup(uri);
-	if (!e->vtable) {
-		rc = moat_error_last()->code;
+	if ((rc = moat__backend_parse(&parsed, uri)) < 0)
 		goto fail;
-	}
+	e->vtable = parsed.vtable;
 
 	params.uri = uri;
+	params.scheme = parsed.scheme;
+	params.address = parsed.address;
 	params.path = path;
 	params.options = options;
 	params.exit_dispatch = exit_dispatch;

@@ -94,7 +94,15 @@ void moat__hex(char *out, const uint8_t *data, size_t len);
 int moat__unhex(uint8_t *out, size_t len, const char *hex);
 
 /* Split "scheme:rest" / "scheme://rest"; returns the backend vtable or NULL. */
-const moat_backend_vtable *moat__backend_lookup(const char *uri);
+/* A backend URI split by the backend table (backend.c); address points into the URI or is NULL. */
+typedef struct moat__backend_uri {
+	const moat_backend_vtable *vtable;
+	const char *scheme;
+	const char *address;
+} moat__backend_uri;
+
+/* Split uri and find its backend. Returns 0, MOAT_EINVAL or MOAT_ENOBACKEND (error recorded). */
+int moat__backend_parse(moat__backend_uri *out, const char *uri);
 
 /* Backends compiled into libmoat. Weak, so a build without one says "not available". */
 extern const moat_backend_vtable moat__backend_sim;

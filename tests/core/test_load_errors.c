@@ -201,6 +201,14 @@ static void test_unknown_backend(void **state)
 	expect_load_fails(TEST_ENCLAVE("test_enclave"), &o, MOAT_EINVAL, MOAT_ORIGIN_API, "needs an address");
 	o.backend = "sim:extra";
 	expect_load_fails(TEST_ENCLAVE("test_enclave"), &o, MOAT_EINVAL, MOAT_ORIGIN_API, "takes no address");
+	/* One parser: a grpc URI without "//" is refused in the core, the same way for every backend. */
+	o.backend = "grpc:127.0.0.1:1";
+	expect_load_fails(TEST_ENCLAVE("test_enclave"), &o, MOAT_EINVAL, MOAT_ORIGIN_API,
+	                  "needs an address: grpc://");
+	o.backend = "grpcs://";
+	expect_load_fails(TEST_ENCLAVE("test_enclave"), &o, MOAT_EINVAL, MOAT_ORIGIN_API, "needs an address");
+	o.backend = "unix:";
+	expect_load_fails(TEST_ENCLAVE("test_enclave"), &o, MOAT_EINVAL, MOAT_ORIGIN_API, "needs an address");
 
 	/* The environment variable is honoured when the option is NULL. */
 	o.backend = NULL;

@@ -33,6 +33,8 @@ typedef struct moat_backend_params {
 	const moat_load_options *options; /**< never NULL */
 	moat_exit_dispatch exit_dispatch; /**< answers the enclave's exit calls */
 	void *exit_ctx;
+	const char *scheme;  /**< the URI's scheme ("sim", "grpc", "unix"...) */
+	const char *address; /**< what follows "scheme://" or "unix:", or NULL */
 } moat_backend_params;
 
 typedef struct moat_backend moat_backend;

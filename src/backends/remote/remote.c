@@ -753,7 +753,7 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	}
 	snprintf(r->where, sizeof(r->where), "%s", uri);
 
-	if (strcmp(uri, "local") == 0) {
+	if (strcmp(params->scheme, "local") == 0) {
 		if (o->flags & MOAT_LOAD_BY_NAME) {
 			rc = moat_error_set(
 			    MOAT_EINVAL, MOAT_ORIGIN_API,
@@ -764,16 +764,11 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 			goto fail;
 		r->has_local = 1;
 		snprintf(target, sizeof(target), "%s", r->local.target);
-	} else if (strncmp(uri, "grpc://", 7) == 0) {
-		snprintf(target, sizeof(target), "%s", uri + 7);
-	} else if (strncmp(uri, "grpcs://", 8) == 0) {
-		snprintf(target, sizeof(target), "%s", uri + 8);
-		r->tls = 1;
-	} else if (strncmp(uri, "unix:", 5) == 0) {
-		snprintf(target, sizeof(target), "%s", uri);
 	} else {
-		rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "bad remote backend URI '%s'", uri);
-		goto fail;
+		/* The core split the URI: grpc and grpcs name host:port, unix a socket path. */
+		r->tls = strcmp(params->scheme, "grpcs") == 0;
+		snprintf(target, sizeof(target), "%s%s", strcmp(params->scheme, "unix") == 0 ? "unix:" : "",
+		         params->address);
 	}
 	if (!r->tls && (o->tls_ca_file || o->tls_cert_file || o->tls_key_file)) {
 		rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
