@@ -181,6 +181,30 @@ MOAT_EXTERN(int) moat_enclave_abort(moat_enclave *enclave);
  */
 MOAT_EXTERN(int) moat_measure_file(uint8_t out[MOAT_MEASUREMENT_LEN], const char *path);
 
+/** How much a diagnostic matters (moat_log_fn). */
+typedef enum moat_log_level {
+	MOAT_LOG_ERROR = 0,
+	MOAT_LOG_WARN = 1,
+	MOAT_LOG_INFO = 2,
+	MOAT_LOG_DEBUG = 3
+} moat_log_level;
+
+/**
+ * Receives libmoat's diagnostics (a sandbox layer the system does not
+ * allow, a donated thread that could not start...): one line, no newline.
+ * It may be called from any thread, including libmoat's own.
+ */
+typedef void (*moat_log_fn)(void *payload, moat_log_level level, const char *message);
+
+/**
+ * Route libmoat's diagnostics to fn (NULL restores the default). By default
+ * libmoat writes nothing, unless $MOAT_LOG names a level ("error", "warn",
+ * "info", "debug"): then lines at that level or above go to stderr. What an
+ * enclave logs with moat_host_log() is not a diagnostic: it goes to stderr
+ * unless the application answers MOAT_SELECTOR_LOG itself.
+ */
+MOAT_EXTERN(void) moat_log_set(moat_log_fn fn, void *payload);
+
 /** Return the library version string, e.g. "0.1.0". */
 MOAT_EXTERN(const char *) moat_version(void);
 

@@ -169,8 +169,8 @@ static void *donated_main(void *arg)
 		struct moat_enclave *e = t->enclave;
 		struct failed_task *f;
 
-		fprintf(stderr, "moat: donated thread for task %llu failed: %s\n",
-		        (unsigned long long)t->task, moat_error_last()->message);
+		moat__log(MOAT_LOG_WARN, "donated thread for task %llu failed: %s",
+		          (unsigned long long)t->task, moat_error_last()->message);
 		/*
 		 * The enclave may be waiting in moat_thread_join() for a task that
 		 * will now never run; keep the reason until it asks for it.

@@ -55,6 +55,9 @@ void moat__error_set_enclave_code(int64_t value);
  */
 int moat__error_from_enclave(int code, uint64_t selector, int64_t handler_code, const char *detail);
 
+/* A diagnostic for the application's log function (log.c); printf-style, one line. */
+void moat__log(moat_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Is this code fatal for the instance (every later call must fail with it)? */
 int moat__code_is_fatal(int code);
 

@@ -42,6 +42,16 @@ static void run_threads(const char *uri, const char *threads, int *rc, int64_t *
 	moat_enclave_destroy(e);
 }
 
+/* libmoat's diagnostics, caught through moat_log_set(). */
+static int warnings_seen;
+
+static void count_warnings(void *payload, moat_log_level level, const char *message)
+{
+	if (level == MOAT_LOG_WARN && strstr(message, "donated thread") &&
+	    strstr(message, (const char *)payload))
+		warnings_seen++;
+}
+
 static void test_join_reports_refused_thread(void **state)
 {
 	char sum[64];
@@ -51,10 +61,14 @@ static void test_join_reports_refused_thread(void **state)
 
 	assert_int_equal(
 	    test_moatd_start(&m, "grpc", "--allow-upload", "--max-threads-per-session", "1", NULL), 0);
+	moat_log_set(count_warnings, "max-threads-per-session");
 	run_threads(m.uri, "2", &rc, &code, sum, sizeof(sum));
+	moat_log_set(NULL, NULL);
 	/* The threads example returns the first join failure from its handler. */
 	assert_int_equal(rc, MOAT_EHANDLER);
 	assert_int_equal(code, MOAT_ELIMIT);
+	/* The host's diagnostic went to the application's log function, naming the limit. */
+	assert_true(warnings_seen >= 1);
 	assert_int_equal(test_moatd_stop(&m), 0);
 
 	/* Control: with room for the threads the same call succeeds. */

@@ -735,11 +735,10 @@ static void warn_namespaces(const moat_proc_note *hello)
 
 	if ((hello->isolation & all) == all || atomic_flag_test_and_set(&ns_warned))
 		return;
-	fprintf(
-	    stderr,
-	    "moat: proc: this system does not allow new user/PID/mount/network namespaces (%s); enclaves run "
-	    "without the ones missing (isolation 0x%x)\n",
-	    strerror(hello->ns_errno), hello->isolation);
+	moat__log(MOAT_LOG_WARN,
+	          "proc: this system does not allow new user/PID/mount/network namespaces (%s); enclaves run "
+	          "without the ones missing (isolation 0x%x)",
+	          strerror(hello->ns_errno), hello->isolation);
 }
 
 static int proc_open(moat_backend **out, const moat_backend_params *params)
