@@ -5,17 +5,8 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "codec/conv.h"
-
-int64_t moat__now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 void moat__conv_init(moat_conv *c, const moat_conv_ops *ops, void *io, void *ctx)
 {

@@ -26,6 +26,7 @@
 #define MOAT_CODEC_CONV_H
 
 #include "codec/frame.h"
+#include "util/util.h"
 
 /* What a served Call produced, for its Return (besides the items). */
 typedef struct moat_conv_result {
@@ -92,8 +93,5 @@ int moat__conv_call(moat_conv *c, uint64_t selector, const moat_msg *in, unsigne
  * another transport error.
  */
 int moat__conv_serve(moat_conv *c);
-
-/* CLOCK_MONOTONIC now, in nanoseconds. */
-int64_t moat__now_ns(void);
 
 #endif

@@ -44,45 +44,6 @@ void moat__sha256(uint8_t out[MOAT_MEASUREMENT_LEN], const void *data, size_t le
 	EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
 }
 
-void moat__hex(char *out, const uint8_t *data, size_t len)
-{
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		out[2 * i] = digits[data[i] >> 4];
-		out[2 * i + 1] = digits[data[i] & 15];
-	}
-	out[2 * len] = '\0';
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-int moat__unhex(uint8_t *out, size_t len, const char *hex)
-{
-	size_t i;
-
-	if (!hex || strlen(hex) != 2 * len)
-		return MOAT_EINVAL;
-	for (i = 0; i < len; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return MOAT_EINVAL;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
-}
-
 int moat__read_file(uint8_t **out, size_t *len, const char *path)
 {
 	struct stat st;

@@ -10,6 +10,8 @@
 #include <moat/enclave.h>
 #include <moat/sys/backend.h>
 
+#include "util/util.h"
+
 /*
  * Drop every item after the first count (msg.c). A failed handler's partial
  * reply is undone with it, so on every backend a failed call leaves out as
@@ -55,6 +57,14 @@ void moat__error_set_enclave_code(int64_t value);
  */
 int moat__error_from_enclave(int code, uint64_t selector, int64_t handler_code, const char *detail);
 
+/*
+ * Find helper program name: $env (read with secure_getenv), next to libmoat
+ * (., bin/, ../libexec/, ../bin/), next to the running program, the build
+ * tree, then the install's libexec and bin directories. Returns 0 with the
+ * path in out, or MOAT_ENOBACKEND (error recorded, naming env).
+ */
+int moat__find_helper(char *out, size_t cap, const char *name, const char *env);
+
 /* A diagnostic for the application's log function (log.c); printf-style, one line. */
 void moat__log(moat_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -93,8 +103,6 @@ int moat__read_file(uint8_t **out, size_t *len, const char *path);
 void moat__sha256(uint8_t out[MOAT_MEASUREMENT_LEN], const void *data, size_t len);
 
 /* Hex helpers: out needs 2 * len + 1 bytes. */
-void moat__hex(char *out, const uint8_t *data, size_t len);
-int moat__unhex(uint8_t *out, size_t len, const char *hex);
 
 /* Split "scheme:rest" / "scheme://rest"; returns the backend vtable or NULL. */
 /* A backend URI split by the backend table (backend.c); address points into the URI or is NULL. */

@@ -413,50 +413,6 @@ static void spawn(spawn_req *r)
 	pthread_mutex_unlock(&spawn_lock);
 }
 
-static int executable(char *out, size_t size, const char *dir, const char *rel)
-{
-	int n = snprintf(out, size, "%s/%s", dir, rel);
-
-	return n > 0 && (size_t)n < size && access(out, X_OK) == 0;
-}
-
-/* Find the runner: $MOAT_ENCLAVE_HOST, next to libmoat, the build tree, the install dirs. */
-static int find_runner(char *out, size_t size)
-{
-	const char *env = secure_getenv("MOAT_ENCLAVE_HOST");
-	Dl_info info;
-
-	if (env && *env) {
-		if (access(env, X_OK) == 0 && snprintf(out, size, "%s", env) < (int)size)
-			return 0;
-		return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
-		                      "proc: MOAT_ENCLAVE_HOST=%s is not an executable file", env);
-	}
-	if (dladdr((void *)find_runner, &info) && info.dli_fname && strchr(info.dli_fname, '/')) {
-		char dir[PATH_MAX];
-		int n = snprintf(dir, sizeof(dir), "%s", info.dli_fname);
-
-		if (n > 0 && (size_t)n < sizeof(dir)) {
-			*strrchr(dir, '/') = '\0';
-			if (executable(out, size, dir, RUNNER_NAME) ||
-			    executable(out, size, dir, "bin/" RUNNER_NAME) ||
-			    executable(out, size, dir, "../libexec/" RUNNER_NAME))
-				return 0;
-		}
-	}
-#ifdef MOAT_PROC_BUILD_BINDIR
-	if (executable(out, size, MOAT_PROC_BUILD_BINDIR, RUNNER_NAME))
-		return 0;
-#endif
-	if (executable(out, size, MOAT_LIBEXECDIR, RUNNER_NAME) ||
-	    executable(out, size, MOAT_BINDIR, RUNNER_NAME))
-		return 0;
-	return moat_error_set(
-	    MOAT_ENOBACKEND, MOAT_ORIGIN_API,
-	    "proc: cannot find %s (looked next to libmoat, in %s and %s); set MOAT_ENCLAVE_HOST", RUNNER_NAME,
-	    MOAT_LIBEXECDIR, MOAT_BINDIR);
-}
-
 /* Duplicate fd to a number of 10 or more (close-on-exec) and close the original. */
 static int fd_high(int fd)
 {
@@ -774,7 +730,7 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 	pthread_mutex_init(&b->ctl_lock, NULL);
 	pthread_mutex_init(&b->reap_lock, NULL);
 
-	if ((rc = find_runner(runner, sizeof(runner))) < 0)
+	if ((rc = moat__find_helper(runner, sizeof(runner), RUNNER_NAME, "MOAT_ENCLAVE_HOST")) < 0)
 		goto fail;
 	if ((rc = moat__read_file(&bytes, &len, params->path)) < 0)
 		goto fail;

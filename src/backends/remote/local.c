@@ -37,78 +37,6 @@
 
 extern char **environ;
 
-static int executable(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
-}
-
-/* Try dir/rel; on success the path is in out. */
-static int try_dir(char *out, size_t cap, const char *dir, const char *rel)
-{
-	int n = snprintf(out, cap, "%s/%s", dir, rel);
-
-	return n > 0 && (size_t)n < cap && executable(out);
-}
-
-static void dir_of(char *out, size_t cap, const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	size_t n = slash ? (size_t)(slash - path) : 0;
-
-	if (n >= cap)
-		n = cap - 1;
-	memcpy(out, path, n);
-	out[n] = '\0';
-}
-
-/*
- * Find moatd: $MOAT_MOATD, next to libmoat (build tree: bin/ beside the
- * library; install: ../bin), next to the running program, the build tree,
- * then the install bindir.
- */
-static int find_moatd(char *out, size_t cap)
-{
-	const char *env = getenv("MOAT_MOATD");
-	char dir[PATH_MAX], exe[PATH_MAX];
-	Dl_info info;
-	ssize_t n;
-
-	if (env && *env) {
-		if (!executable(env))
-			return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
-			                      "MOAT_MOATD=%s is not an executable", env);
-		snprintf(out, cap, "%s", env);
-		return 0;
-	}
-	if (dladdr((void *)moat__local_target_start, &info) && info.dli_fname &&
-	    strchr(info.dli_fname, '/')) {
-		dir_of(dir, sizeof(dir), info.dli_fname);
-		if (try_dir(out, cap, dir, "bin/moatd") || try_dir(out, cap, dir, "../bin/moatd") ||
-		    try_dir(out, cap, dir, "moatd"))
-			return 0;
-	}
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n > 0) {
-		exe[n] = '\0';
-		dir_of(dir, sizeof(dir), exe);
-		if (try_dir(out, cap, dir, "moatd") || try_dir(out, cap, dir, "../bin/moatd") ||
-		    try_dir(out, cap, dir, "bin/moatd"))
-			return 0;
-	}
-#ifdef MOAT_BUILD_BINDIR
-	if (try_dir(out, cap, MOAT_BUILD_BINDIR, "moatd"))
-		return 0;
-#endif
-#ifdef MOAT_BINDIR
-	if (try_dir(out, cap, MOAT_BINDIR, "moatd"))
-		return 0;
-#endif
-	return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API,
-	                      "the local backend needs the moatd program: set MOAT_MOATD or install moatd");
-}
-
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
@@ -177,14 +105,6 @@ static void remove_stale_dirs(const char *tmp)
 	closedir(dir);
 }
 
-static long ms_since(const struct timespec *t0)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (long)(now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000;
-}
-
 int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 {
 	char moatd[PATH_MAX], listen[320], state[300], fdarg[16], line[400];
@@ -198,7 +118,7 @@ int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 	memset(lt, 0, sizeof(*lt));
 	lt->pid = -1;
 	lt->parent_fd = -1;
-	if ((rc = find_moatd(moatd, sizeof(moatd))) < 0)
+	if ((rc = moat__find_helper(moatd, sizeof(moatd), "moatd", "MOAT_MOATD")) < 0)
 		return rc;
 	if (!tmp || !*tmp || strlen(tmp) > 100)
 		tmp = "/tmp";
@@ -254,7 +174,7 @@ int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
 		struct pollfd p = {ready[0], POLLIN, 0};
-		long left = (long)timeout_ms - ms_since(&t0);
+		long left = (long)timeout_ms - (long)moat__ms_since(&t0);
 		ssize_t n;
 
 		if (memchr(line, '\n', got))
@@ -321,7 +241,7 @@ void moat__local_target_stop(moat_local_target *lt)
 
 			if (r == lt->pid || (r < 0 && errno != EINTR))
 				break;
-			if (ms_since(&t0) > 5000) {
+			if (moat__ms_since(&t0) > 5000) {
 				kill(lt->pid, SIGKILL);
 				while (waitpid(lt->pid, &status, 0) < 0 && errno == EINTR)
 					;
