@@ -31,6 +31,7 @@
 #include <seccomp.h>
 
 #include "backends/proc/proc.h"
+#include "core/chancache.h"
 #include "core/internal.h"
 
 #define RUNNER_NAME "moat-enclave-host"
@@ -46,26 +47,16 @@
 
 typedef struct proc_backend proc_backend;
 
-/*
- * One host thread's channel to one instance. The thread that made it is the
- * only one that does I/O on it. It is listed both in its thread's list (for
- * the lookup on each call and for release at thread exit) and in its
- * instance's list (for release at destroy); chan_lock guards the second
- * list and the hand-over between the two owners.
- */
+/* One host thread's channel to one instance, used by that thread alone (core/chancache.h). */
 typedef struct proc_chan {
+	moat_chan link; /* first: the cache's */
 	moat_proc_wire wire;
 	moat_conv conv;
-	uint64_t instance;
-	atomic_int detached; /* the instance was destroyed; only the thread still refers to it */
-	proc_backend *owner;
-	struct proc_chan *next_owner;
-	struct proc_chan *next_thread;
 } proc_chan;
 
 struct proc_backend {
 	moat_backend parent;
-	uint64_t instance;
+	moat_chan_owner chans; /* every host thread's channel to this instance */
 	char *path;
 	pid_t pid;
 	int ctl;
@@ -76,15 +67,9 @@ struct proc_backend {
 	pthread_mutex_t ctl_lock; /* sending channels on ctl */
 	pthread_mutex_t reap_lock;
 	int reaped;
-	char death[400];  /* why the instance is dead; written once under reap_lock before parent.dead */
-	proc_chan *chans; /* chan_lock */
+	char death[400]; /* why the instance is dead; written once under reap_lock before parent.dead */
 };
 
-static pthread_mutex_t chan_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_key_t chan_key;
-static pthread_once_t chan_once = PTHREAD_ONCE_INIT;
-static int chan_key_ok;
-static atomic_uint_fast64_t next_instance = 1;
 static atomic_flag ns_warned = ATOMIC_FLAG_INIT;
 
 /* Why the runner is being given up. */
@@ -121,62 +106,14 @@ static const moat_conv_ops host_ops = {host_send, host_recv, host_serve};
 
 /* ---- Channels ---- */
 
-/* Remove ch from its instance's list and close it. Called with chan_lock held. */
-static void chan_unlink_owner(proc_chan *ch)
+/* The cache's release: closing the channel ends the runner's worker for it. */
+static void chan_release(moat_chan *link)
 {
-	proc_chan **p;
+	proc_chan *ch = (proc_chan *)link;
 
-	for (p = &ch->owner->chans; *p; p = &(*p)->next_owner) {
-		if (*p == ch) {
-			*p = ch->next_owner;
-			break;
-		}
-	}
 	close(ch->wire.fd);
-	ch->wire.fd = -1;
-	ch->owner = NULL;
-}
-
-/* Thread exit: release this thread's channels so the runner's workers for them end. */
-static void chan_thread_exit(void *arg)
-{
-	proc_chan *ch = arg, *next;
-
-	pthread_mutex_lock(&chan_lock);
-	for (; ch; ch = next) {
-		next = ch->next_thread;
-		if (!atomic_load(&ch->detached))
-			chan_unlink_owner(ch);
-		moat__proc_wire_release(&ch->wire);
-		free(ch);
-	}
-	pthread_mutex_unlock(&chan_lock);
-}
-
-static void chan_key_make(void)
-{
-	chan_key_ok = pthread_key_create(&chan_key, chan_thread_exit) == 0;
-}
-
-/* Free this thread's channels of destroyed instances. */
-static void chan_prune(void)
-{
-	proc_chan *head = pthread_getspecific(chan_key), **p = &head;
-
-	pthread_mutex_lock(&chan_lock);
-	while (*p) {
-		proc_chan *ch = *p;
-
-		if (atomic_load(&ch->detached)) {
-			*p = ch->next_thread;
-			moat__proc_wire_release(&ch->wire);
-			free(ch);
-		} else {
-			p = &ch->next_thread;
-		}
-	}
-	pthread_mutex_unlock(&chan_lock);
-	pthread_setspecific(chan_key, head);
+	moat__proc_wire_release(&ch->wire);
+	free(ch);
 }
 
 /* Hand the runner its end of a new channel over the control socket. */
@@ -214,26 +151,11 @@ static int send_channel(proc_backend *b, int fd)
 /* The calling thread's channel to b, made on first use. Records the error on failure. */
 static proc_chan *chan_get(proc_backend *b)
 {
-	proc_chan *head, *ch, *found = NULL;
-	int prune = 0, sv[2];
+	proc_chan *ch = (proc_chan *)moat__chan_find(&b->chans);
+	int sv[2];
 
-	pthread_once(&chan_once, chan_key_make);
-	if (!chan_key_ok) {
-		moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "proc: cannot make a thread key");
-		return NULL;
-	}
-	head = pthread_getspecific(chan_key);
-	for (ch = head; ch; ch = ch->next_thread) {
-		if (atomic_load(&ch->detached))
-			prune = 1;
-		else if (ch->instance == b->instance)
-			found = ch;
-	}
-	if (prune)
-		chan_prune();
-	if (found)
-		return found;
-
+	if (ch)
+		return ch;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: socketpair: %s",
 		               strerror(errno));
@@ -247,41 +169,18 @@ static proc_chan *chan_get(proc_backend *b)
 	}
 	close(sv[1]);
 	ch = calloc(1, sizeof(*ch));
-	if (!ch) {
+	if (ch) {
+		ch->wire.fd = sv[0];
+		moat__conv_init(&ch->conv, &host_ops, ch, b);
+	}
+	if (!ch || moat__chan_add(&b->chans, &ch->link) < 0) {
 		/* The runner's worker ends when this end closes. */
 		close(sv[0]);
+		free(ch);
 		moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 		return NULL;
 	}
-	ch->wire.fd = sv[0];
-	moat__conv_init(&ch->conv, &host_ops, ch, b);
-	ch->instance = b->instance;
-	ch->owner = b;
-	pthread_mutex_lock(&chan_lock);
-	ch->next_owner = b->chans;
-	b->chans = ch;
-	pthread_mutex_unlock(&chan_lock);
-	ch->next_thread = pthread_getspecific(chan_key);
-	pthread_setspecific(chan_key, ch);
 	return ch;
-}
-
-/* Destroy: close every channel of b; threads free their entries later (or now, for this one). */
-static void chan_detach_all(proc_backend *b)
-{
-	proc_chan *ch;
-
-	pthread_mutex_lock(&chan_lock);
-	for (ch = b->chans; ch; ch = ch->next_owner) {
-		close(ch->wire.fd);
-		ch->wire.fd = -1;
-		ch->owner = NULL;
-		atomic_store(&ch->detached, 1);
-	}
-	b->chans = NULL;
-	pthread_mutex_unlock(&chan_lock);
-	if (chan_key_ok)
-		chan_prune();
 }
 
 /* ---- Starting the runner ---- */
@@ -667,7 +566,7 @@ static void proc_free(proc_backend *b)
 {
 	if (!b)
 		return;
-	chan_detach_all(b);
+	moat__chan_release_all(&b->chans);
 	if (b->ctl >= 0)
 		close(b->ctl);
 	if (b->pid > 0 && !b->reaped) {
@@ -720,7 +619,7 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	}
 	b->parent.vtable = &moat__backend_proc;
-	b->instance = atomic_fetch_add(&next_instance, 1);
+	moat__chan_owner_init(&b->chans, chan_release);
 	b->ctl = -1;
 	b->pid = -1;
 	b->timeout_ms = o->call_timeout_ms;

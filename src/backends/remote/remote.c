@@ -22,6 +22,7 @@
 
 #include "backends/remote/remote.h"
 #include "codec/conv.h"
+#include "core/chancache.h"
 #include "core/internal.h"
 #include "moat/v1/target.pb-c.h"
 #include "rpc/rpc.h"
@@ -44,15 +45,13 @@
 /* ... and one short try when the target is known lost (it reclaims the session by itself). */
 #define DESTROY_LOST_MS 1000u
 
-typedef struct host_thread host_thread;
 typedef struct remote_backend remote_backend;
 
-/* One host thread's Attach stream to one session. */
+/* One host thread's Attach stream to one session, used by that thread alone (core/chancache.h). */
 typedef struct stream {
+	moat_chan link; /* first: the cache's */
 	remote_backend *owner;
-	host_thread *thread;
 	moat_rpc_call *call;
-	uint64_t serial;    /* the owner's serial, for the lock-free per-thread cache */
 	moat_conv conv;     /* the Call/Return exchange; broken once the stream ended */
 	unsigned int depth; /* entry calls of this thread in progress on the stream */
 	/* The engine's transport: the frame to send with the next receive, and how the stream ended. */
@@ -60,19 +59,14 @@ typedef struct stream {
 	size_t pending_len;
 	int rpc_rc;
 	moat_rpc_status st;
-	struct stream *next_owner, *next_thread;
 } stream;
-
-struct host_thread {
-	stream *streams;
-};
 
 /* Connections per session: host threads beyond this many share them. */
 #define REMOTE_POOL 8
 
 struct remote_backend {
 	moat_backend parent;
-	uint64_t serial;
+	moat_chan_owner streams; /* every host thread's Attach stream of this session */
 	moat_exit_dispatch exit_dispatch;
 	void *exit_ctx;
 	char where[320]; /* what to name in messages: the URI */
@@ -94,7 +88,6 @@ struct remote_backend {
 	unsigned int call_timeout_ms;
 	unsigned int wait_ms; /* how long a call waits for the target: call_timeout_ms plus a margin */
 	uint64_t max_message;
-	stream *streams; /* guarded by streams_lock */
 
 	moat_rpc_call *lease;
 	pthread_t watcher;
@@ -109,16 +102,6 @@ struct remote_backend {
 	moat_local_target local;
 	int rpc_inited;
 };
-
-/* Links between streams, threads and sessions change only under this lock; calls never take it. */
-static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_key_t thread_key;
-static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
-static atomic_uint_fast64_t next_serial = 1;
-
-static _Thread_local host_thread *self;
-static _Thread_local uint64_t cache_serial;
-static _Thread_local stream *cache_stream;
 
 static void stream_free(stream *s)
 {
@@ -185,63 +168,10 @@ static void stream_serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_
 
 static const moat_conv_ops stream_ops = {stream_send, stream_recv, stream_serve};
 
-/* Unlink s from its thread's list; streams_lock held. */
-static void unlink_thread(stream *s)
+/* The cache's release of a stream (the target ends its worker). */
+static void stream_release(moat_chan *link)
 {
-	stream **p;
-
-	if (!s->thread)
-		return;
-	for (p = &s->thread->streams; *p; p = &(*p)->next_thread) {
-		if (*p == s) {
-			*p = s->next_thread;
-			break;
-		}
-	}
-	s->thread = NULL;
-}
-
-static void unlink_owner(stream *s)
-{
-	stream **p;
-
-	for (p = &s->owner->streams; *p; p = &(*p)->next_owner) {
-		if (*p == s) {
-			*p = s->next_owner;
-			break;
-		}
-	}
-}
-
-/* A host thread exits: release its streams (the target ends the matching workers). */
-static void thread_exit(void *arg)
-{
-	host_thread *t = arg;
-	stream *list = NULL, *s;
-
-	pthread_mutex_lock(&streams_lock);
-	while ((s = t->streams) != NULL) {
-		t->streams = s->next_thread;
-		s->thread = NULL;
-		unlink_owner(s);
-		s->next_thread = list;
-		list = s;
-	}
-	pthread_mutex_unlock(&streams_lock);
-	while (list) {
-		s = list->next_thread;
-		stream_free(list);
-		list = s;
-	}
-	free(t);
-	self = NULL;
-	cache_serial = 0;
-	cache_stream = NULL;
-}
-
-static void thread_key_make(void)
-{
-	pthread_key_create(&thread_key, thread_exit);
+	stream_free((stream *)link);
 }
 
 /* ---- errors ---- */
@@ -322,83 +252,30 @@ static int status_error(remote_backend *r, const moat_rpc_status *st, const char
 
 static int stream_open(stream **out, remote_backend *r)
 {
-	host_thread *t = self;
-	stream *s;
+	unsigned int k = atomic_fetch_add(&r->n_attach, 1) % REMOTE_POOL;
+	stream *s = calloc(1, sizeof(*s));
 	int rc;
 
 	*out = NULL;
-	if (!t) {
-		pthread_once(&thread_key_once, thread_key_make);
-		t = calloc(1, sizeof(*t));
-		if (!t)
-			return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
-		self = t;
-		pthread_setspecific(thread_key, t);
-	}
-	s = calloc(1, sizeof(*s));
 	if (!s)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	s->owner = r;
-	s->serial = r->serial;
 	moat__conv_init(&s->conv, &stream_ops, s, r);
-	{
-		unsigned int k = atomic_fetch_add(&r->n_attach, 1) % REMOTE_POOL;
-
-		rc = moat__rpc_stream_open(&s->call, k ? r->pool[k - 1] : r->ch, "/moat.v1.Target/Attach",
-		                           r->md);
-	}
+	rc = moat__rpc_stream_open(&s->call, k ? r->pool[k - 1] : r->ch, "/moat.v1.Target/Attach", r->md);
 	if (rc < 0) {
 		free(s);
 		return rc;
 	}
-	pthread_mutex_lock(&streams_lock);
-	s->thread = t;
-	s->next_thread = t->streams;
-	t->streams = s;
-	s->next_owner = r->streams;
-	r->streams = s;
-	/* remote_abort cancels the streams it finds under this lock; this one came too late for it. */
+	if (moat__chan_add(&r->streams, &s->link) < 0) {
+		stream_free(s);
+		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+	}
+	/* remote_abort cancels the streams it finds in the cache; one added after it looked is cancelled
+	 * here. */
 	if (atomic_load((_Atomic int *)&r->parent.dead) == MOAT_ECANCELED)
 		moat__rpc_call_cancel(s->call);
-	pthread_mutex_unlock(&streams_lock);
-	cache_serial = r->serial;
-	cache_stream = s;
 	*out = s;
 	return 0;
-}
-
-/* This thread's stream for r, or NULL. */
-static stream *stream_find(remote_backend *r)
-{
-	stream *s = NULL;
-
-	if (cache_serial == r->serial)
-		return cache_stream;
-	if (!self)
-		return NULL;
-	pthread_mutex_lock(&streams_lock);
-	for (s = self->streams; s; s = s->next_thread)
-		if (s->owner == r && s->serial == r->serial)
-			break;
-	pthread_mutex_unlock(&streams_lock);
-	if (s) {
-		cache_serial = r->serial;
-		cache_stream = s;
-	}
-	return s;
-}
-
-static void stream_drop(stream *s)
-{
-	pthread_mutex_lock(&streams_lock);
-	unlink_thread(s);
-	unlink_owner(s);
-	pthread_mutex_unlock(&streams_lock);
-	if (cache_stream == s) {
-		cache_stream = NULL;
-		cache_serial = 0;
-	}
-	stream_free(s);
 }
 
 /* Record why the stream failed a call: the engine's code, with the stream's own detail. */
@@ -474,11 +351,11 @@ static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg
 static int remote_call(moat_backend *b, uint64_t selector, const moat_msg *in, moat_msg *out)
 {
 	remote_backend *r = (remote_backend *)b;
-	stream *s = stream_find(r);
+	stream *s = (stream *)moat__chan_find(&r->streams);
 	int rc;
 
 	if (s && s->conv.broken && s->depth == 0) {
-		stream_drop(s);
+		moat__chan_drop(&s->link);
 		s = NULL;
 	}
 	if (!s && (rc = stream_open(&s, r)) < 0)
@@ -726,7 +603,7 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	if (!r)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	r->parent.vtable = &moat__backend_remote;
-	r->serial = atomic_fetch_add(&next_serial, 1);
+	moat__chan_owner_init(&r->streams, stream_release);
 	r->exit_dispatch = params->exit_dispatch;
 	r->exit_ctx = params->exit_ctx;
 	r->call_timeout_ms = o->call_timeout_ms;
@@ -889,6 +766,12 @@ out:
  * waiting in calls return now, and end the session on the target, which
  * stops the calls still running there (proc kills the enclave's process).
  */
+static void cancel_stream(moat_chan *link, void *arg)
+{
+	(void)arg;
+	moat__rpc_call_cancel(((stream *)link)->call);
+}
+
 static void remote_abort(moat_backend *b)
 {
 	remote_backend *r = (remote_backend *)b;
@@ -900,14 +783,10 @@ static void remote_abort(moat_backend *b)
 	moat_rpc_status st;
 	uint8_t *reply = NULL;
 	size_t len;
-	stream *s;
 
 	snprintf(saved, sizeof(saved), "%s", last->message);
-	/* Streams are freed only after they are unlinked under this lock: each one found is alive. */
-	pthread_mutex_lock(&streams_lock);
-	for (s = r->streams; s; s = s->next_owner)
-		moat__rpc_call_cancel(s->call);
-	pthread_mutex_unlock(&streams_lock);
+	/* Streams are released only after the cache unlinked them under its lock: each one seen is alive. */
+	moat__chan_each(&r->streams, cancel_stream, NULL);
 	if (moat__rpc_unary(r->ch, "/moat.v1.Target/Destroy", md, "", 0, &reply, &len, DESTROY_RPC_MS, &st) ==
 	    MOAT_RPC_OK)
 		atomic_store(&r->session_ended, 1);
@@ -922,23 +801,12 @@ static void remote_abort(moat_backend *b)
 static void remote_close(moat_backend *b)
 {
 	remote_backend *r = (remote_backend *)b;
-	stream *list, *s;
 
 	if (!r)
 		return;
 	atomic_store(&r->closing, 1);
 	/* Release every host thread's stream of this session (those threads are not calling). */
-	pthread_mutex_lock(&streams_lock);
-	list = r->streams;
-	r->streams = NULL;
-	for (s = list; s; s = s->next_owner)
-		unlink_thread(s);
-	pthread_mutex_unlock(&streams_lock);
-	while (list) {
-		s = list->next_owner;
-		stream_free(list);
-		list = s;
-	}
+	moat__chan_release_all(&r->streams);
 	if (r->session_id[0] && r->ch)
 		destroy_session(r);
 	if (r->has_watcher) {
