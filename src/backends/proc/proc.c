@@ -185,133 +185,6 @@ static proc_chan *chan_get(proc_backend *b)
 
 /* ---- Starting the runner ---- */
 
-/*
- * The runner is forked by one long-lived thread. PR_SET_PDEATHSIG fires when
- * the thread that forked the child exits, not the process; forking from
- * whatever thread loads an enclave would kill the runner as soon as that
- * thread ended, which a server's worker threads do.
- */
-typedef struct spawn_req {
-	const char *path;
-	char *const *argv;
-	int ctl_fd, null_fd, err_fd;
-	pid_t pid;
-	int err;
-	int done;
-	struct spawn_req *next;
-} spawn_req;
-
-static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t spawn_wake = PTHREAD_COND_INITIALIZER;
-static pthread_cond_t spawn_done = PTHREAD_COND_INITIALIZER;
-static spawn_req *spawn_queue;
-static int spawner_running;
-static pthread_once_t spawn_once = PTHREAD_ONCE_INIT;
-
-static void spawn_atfork_prepare(void)
-{
-	pthread_mutex_lock(&spawn_lock);
-}
-
-static void spawn_atfork_parent(void)
-{
-	pthread_mutex_unlock(&spawn_lock);
-}
-
-/* A forked copy of the host has no spawner thread. */
-static void spawn_atfork_child(void)
-{
-	spawner_running = 0;
-	spawn_queue = NULL;
-	pthread_mutex_unlock(&spawn_lock);
-}
-
-static void spawn_init(void)
-{
-	pthread_atfork(spawn_atfork_prepare, spawn_atfork_parent, spawn_atfork_child);
-}
-
-/* In the child between fork and exec: async-signal-safe calls only. */
-static void __attribute__((noreturn)) spawn_child(const spawn_req *r)
-{
-	static char *const envp[] = {NULL};
-	moat_proc_note note;
-
-	/* The parent made every fd here 10 or higher, so these never clobber each other. */
-	if (dup2(r->ctl_fd, MOAT_PROC_CTL_FD) < 0 || dup2(r->null_fd, 0) < 0 || dup2(r->null_fd, 1) < 0 ||
-	    dup2(r->err_fd, 2) < 0)
-		_exit(127);
-	close_range(MOAT_PROC_CTL_FD + 1, ~0U, 0);
-	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-	execve(r->path, r->argv, envp);
-	memset(&note, 0, sizeof(note));
-	note.magic = MOAT_PROC_NOTE_MAGIC;
-	note.kind = MOAT_PROC_NOTE_EXEC_FAILED;
-	note.value = errno;
-	if (write(MOAT_PROC_CTL_FD, &note, sizeof(note)) < 0)
-		_exit(127);
-	_exit(127);
-}
-
-static void spawn_now(spawn_req *r)
-{
-	r->pid = fork();
-	if (r->pid == 0)
-		spawn_child(r);
-	r->err = r->pid < 0 ? errno : 0;
-}
-
-static void *spawner_main(void *arg)
-{
-	sigset_t all;
-
-	/* Signals are for the application's threads. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	pthread_mutex_lock(&spawn_lock);
-	for (;;) {
-		spawn_req *r;
-
-		while (!spawn_queue)
-			pthread_cond_wait(&spawn_wake, &spawn_lock);
-		r = spawn_queue;
-		spawn_queue = r->next;
-		pthread_mutex_unlock(&spawn_lock);
-		spawn_now(r);
-		pthread_mutex_lock(&spawn_lock);
-		r->done = 1;
-		pthread_cond_broadcast(&spawn_done);
-	}
-	return NULL;
-}
-
-static void spawn(spawn_req *r)
-{
-	pthread_once(&spawn_once, spawn_init);
-	pthread_mutex_lock(&spawn_lock);
-	if (!spawner_running) {
-		pthread_attr_t attr;
-		pthread_t t;
-
-		pthread_attr_init(&attr);
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		spawner_running = pthread_create(&t, &attr, spawner_main, NULL) == 0;
-		pthread_attr_destroy(&attr);
-	}
-	if (!spawner_running) {
-		/* No thread to spare: fork here, the runner then lives as long as this thread. */
-		pthread_mutex_unlock(&spawn_lock);
-		spawn_now(r);
-		return;
-	}
-	r->next = spawn_queue;
-	spawn_queue = r;
-	pthread_cond_signal(&spawn_wake);
-	while (!r->done)
-		pthread_cond_wait(&spawn_done, &spawn_lock);
-	pthread_mutex_unlock(&spawn_lock);
-}
-
 /* Duplicate fd to a number of 10 or more (close-on-exec) and close the original. */
 static int fd_high(int fd)
 {
@@ -359,7 +232,7 @@ static int start_runner(proc_backend *b, const char *runner)
 	r.ctl_fd = sv[1];
 	r.null_fd = null_fd;
 	r.err_fd = err_fd;
-	spawn(&r);
+	moat__proc_spawn(&r);
 	if (r.pid < 0)
 		rc =
 		    moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: fork: %s", strerror(r.err));

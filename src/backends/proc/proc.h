@@ -15,6 +15,7 @@
 #define MOAT_BACKENDS_PROC_PROC_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "codec/conv.h"
 
@@ -66,6 +67,21 @@ typedef struct moat_proc_note {
 	int32_t ns_errno;   /* HELLO: why new namespaces could not be made, or 0 */
 	int32_t reserved;
 } moat_proc_note;
+
+/* A runner to start (spawn.c, libmoat only): the child gets ctl_fd as fd 3, null_fd as 0 and 1, err_fd as 2.
+ */
+typedef struct spawn_req {
+	const char *path;
+	char *const *argv;
+	int ctl_fd, null_fd, err_fd; /* all 10 or higher, so the child's dup2s never clobber each other */
+	pid_t pid;                   /* out: the child, or -1 */
+	int err;                     /* out: errno when pid is -1 */
+	int done;
+	struct spawn_req *next;
+} spawn_req;
+
+/* Fork and exec r's program from libmoat's spawner thread (or this one when no thread can be had). */
+void moat__proc_spawn(spawn_req *r);
 
 /* Buffered reader of length-prefixed frames on one socket. */
 typedef struct moat_proc_wire {
