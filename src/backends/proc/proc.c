@@ -469,17 +469,70 @@ static void warn_namespaces(const moat_proc_note *hello)
 	          strerror(hello->ns_errno), hello->isolation);
 }
 
+/* Start the runner and wait for its hello: the sandbox layers it applied. Records the error. */
+static int runner_up(proc_backend *b, const char *runner)
+{
+	moat_proc_note hello;
+	int rc;
+
+	if ((rc = start_runner(b, runner)) < 0)
+		return rc;
+	if (!read_note(b, &hello, START_TIMEOUT_MS) || hello.kind != MOAT_PROC_NOTE_HELLO) {
+		int exec_errno =
+		    hello.magic == MOAT_PROC_NOTE_MAGIC && hello.kind == MOAT_PROC_NOTE_EXEC_FAILED
+		        ? hello.value
+		        : 0;
+
+		proc_lost(b, LOST_GONE, 0);
+		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: %s did not start: %s",
+		                      runner, exec_errno ? strerror(exec_errno) : b->death);
+	}
+	if (!(hello.isolation & MOAT_ISOLATION_SECCOMP))
+		return moat_error_set(
+		    MOAT_ESANDBOX, MOAT_ORIGIN_API,
+		    "proc: the runner could not install its seccomp filter (%s); nothing was loaded",
+		    strerror(hello.value));
+	warn_namespaces(&hello);
+	b->parent.isolation = hello.isolation;
+	return 0;
+}
+
+/* Send the image in the first Call: the runner measures, checks the pin and runs the enclave's init. */
+static int runner_load(proc_backend *b, const moat_backend_params *params, const uint8_t *bytes, size_t len)
+{
+	const moat_load_options *o = params->options;
+	moat_frame_in *ret = NULL;
+	moat_msg *load = NULL;
+	proc_chan *ch;
+	int rc;
+
+	if (!(ch = chan_get(b)))
+		return moat_error_last()->code;
+	if ((rc = moat_msg_new(&load)) < 0 ||
+	    (rc = moat_msg_push_borrowed(load, params->path, strlen(params->path))) < 0 ||
+	    (rc = moat_msg_push_borrowed(load, bytes, len)) < 0 ||
+	    (rc = moat_msg_push_borrowed(load, o->expected_measurement,
+	                                 o->expected_measurement ? MOAT_MEASUREMENT_LEN : 0)) < 0 ||
+	    (rc = moat_msg_push_borrowed(load, o->config, o->config_len)) < 0) {
+		moat_msg_free(load);
+		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+	}
+	rc = chan_call(b, ch, MOAT_PROC_SELECTOR_LOAD, load, b->timeout_ms, &ret);
+	if (rc == 0 && (rc = ret->code) < 0)
+		moat_error_set(rc, ret->origin ? (moat_origin)ret->origin : MOAT_ORIGIN_ENCLAVE, "%s",
+		               ret->message);
+	moat__frame_in_free(ret);
+	moat_msg_free(load);
+	return rc;
+}
+
 static int proc_open(moat_backend **out, const moat_backend_params *params)
 {
 	const moat_load_options *o = params->options;
 	char runner[PATH_MAX];
 	uint8_t *bytes = NULL;
 	size_t len = 0;
-	moat_msg *load = NULL;
-	moat_frame_in *ret = NULL;
-	moat_proc_note hello;
 	proc_backend *b;
-	proc_chan *ch;
 	int rc;
 
 	*out = NULL;
@@ -502,64 +555,18 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 	pthread_mutex_init(&b->ctl_lock, NULL);
 	pthread_mutex_init(&b->reap_lock, NULL);
 
-	if ((rc = moat__find_helper(runner, sizeof(runner), RUNNER_NAME, "MOAT_ENCLAVE_HOST")) < 0)
-		goto fail;
-	if ((rc = moat__read_file(&bytes, &len, params->path)) < 0)
+	if ((rc = moat__find_helper(runner, sizeof(runner), RUNNER_NAME, "MOAT_ENCLAVE_HOST")) < 0 ||
+	    (rc = moat__read_file(&bytes, &len, params->path)) < 0)
 		goto fail;
 	/* The identity comes from the bytes the host read, never from what the runner says. */
 	moat__sha256(b->parent.measurement, bytes, len);
-	if ((rc = start_runner(b, runner)) < 0)
+	if ((rc = runner_up(b, runner)) < 0 || (rc = runner_load(b, params, bytes, len)) < 0)
 		goto fail;
-	if (!read_note(b, &hello, START_TIMEOUT_MS) || hello.kind != MOAT_PROC_NOTE_HELLO) {
-		int exec_errno =
-		    hello.magic == MOAT_PROC_NOTE_MAGIC && hello.kind == MOAT_PROC_NOTE_EXEC_FAILED
-		        ? hello.value
-		        : 0;
-
-		proc_lost(b, LOST_GONE, 0);
-		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: %s did not start: %s",
-		                    runner, exec_errno ? strerror(exec_errno) : b->death);
-		goto fail;
-	}
-	if (!(hello.isolation & MOAT_ISOLATION_SECCOMP)) {
-		rc = moat_error_set(
-		    MOAT_ESANDBOX, MOAT_ORIGIN_API,
-		    "proc: the runner could not install its seccomp filter (%s); nothing was loaded",
-		    strerror(hello.value));
-		goto fail;
-	}
-	warn_namespaces(&hello);
-	b->parent.isolation = hello.isolation;
-
-	if (!(ch = chan_get(b))) {
-		rc = moat_error_last()->code;
-		goto fail;
-	}
-	if ((rc = moat_msg_new(&load)) < 0 ||
-	    (rc = moat_msg_push_borrowed(load, params->path, strlen(params->path))) < 0 ||
-	    (rc = moat_msg_push_borrowed(load, bytes, len)) < 0 ||
-	    (rc = moat_msg_push_borrowed(load, o->expected_measurement,
-	                                 o->expected_measurement ? MOAT_MEASUREMENT_LEN : 0)) < 0 ||
-	    (rc = moat_msg_push_borrowed(load, o->config, o->config_len)) < 0) {
-		rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
-		goto fail;
-	}
-	if ((rc = chan_call(b, ch, MOAT_PROC_SELECTOR_LOAD, load, b->timeout_ms, &ret)) < 0)
-		goto fail;
-	if ((rc = ret->code) < 0) {
-		moat_error_set(rc, ret->origin ? (moat_origin)ret->origin : MOAT_ORIGIN_ENCLAVE, "%s",
-		               ret->message);
-		goto fail;
-	}
-	moat__frame_in_free(ret);
-	moat_msg_free(load);
 	free(bytes);
 	*out = &b->parent;
 	return 0;
 
 fail:
-	moat__frame_in_free(ret);
-	moat_msg_free(load);
 	free(bytes);
 	proc_free(b);
 	return rc;

@@ -201,43 +201,13 @@ static int receive_channel(int ctl)
 	return fd < 0 ? -2 : fd;
 }
 
-int main(int argc, char **argv)
+/* Before the sandbox: what the enclave may use but could not open inside it. */
+static void prepare(void)
 {
 	static const char *const preload[] = {"libm.so.6", "libgcc_s.so.1", "libstdc++.so.6"};
-	moat_proc_note hello;
 	uint8_t warm[MOAT_MEASUREMENT_LEN];
-	unsigned int isolation = 0;
-	int ns_errno = 0, sig, rc, ctl = MOAT_PROC_CTL_FD;
 	size_t i;
-	sigset_t none;
-	char *end;
-	long parent;
 
-	if ((argc != 5 && (argc != 6 || strcmp(argv[5], "--jit") != 0)) ||
-	    strcmp(argv[1], "--moat-proc") != 0 || strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 ||
-	    strcmp(argv[3], "--parent") != 0) {
-		fprintf(stderr, "moat-enclave-host: started by libmoat only (protocol %s)\n",
-		        MOAT_PROC_PROTOCOL);
-		return 2;
-	}
-	parent = strtol(argv[4], &end, 10);
-	/* Die with the host; the check after it closes the race with a host that died already. */
-	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-	if (*end || getppid() != (pid_t)parent)
-		return 2;
-	/* Start from default signal handling whatever the host had. */
-	for (sig = 1; sig < NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			signal(sig, SIG_DFL);
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	/* Namespaces first, while this is one small thread; from here on this may be PID 2 of a new
-	 * namespace. */
-	isolation = moat__runner_contain((pid_t)parent, &ns_errno, &rc);
-	/* The image copy is made now: inside the sandbox nothing can hold memory outside its limit. */
-	if (rc == 0)
-		rc = moat__image_reserve_memfd();
 	/*
 	 * Nothing can be opened from disk inside the sandbox, so an enclave can
 	 * only link libraries that are loaded already. Besides libc, load the
@@ -261,18 +231,11 @@ int main(int argc, char **argv)
 	 */
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
 	mallopt(M_TRIM_THRESHOLD, 128 << 20);
+}
 
-	if (rc == 0)
-		rc = moat__runner_sandbox_enter(ctl, argc == 6, &isolation);
-	memset(&hello, 0, sizeof(hello));
-	hello.magic = MOAT_PROC_NOTE_MAGIC;
-	hello.kind = MOAT_PROC_NOTE_HELLO;
-	hello.isolation = isolation;
-	hello.value = rc < 0 ? -rc : 0;
-	hello.ns_errno = ns_errno;
-	if (send(ctl, &hello, sizeof(hello), MSG_NOSIGNAL) != (ssize_t)sizeof(hello) || rc < 0)
-		_exit(1);
-
+/* A worker thread for each channel the host passes, until the host closes the control socket. */
+static void serve_channels(int ctl)
+{
 	for (;;) {
 		pthread_attr_t attr;
 		pthread_t thread;
@@ -280,7 +243,7 @@ int main(int argc, char **argv)
 		int fd = receive_channel(ctl);
 
 		if (fd == -1)
-			break;
+			return;
 		if (fd < 0)
 			continue;
 		ch = calloc(1, sizeof(*ch));
@@ -295,8 +258,7 @@ int main(int argc, char **argv)
 		ch->conv.depth_limit_origin = MOAT_ORIGIN_ENCLAVE;
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		/* Sized for the nesting limit: each level is a few frames of the runtime plus the enclave's
-		 * own. */
+		/* Sized for the nesting limit: each level is a few runtime frames plus the enclave's own. */
 		pthread_attr_setstacksize(&attr, WORKER_STACK);
 		if (pthread_create(&thread, &attr, worker_main, ch) != 0) {
 			/* The host sees its channel close and reports the enclave lost. */
@@ -305,6 +267,53 @@ int main(int argc, char **argv)
 		}
 		pthread_attr_destroy(&attr);
 	}
+}
+
+int main(int argc, char **argv)
+{
+	moat_proc_note hello;
+	unsigned int isolation = 0;
+	int ns_errno = 0, sig, rc, ctl = MOAT_PROC_CTL_FD;
+	sigset_t none;
+	char *end;
+	long parent;
+
+	if ((argc != 5 && (argc != 6 || strcmp(argv[5], "--jit") != 0)) ||
+	    strcmp(argv[1], "--moat-proc") != 0 || strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 ||
+	    strcmp(argv[3], "--parent") != 0) {
+		fprintf(stderr, "moat-enclave-host: started by libmoat only (protocol %s)\n",
+		        MOAT_PROC_PROTOCOL);
+		return 2;
+	}
+	parent = strtol(argv[4], &end, 10);
+	/* Die with the host; the check after it closes the race with a host that died already. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (*end || getppid() != (pid_t)parent)
+		return 2;
+	/* Start from default signal handling whatever the host had. */
+	for (sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Namespaces first, while this is one small thread; from here on this may be PID 2 of its own. */
+	isolation = moat__runner_contain((pid_t)parent, &ns_errno, &rc);
+	/* The image copy is made now: inside the sandbox nothing can hold memory outside its limit. */
+	if (rc == 0)
+		rc = moat__image_reserve_memfd();
+	prepare();
+	if (rc == 0)
+		rc = moat__runner_sandbox_enter(ctl, argc == 6, &isolation);
+	memset(&hello, 0, sizeof(hello));
+	hello.magic = MOAT_PROC_NOTE_MAGIC;
+	hello.kind = MOAT_PROC_NOTE_HELLO;
+	hello.isolation = isolation;
+	hello.value = rc < 0 ? -rc : 0;
+	hello.ns_errno = ns_errno;
+	if (send(ctl, &hello, sizeof(hello), MSG_NOSIGNAL) != (ssize_t)sizeof(hello) || rc < 0)
+		_exit(1);
+	serve_channels(ctl);
 	/* The host closed the control socket: destroy, or the host died. */
 	_exit(0);
 }

@@ -431,22 +431,19 @@ static int drop_capabilities(void)
 #define ALLOW(name)         rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(name), 0)
 #define ALLOW_IF(name, ...) rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(name), __VA_ARGS__)
 
-/* See docs/proc.md for why each call is allowed. */
-static int install_filter(int jit)
+/*
+ * The allow-list, in groups; docs/proc.md says why each call is allowed.
+ * Each group returns 0 or a negative errno from libseccomp.
+ */
+
+/* I/O on descriptors the runner already holds: its sockets, stdio and the sealed image copy. */
+static int allow_io(scmp_filter_ctx ctx)
 {
 	static const int fcntl_cmds[] = {F_GETFD,         F_SETFD,     F_GETFL,    F_DUPFD,
 	                                 F_DUPFD_CLOEXEC, F_GET_SEALS, F_ADD_SEALS};
-	scmp_filter_ctx ctx;
-	pid_t self = getpid();
 	size_t i;
 	int rc = 0;
 
-	ctx = seccomp_init(SCMP_ACT_TRAP);
-	if (!ctx)
-		return -ENOMEM;
-	/* 32-bit system calls from this 64-bit process are never legitimate. */
-	rc |= seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
-	/* I/O on descriptors the runner already holds: its sockets, stdio and the sealed image copy. */
 	ALLOW(read);
 	ALLOW(write);
 	ALLOW(readv);
@@ -469,7 +466,14 @@ static int install_filter(int jit)
 	ALLOW_IF(fcntl, 2, SCMP_A1(SCMP_CMP_EQ, F_SETFL), SCMP_A2(SCMP_CMP_MASKED_EQ, O_ASYNC, 0));
 	/* stdio asks whether an output is a terminal. */
 	ALLOW_IF(ioctl, 1, SCMP_A1(SCMP_CMP_EQ, TCGETS));
-	/* Memory. Without JIT, executable memory comes only from a file: the sealed image copy. */
+	return rc;
+}
+
+/* Memory. Without JIT, executable memory comes only from a file: the sealed image copy. */
+static int allow_memory(scmp_filter_ctx ctx, int jit)
+{
+	int rc = 0;
+
 	if (jit) {
 		ALLOW(mmap);
 		ALLOW(mprotect);
@@ -483,6 +487,15 @@ static int install_filter(int jit)
 	ALLOW(mremap);
 	ALLOW(brk);
 	ALLOW(madvise);
+	return rc;
+}
+
+/* Threads, time, signals to itself, and questions about itself. */
+static int allow_process(scmp_filter_ctx ctx)
+{
+	pid_t self = getpid();
+	int rc = 0;
+
 	/* Threads of this process with glibc's exact flags: no new process, no new namespace. */
 	ALLOW_IF(clone, 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)THREAD_FLAGS));
 	/* clone3 passes its flags in memory the filter cannot read: glibc falls back to clone. */
@@ -496,7 +509,6 @@ static int install_filter(int jit)
 	ALLOW(getrandom);
 	ALLOW(exit);
 	ALLOW(exit_group);
-	/* Time. */
 	ALLOW(clock_gettime);
 	ALLOW(clock_getres);
 	ALLOW(gettimeofday);
@@ -511,7 +523,6 @@ static int install_filter(int jit)
 	ALLOW(restart_syscall);
 	ALLOW_IF(tgkill, 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)self));
 	ALLOW_IF(kill, 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)self));
-	/* Harmless questions about this process and the machine. */
 	ALLOW(getpid);
 	ALLOW(gettid);
 	ALLOW(getppid);
@@ -530,6 +541,21 @@ static int install_filter(int jit)
 	/* The sanitizer runtime looks up its own binary's name when reporting; let that fail quietly. */
 	rc |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(readlink), 0);
 #endif
+	return rc;
+}
+
+static int install_filter(int jit)
+{
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_TRAP);
+	int rc;
+
+	if (!ctx)
+		return -ENOMEM;
+	/* 32-bit system calls from this 64-bit process are never legitimate. */
+	rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+	rc |= allow_io(ctx);
+	rc |= allow_memory(ctx, jit);
+	rc |= allow_process(ctx);
 	if (rc == 0)
 		rc = seccomp_load(ctx);
 	seccomp_release(ctx);
