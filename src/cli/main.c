@@ -5,6 +5,8 @@
  */
 #include <moat/moat.h>
 
+#include "util/util.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -49,39 +51,10 @@ static const char usage_measure[] = "usage: moat measure ENCLAVE\n"
 
 static void print_hex(const uint8_t *b, size_t n)
 {
-	size_t i;
+	char hex[2 * MOAT_MEASUREMENT_LEN + 1];
 
-	for (i = 0; i < n; i++)
-		printf("%02x", b[i]);
-	printf("\n");
-}
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Exactly 2n hex digits (sscanf's %x would also take signs, spaces and "0x"). */
-static int parse_hex(uint8_t *out, size_t n, const char *hex)
-{
-	size_t i;
-
-	if (strlen(hex) != 2 * n)
-		return -1;
-	for (i = 0; i < n; i++) {
-		int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -1;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
+	moat__hex(hex, b, n);
+	printf("%s\n", hex);
 }
 
 static int fail(const char *what, int rc)
@@ -112,7 +85,11 @@ static int cmd_measure(int argc, char **argv)
 	return 0;
 }
 
-static int cmd_run(int argc, char **argv)
+/*
+ * Parse run's options into opts (expect and tkey hold the pins it points
+ * to). Returns -1 to go on, or the exit status (help, bad option).
+ */
+static int run_options(int argc, char **argv, moat_load_options *opts, uint8_t *expect, uint8_t *tkey)
 {
 	enum { OPT_CA = 256, OPT_CERT, OPT_KEY, OPT_NAME, OPT_TKEY, OPT_BYNAME };
 	static const struct option longopts[] = {{"backend", required_argument, NULL, 'b'},
@@ -127,28 +104,23 @@ static int cmd_run(int argc, char **argv)
 	                                         {"by-name", no_argument, NULL, OPT_BYNAME},
 	                                         {"help", no_argument, NULL, 'h'},
 	                                         {NULL, 0, NULL, 0}};
-	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
-	uint8_t expect[MOAT_MEASUREMENT_LEN], tkey[MOAT_TARGET_KEY_LEN];
-	moat_enclave *e = NULL;
-	moat_msg *in = NULL, *out = NULL;
-	size_t i;
-	int c, rc, status = 1;
 	char *end;
+	int c;
 
 	while ((c = getopt_long(argc, argv, "+b:c:e:t:h", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'b': opts.backend = optarg; break;
+		case 'b': opts->backend = optarg; break;
 		case 'c':
-			opts.config = optarg;
-			opts.config_len = strlen(optarg);
+			opts->config = optarg;
+			opts->config_len = strlen(optarg);
 			break;
 		case 'e':
-			if (parse_hex(expect, sizeof(expect), optarg) < 0) {
+			if (moat__unhex(expect, MOAT_MEASUREMENT_LEN, optarg) < 0) {
 				fprintf(stderr, "moat: run: --expect wants %d hex digits\n",
 				        2 * MOAT_MEASUREMENT_LEN);
 				return 2;
 			}
-			opts.expected_measurement = expect;
+			opts->expected_measurement = expect;
 			break;
 		case 't': {
 			unsigned long ms;
@@ -161,26 +133,40 @@ static int cmd_run(int argc, char **argv)
 				        optarg);
 				return 2;
 			}
-			opts.call_timeout_ms = (unsigned int)ms;
+			opts->call_timeout_ms = (unsigned int)ms;
 			break;
 		}
-		case OPT_CA: opts.tls_ca_file = optarg; break;
-		case OPT_CERT: opts.tls_cert_file = optarg; break;
-		case OPT_KEY: opts.tls_key_file = optarg; break;
-		case OPT_NAME: opts.tls_server_name = optarg; break;
+		case OPT_CA: opts->tls_ca_file = optarg; break;
+		case OPT_CERT: opts->tls_cert_file = optarg; break;
+		case OPT_KEY: opts->tls_key_file = optarg; break;
+		case OPT_NAME: opts->tls_server_name = optarg; break;
 		case OPT_TKEY:
-			if (parse_hex(tkey, sizeof(tkey), optarg) < 0) {
+			if (moat__unhex(tkey, MOAT_TARGET_KEY_LEN, optarg) < 0) {
 				fprintf(stderr, "moat: run: --target-key wants %d hex digits\n",
 				        2 * MOAT_TARGET_KEY_LEN);
 				return 2;
 			}
-			opts.target_key = tkey;
+			opts->target_key = tkey;
 			break;
-		case OPT_BYNAME: opts.flags |= MOAT_LOAD_BY_NAME; break;
+		case OPT_BYNAME: opts->flags |= MOAT_LOAD_BY_NAME; break;
 		case 'h': fputs(usage_run, stdout); return 0;
 		default: fputs(usage_run, stderr); return 2;
 		}
 	}
+	return -1;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
+	uint8_t expect[MOAT_MEASUREMENT_LEN], tkey[MOAT_TARGET_KEY_LEN];
+	moat_enclave *e = NULL;
+	moat_msg *in = NULL, *out = NULL;
+	size_t i;
+	int c, rc, status = 1;
+
+	if ((rc = run_options(argc, argv, &opts, expect, tkey)) >= 0)
+		return rc;
 	if (optind >= argc) {
 		fprintf(stderr, "moat: run: no enclave image given\n%s", usage_run);
 		return 2;
