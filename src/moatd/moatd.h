@@ -35,7 +35,13 @@
 #define MOATD_DEFAULT_BACKEND "sim"
 #endif
 
-/* Default of --max-nesting: the same budget as the proc runner's (MOAT_PROC_MAX_NESTING). */
+/*
+ * Default of --max-nesting: the same budget as the proc runner's
+ * (MOAT_PROC_MAX_NESTING). Every level lives on the stream's rpc worker
+ * thread, whose stack the rpc layer does not let us size (it is the
+ * process default, RLIMIT_STACK): with --backend sim a level took about
+ * 1.2 KiB there (some 6,800 levels fit in 8 MiB), so 1024 leaves room.
+ */
 #define MOATD_DEFAULT_MAX_NESTING 1024
 
 typedef struct moatd_config {
