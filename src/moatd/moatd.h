@@ -2,16 +2,47 @@
  * moatd: the target server. It hosts enclaves for remote hosts through the
  * public Moat API (each session's enclave runs in a local backend) and
  * serves the moat.v1.Target gRPC service (proto/moat/v1/target.proto).
+ *
+ * The daemon's state is one moatd, handed to every handler as the rpc
+ * layer's ctx. The files, one job each:
+ *   main.c      signals and the server loop
+ *   options.c   the command line
+ *   log.c       the log
+ *   identity.c  the Ed25519 identity key and signing
+ *   service.c   method dispatch and the reply helpers every handler uses
+ *   health.c    grpc.health.v1.Health/Check
+ *   session.c   the session table, authentication, references, lease and reclaim rules, Destroy
+ *   load.c      Load and its signed report
+ *   upload.c    Upload
+ *   attach.c    Attach streams: entry calls and the enclave's exit calls over the stream
  */
 #ifndef MOAT_MOATD_H
 #define MOAT_MOATD_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
+#include <moat/moat.h>
+
 #include "rpc/rpc.h"
+
+#ifndef MOATD_DEFAULT_BACKEND
+#define MOATD_DEFAULT_BACKEND "sim"
+#endif
+
+/*
+ * Default of --max-nesting: the same budget as the proc runner's
+ * (MOAT_PROC_MAX_NESTING). Every level lives on the stream's rpc worker
+ * thread, whose stack the rpc layer does not let us size (it is the
+ * process default, RLIMIT_STACK): with --backend sim a level took about
+ * 1.2 KiB there (some 6,800 levels fit in 8 MiB), so 1024 leaves room.
+ */
+#define MOATD_DEFAULT_MAX_NESTING 1024
 
 typedef struct moatd_config {
 	const char *listen;
@@ -23,6 +54,7 @@ typedef struct moatd_config {
 	int allow_upload;
 	unsigned int max_sessions;
 	unsigned int max_threads;
+	unsigned int max_nesting; /* host entry calls nested at once on one Attach stream */
 	size_t max_message;
 	size_t max_image;
 	unsigned int grace_ms;
@@ -31,22 +63,120 @@ typedef struct moatd_config {
 	int log_level; /* 0 error, 1 warn, 2 info, 3 debug */
 } moatd_config;
 
+typedef struct session session;
+
 typedef struct moatd {
 	moatd_config cfg;
 	EVP_PKEY *key;
 	uint8_t public_key[32];
 	volatile int stop;
+	/* The session table (session.c). lock also guards every session's counters and flags. */
+	pthread_mutex_t lock;
+	session *sessions;
+	unsigned int n_sessions; /* sessions in the table plus Loads under way */
 } moatd;
+
+/* An open call of a session, so that Destroy can end it. */
+typedef struct stream_ref {
+	moat_rpc_call *call;
+	struct stream_ref *next;
+} stream_ref;
+
+struct session {
+	moatd *d;
+	char id[33];
+	char token_hex[65];
+	moat_enclave *enclave;
+	unsigned int refs;    /* the table's reference plus one per running handler */
+	unsigned int streams; /* Attach streams serving host threads */
+	unsigned int busy;    /* entry calls running in the enclave (nested ones included) */
+	int stopped;          /* moatd_target_stopping ended its calls */
+	int removed;
+	int leased;
+	struct timespec since; /* load time, or when the lease broke */
+	int lease_broken;
+	stream_ref *calls; /* every open stream, so Destroy can end them */
+	pthread_cond_t idle;
+	struct session *next;
+};
+
+/* ---- Log (log.c) ---- */
 
 enum { MOATD_LOG_ERROR, MOATD_LOG_WARN, MOATD_LOG_INFO, MOATD_LOG_DEBUG };
 
 void moatd_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Process-wide, like stderr itself; set once from the command line. */
 extern int moatd_log_level;
 
-/* The service (target.c). */
-void moatd_target_init(moatd *d);
+/* ---- Command line (options.c) ---- */
+
+/* Fill c from argv. Returns 0 to go on, 1 when done (--help, --version), 2 on a usage error (reported). */
+int moatd_options_parse(moatd_config *c, int argc, char **argv);
+
+/* ---- Identity key (identity.c) ---- */
+
+/* Load the Ed25519 identity key from the state directory, making one on first start. Returns 0 or -1. */
+int moatd_identity_load(moatd *d);
+int moatd_sign(moatd *d, uint8_t sig[64], const uint8_t *data, size_t len);
+
+/* ---- Service (service.c and the handlers) ---- */
+
+/* The rpc layer's handler: ctx is the moatd. Answers and frees the call. */
 void moatd_handle_call(void *ctx, moat_rpc_call *call);
-void moatd_tick(void *ctx);
+void moatd_handle_health(moatd *d, moat_rpc_call *call);
+void moatd_handle_load(moatd *d, moat_rpc_call *call);
+void moatd_handle_upload(moatd *d, moat_rpc_call *call);
+void moatd_handle_attach(moatd *d, moat_rpc_call *call);
+void moatd_handle_destroy(moatd *d, moat_rpc_call *call);
+
+/* End the call with the gRPC status that goes with Moat code code, and the message. */
+void moatd_refuse(moat_rpc_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Receive the single request message of a unary call (*buf malloc'd). Returns 0 or -1. */
+int moatd_recv_one(moat_rpc_call *call, uint8_t **buf, size_t *len);
+/* Lower-case hex of n bytes into out (2n + 1 bytes). */
+void moatd_hex(char *out, const uint8_t *b, size_t n);
+
+/* The fallback exit handler of every session's enclave (attach.c); payload is the session. */
+int moatd_forward_exit(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out);
+
+/* ---- Sessions (session.c) ---- */
+
+void moatd_sessions_init(moatd *d);
+unsigned int moatd_session_count(moatd *d);
+/* Reserve a slot for a Load under way; MOAT_ELIMIT when --max-sessions are there. */
+int moatd_session_reserve(moatd *d);
+void moatd_session_unreserve(moatd *d);
+/* Put a loaded session (refs 1, the table's) into the table, in the slot reserved for it. */
+void moatd_session_add(moatd *d, session *s);
+/*
+ * Find the session named in the call's metadata and take a reference.
+ * Answers the call itself and returns NULL when it is unknown or the token
+ * is wrong (the session is not touched then).
+ */
+session *moatd_session_auth(moatd *d, moat_rpc_call *call);
+/* Drop a reference; the last one destroys the enclave. */
+void moatd_session_unref(session *s);
+/* Track an open call of s in r (Destroy cancels it); untrack before r goes away. */
+void moatd_session_track(session *s, stream_ref *r, moat_rpc_call *call);
+void moatd_session_untrack(session *s, stream_ref *r);
+/* Count one more host thread; MOAT_ELIMIT past --max-threads-per-session. */
+int moatd_session_attach_thread(session *s);
+void moatd_session_detach_thread(session *s);
+/* An entry call starts (MOAT_ECANCELED when the session or moatd is going away) or ends. */
+int moatd_session_enter(session *s);
+void moatd_session_leave(session *s);
+/* Serve a lease stream until the host destroys the session or goes away. */
+void moatd_session_serve_lease(session *s, moat_rpc_call *call);
+/*
+ * Destroy s from its own Attach stream keep: unlink it, end its other
+ * calls, wait for their handlers and take its enclave, which the caller
+ * destroys (so the finalizer's exit calls reach the host on keep). The
+ * caller's reference stays; the table's is dropped.
+ */
+moat_enclave *moatd_session_take_for_destroy(session *s, moat_rpc_call *keep);
+
+/* Reclaim sessions whose host went away, or that were never leased (every server loop turn). */
+void moatd_tick(moatd *d);
 /*
  * moatd stops: end the enclaves of sessions with calls still running, so
  * that every handler thread returns (before the server waits for them).
@@ -54,10 +184,5 @@ void moatd_tick(void *ctx);
 void moatd_target_stopping(moatd *d);
 /* Destroy every session that is left (at shutdown, after all handlers ended). */
 void moatd_target_shutdown(moatd *d);
-/* Counters for logs and tests. */
-unsigned int moatd_session_count(void);
-
-/* Identity key (main.c). */
-int moatd_sign(moatd *d, uint8_t sig[64], const uint8_t *data, size_t len);
 
 #endif

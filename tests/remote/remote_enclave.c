@@ -71,12 +71,18 @@ static int on_spin(void *payload, const moat_msg *in, moat_msg *out)
 	return 0;
 }
 
+static int on_nest(void *payload, const moat_msg *in, moat_msg *out)
+{
+	return moat_exit_call(R_EXIT_NEST, in, out);
+}
+
 static int init(const void *config, size_t len)
 {
 	int rc = moat_entry_register(R_SLOW, on_slow, NULL);
 
 	rc |= moat_entry_register(R_SLEEP, on_sleep, NULL);
 	rc |= moat_entry_register(R_SPIN, on_spin, NULL);
+	rc |= moat_entry_register(R_NEST, on_nest, NULL);
 	return rc | moat_entry_register(R_SIZE, on_size, NULL);
 }
 

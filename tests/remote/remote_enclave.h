@@ -9,4 +9,7 @@
 #define R_SIZE (MOAT_SELECTOR_USER + 3)
 /* spins a CPU forever, with no exit call: only stopping the enclave ends it */
 #define R_SPIN (MOAT_SELECTOR_USER + 4)
+/* makes exit call R_EXIT_NEST (whose host handler may call R_NEST again) and returns its result */
+#define R_NEST      (MOAT_SELECTOR_USER + 5)
+#define R_EXIT_NEST (MOAT_SELECTOR_USER + 100)
 #endif

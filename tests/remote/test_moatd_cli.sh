@@ -11,9 +11,21 @@ fail() { echo "FAIL: $*"; rm -rf "$dir"; exit 1; }
 "$moatd" --bogus 2>/dev/null; [ $? -eq 2 ] || fail "unknown option must exit 2"
 "$moatd" --listen 127.0.0.1:0 --max-sessions x 2>/dev/null; [ $? -eq 2 ] || fail "bad number must exit 2"
 "$moatd" 2>/dev/null; [ $? -eq 2 ] || fail "missing --listen must exit 2"
+"$moatd" --listen=127.0.0.1:0 --max-sessions=x 2>/dev/null; [ $? -eq 2 ] || fail "bad --opt=value must exit 2"
+"$moatd" --listen 127.0.0.1:0 --max-nesting 0 2>/dev/null; [ $? -eq 2 ] || fail "--max-nesting 0 must exit 2"
+"$moatd" --listen 2>/dev/null; [ $? -eq 2 ] || fail "missing value must exit 2"
+"$moatd" --listen 127.0.0.1:0 stray 2>/dev/null; [ $? -eq 2 ] || fail "stray argument must exit 2"
+for opt in --listen --tls-cert --tls-key --tls-client-ca --enclave-dir --allow-upload --backend --max-sessions \
+           --max-threads-per-session --max-nesting --max-message-bytes --max-image-bytes --session-grace-ms \
+           --shutdown-timeout --state-dir --ready-file --log-level --version; do
+  "$moatd" --help | grep -q -- "$opt" || fail "--help does not list $opt"
+done
+"$moatd" --help | grep -q -- '--max-nesting N.*' || fail "--help: --max-nesting"
+"$moatd" --help | grep -q -- '(default 1024)' || fail "--help: the --max-nesting default"
 
 start() { # start SIGNAL: run moatd, check its output, stop it with SIGNAL
-  "$moatd" --listen 127.0.0.1:0 --state-dir "$dir/state" --ready-file "$dir/ready" >"$dir/out" 2>"$dir/err" &
+  # Both option forms: --opt value and --opt=value.
+  "$moatd" --listen=127.0.0.1:0 --state-dir "$dir/state" --ready-file="$dir/ready" >"$dir/out" 2>"$dir/err" &
   pid=$!
   for _ in $(seq 1 200); do [ -s "$dir/ready" ] && break; sleep 0.05; done
   [ -s "$dir/ready" ] || { kill "$pid"; wait "$pid"; fail "no ready file"; }

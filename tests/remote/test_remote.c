@@ -431,6 +431,88 @@ static void test_nested_fib_threads(void **state)
 
 /* ---- TLS ---- */
 
+typedef struct nester {
+	moat_enclave *e;
+	unsigned int depth, deepest, stop_at;
+	int refused;       /* the first failure's code */
+	char message[512]; /* and its message */
+} nester;
+
+/* The host's exit handler calls back into the enclave: one more level each time, up to stop_at. */
+static int nest_again(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out)
+{
+	nester *n = payload;
+	int rc;
+
+	if (n->depth >= n->stop_at)
+		return 0;
+	if (++n->depth > n->deepest)
+		n->deepest = n->depth;
+	rc = moat_enclave_call(n->e, R_NEST, in, out);
+	if (rc < 0 && !n->refused) {
+		n->refused = rc;
+		snprintf(n->message, sizeof(n->message), "%s", moat_error_last()->message);
+	}
+	n->depth--;
+	return rc;
+}
+
+/* Nest as deep as the host likes on one stream of m; moatd refuses past limit. */
+static void nest_until_refused(test_moatd *m, unsigned int limit)
+{
+	nester n = {NULL, 0, 0, 100000, 0, ""};
+	moat_enclave *bystander = load_on(m->uri, TEST_ENCLAVE("kv_enclave"), NULL);
+	moat_msg *in = test_msg(), *out = test_msg();
+
+	n.e = load_on(m->uri, TEST_ENCLAVE("remote_enclave"), NULL);
+	assert_non_null(n.e);
+	assert_int_equal(moat_enclave_set_exit_handler(n.e, R_EXIT_NEST, nest_again, &n), 0);
+	assert_true(moat_enclave_call(n.e, R_NEST, NULL, NULL) < 0);
+	fprintf(stderr, "nesting refused at depth %u: %s\n", n.deepest, n.message);
+	assert_int_equal(n.refused, MOAT_ELIMIT);
+	assert_non_null(strstr(n.message, "nested more than"));
+	assert_non_null(strstr(n.message, "--max-nesting"));
+	assert_int_equal(n.deepest, limit);
+	assert_int_equal(n.depth, 0);
+	/* Nothing was lost: the same handle, on the same thread, works, and nests within the budget. */
+	n.stop_at = limit / 2;
+	n.deepest = 0;
+	n.refused = 0;
+	assert_moat_ok(moat_enclave_call(n.e, R_NEST, NULL, NULL));
+	assert_int_equal(n.deepest, limit / 2);
+	/* And the other session on the same moatd never noticed. */
+	moat_msg_push_str(in, "k");
+	moat_msg_push_str(in, "v");
+	assert_moat_ok(moat_enclave_call(bystander, KV_PUT, in, out));
+	moat_msg_reset(in);
+	moat_msg_push_str(in, "k");
+	assert_moat_ok(moat_enclave_call(bystander, KV_GET, in, out));
+	test_assert_item_str(out, 0, "v");
+	moat_msg_free(in);
+	moat_msg_free(out);
+	moat_enclave_destroy(n.e);
+	moat_enclave_destroy(bystander);
+}
+
+/*
+ * A host that nests 100,000 deep gets MOAT_ELIMIT naming moatd's limit
+ * (sim runs every level on moatd's own stack); moatd and its other sessions
+ * go on. The options are given as --opt=value.
+ */
+static void test_nesting_has_a_budget(void **state)
+{
+	char limit[32];
+	test_moatd m;
+
+	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--backend=sim", NULL), 0);
+	nest_until_refused(&m, 1024);
+	assert_int_equal(test_moatd_stop(&m), 0);
+	snprintf(limit, sizeof(limit), "--max-nesting=%d", 100);
+	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--backend=sim", limit, NULL), 0);
+	nest_until_refused(&m, 100);
+	assert_int_equal(test_moatd_stop(&m), 0);
+}
+
 static char certs[128];
 
 static void cert(char *out, size_t cap, const char *name)
@@ -550,6 +632,7 @@ int main(void)
 	    cmocka_unit_test(test_unix_socket),
 	    cmocka_unit_test(test_no_target),
 	    cmocka_unit_test(test_nested_fib_threads),
+	    cmocka_unit_test(test_nesting_has_a_budget),
 	};
 	const struct CMUnitTest tls_tests[] = {
 	    cmocka_unit_test(test_tls),

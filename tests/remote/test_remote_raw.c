@@ -181,6 +181,93 @@ static void test_protocol_mismatch(void **state)
 	assert_non_null(strstr(st.message, "protocol"));
 }
 
+/* Send one frame on an Attach stream and wait for moatd's next frame (*fin) or the stream's end. */
+static int raw_frame(moat_rpc_call *call, int kind, uint64_t seq, uint64_t selector, moat_frame_in **fin,
+                     moat_rpc_status *st)
+{
+	moat_frame f = {0};
+	uint8_t *send = NULL, *recv = NULL;
+	size_t send_len, recv_len;
+	int rc;
+
+	*fin = NULL;
+	f.kind = kind;
+	f.seq = seq;
+	f.selector = selector;
+	assert_int_equal(moat__frame_encode(&f, 0, &send, &send_len), 0);
+	rc = moat__rpc_exchange(call, send, send_len, &recv, &recv_len, 10000, st);
+	free(send);
+	if (rc == 0) {
+		assert_int_equal(moat__frame_decode(fin, recv, recv_len), 0);
+		free(recv);
+	}
+	return rc;
+}
+
+static moat_rpc_call *raw_attach(const session *s)
+{
+	const char *md[] = {"moat-session", s->id, "moat-token", s->token, NULL};
+	moat_rpc_call *call = NULL;
+
+	assert_int_equal(moat__rpc_stream_open(&call, ch, "/moat.v1.Target/Attach", md), 0);
+	return call;
+}
+
+/* Start entry call T_TIME on a new stream: moatd's first frame is the enclave's exit call. */
+static moat_rpc_call *raw_exit_call_waiting(const session *s)
+{
+	moat_rpc_call *call = raw_attach(s);
+	moat_frame_in *fin;
+	moat_rpc_status st;
+
+	assert_int_equal(raw_frame(call, MOAT_FRAME_CALL, 1, T_TIME, &fin, &st), 0);
+	assert_int_equal(fin->kind, MOAT_FRAME_CALL);
+	moat__frame_in_free(fin);
+	return call;
+}
+
+static void assert_protocol_error(const moat_rpc_status *st)
+{
+	assert_int_equal(st->code, MOAT_RPC_FAILED_PRECONDITION);
+	assert_int_equal(st->moat_code, MOAT_EPROTO);
+	assert_non_null(strstr(st->message, "protocol error"));
+}
+
+/*
+ * A Return that answers nothing, a Return with the wrong seq while an exit
+ * call waits, and a half-close while one waits end the stream with a
+ * protocol error said as such (not a bare CANCELLED, not OK); the session
+ * goes on.
+ */
+static void test_attach_protocol_errors(void **state)
+{
+	moat_rpc_status st;
+	moat_frame_in *fin;
+	moat_rpc_call *call;
+	session s;
+
+	assert_int_equal(raw_load(&s, 1, &st), 0);
+	call = raw_attach(&s);
+	assert_int_equal(raw_frame(call, MOAT_FRAME_RETURN, 1, 0, &fin, &st), MOAT_RPC_END);
+	assert_protocol_error(&st);
+	moat__rpc_call_free(call);
+
+	call = raw_exit_call_waiting(&s);
+	assert_int_equal(raw_frame(call, MOAT_FRAME_RETURN, 99, 0, &fin, &st), MOAT_RPC_END);
+	assert_protocol_error(&st);
+	fprintf(stderr, "stray Return: %s\n", st.message);
+	moat__rpc_call_free(call);
+
+	call = raw_exit_call_waiting(&s);
+	assert_int_equal(moat__rpc_stream_finish(call, NULL, NULL, 10000, &st), MOAT_RPC_FAILED_PRECONDITION);
+	assert_protocol_error(&st);
+	fprintf(stderr, "half-close: %s\n", st.message);
+	moat__rpc_call_free(call);
+
+	assert_int_equal(raw_call(s.id, s.token, T_GLOBAL_GET, NULL, &st), 0);
+	raw_destroy(&s);
+}
+
 static void upload(const uint8_t *data, size_t len, const uint8_t sha[32], moat_rpc_status *st)
 {
 	Moat__V1__UploadChunk c = MOAT__V1__UPLOAD_CHUNK__INIT;
@@ -247,6 +334,7 @@ int main(void)
 	    cmocka_unit_test(test_wrong_token_leaves_session_alone),
 	    cmocka_unit_test(test_unknown_session),
 	    cmocka_unit_test(test_protocol_mismatch),
+	    cmocka_unit_test(test_attach_protocol_errors),
 	    cmocka_unit_test(test_upload_bad_hash),
 	    cmocka_unit_test(test_unknown_method),
 	    cmocka_unit_test(test_health),

@@ -1,0 +1,82 @@
+/*
+ * moatd's identity: an Ed25519 key kept in the state directory, made on
+ * first start. Load reports are signed with it and hosts may pin it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/pem.h>
+
+#include "moatd/moatd.h"
+
+/* Make a new key and store it at path (mode 0600, never over an existing file). */
+static int make_identity(moatd *d, const char *path)
+{
+	EVP_PKEY_CTX *kc = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, NULL);
+	FILE *f;
+	int fd;
+
+	if (!kc || EVP_PKEY_keygen_init(kc) <= 0 || EVP_PKEY_keygen(kc, &d->key) <= 0) {
+		EVP_PKEY_CTX_free(kc);
+		moatd_log(MOATD_LOG_ERROR, "cannot generate an Ed25519 key");
+		return -1;
+	}
+	EVP_PKEY_CTX_free(kc);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (!f || !PEM_write_PrivateKey(f, d->key, NULL, NULL, 0, NULL, NULL)) {
+		moatd_log(MOATD_LOG_ERROR, "cannot write %s: %s", path, strerror(errno));
+		if (f)
+			fclose(f);
+		else if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	fclose(f);
+	moatd_log(MOATD_LOG_INFO, "made a new identity key in %s", path);
+	return 0;
+}
+
+int moatd_identity_load(moatd *d)
+{
+	char path[4200];
+	size_t n = 32;
+	FILE *f;
+
+	if (mkdir(d->cfg.state_dir, 0700) < 0 && errno != EEXIST) {
+		moatd_log(MOATD_LOG_ERROR, "cannot create state directory %s: %s", d->cfg.state_dir,
+		          strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/identity.pem", d->cfg.state_dir);
+	f = fopen(path, "r");
+	if (f) {
+		d->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+		fclose(f);
+		if (!d->key || EVP_PKEY_get_id(d->key) != EVP_PKEY_ED25519) {
+			moatd_log(MOATD_LOG_ERROR, "%s is not an Ed25519 private key", path);
+			return -1;
+		}
+	} else if (make_identity(d, path) < 0) {
+		return -1;
+	}
+	if (EVP_PKEY_get_raw_public_key(d->key, d->public_key, &n) <= 0 || n != 32)
+		return -1;
+	return 0;
+}
+
+int moatd_sign(moatd *d, uint8_t sig[64], const uint8_t *data, size_t len)
+{
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	size_t n = 64;
+	int ok;
+
+	ok = c && EVP_DigestSignInit(c, NULL, NULL, NULL, d->key) > 0 &&
+	     EVP_DigestSign(c, sig, &n, data, len) > 0;
+	EVP_MD_CTX_free(c);
+	return ok && n == 64 ? 0 : -1;
+}

@@ -1,0 +1,238 @@
+/*
+ * Load: start a session. moatd loads the named or uploaded image in its
+ * local backend, makes the session's id and token, and answers with a load
+ * report signed by its identity key.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "moat/v1/target.pb-c.h"
+#include "moatd/moatd.h"
+
+#define PROTOCOL_MINOR 0
+#define REPORT_FORMAT  "moat-simulated-attestation-v1"
+
+static int name_ok(const char *name)
+{
+	return name && *name && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0 &&
+	       strlen(name) < 256;
+}
+
+/* Where the image the request names is. Answers the call itself and returns -1 when there is none. */
+static int image_path(const moatd_config *cfg, char *out, size_t cap, const Moat__V1__LoadRequest *req,
+                      moat_rpc_call *call)
+{
+	char hex[65];
+
+	if (req->image_case == MOAT__V1__LOAD_REQUEST__IMAGE_NAME) {
+		if (!cfg->enclave_dir) {
+			moatd_refuse(call, MOAT_ENOENT,
+			             "this target has no enclave directory (start moatd with --enclave-dir)");
+			return -1;
+		}
+		if (!name_ok(req->name)) {
+			moatd_refuse(call, MOAT_EINVAL, "'%s' is not an image name (no directories allowed)",
+			             req->name);
+			return -1;
+		}
+		snprintf(out, cap, "%s/%s", cfg->enclave_dir, req->name);
+		if (access(out, R_OK) != 0) {
+			snprintf(out, cap, "%s/%s.so", cfg->enclave_dir, req->name);
+			if (access(out, R_OK) != 0) {
+				moatd_refuse(call, MOAT_ENOENT,
+				             "no image '%s' in this target's enclave directory", req->name);
+				return -1;
+			}
+		}
+		return 0;
+	}
+	if (req->image_case == MOAT__V1__LOAD_REQUEST__IMAGE_SHA256 && req->sha256.len == 32) {
+		moatd_hex(hex, req->sha256.data, 32);
+		snprintf(out, cap, "%s/images/%s.so", cfg->state_dir, hex);
+		if (access(out, R_OK) != 0) {
+			moatd_refuse(call, MOAT_ENOENT, "no uploaded image with SHA-256 %s", hex);
+			return -1;
+		}
+		return 0;
+	}
+	moatd_refuse(call, MOAT_EINVAL, "LoadRequest names no image");
+	return -1;
+}
+
+/* Check what the host asks for before loading anything. Answers the call and returns -1 when refused. */
+static int check_request(moatd *d, const Moat__V1__LoadRequest *req, moat_rpc_call *call)
+{
+	if (req->protocol_major != MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR) {
+		moatd_refuse(call, MOAT_EPROTO, "host speaks Moat protocol %u.%u; this target speaks %d.%d",
+		             req->protocol_major, req->protocol_minor,
+		             MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR, PROTOCOL_MINOR);
+		return -1;
+	}
+	if (req->expected_target_key.len && (req->expected_target_key.len != 32 ||
+	                                     memcmp(req->expected_target_key.data, d->public_key, 32) != 0)) {
+		moatd_refuse(call, MOAT_EKEY, "this target's identity key is not the one the host pinned");
+		return -1;
+	}
+	if (req->expected_measurement.len && req->expected_measurement.len != 32) {
+		moatd_refuse(call, MOAT_EINVAL, "expected_measurement must be 32 bytes");
+		return -1;
+	}
+	return 0;
+}
+
+/* Load the image at path into a new session with a fresh id and token. Answers the call on failure. */
+static session *open_session(moatd *d, const char *path, const Moat__V1__LoadRequest *req, uint8_t token[32],
+                             moat_rpc_call *call)
+{
+	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
+	uint8_t raw[16];
+	session *s;
+	int rc;
+
+	opts.backend = d->cfg.backend;
+	opts.config = req->config.len ? req->config.data : NULL;
+	opts.config_len = req->config.len;
+	opts.expected_measurement = req->expected_measurement.len ? req->expected_measurement.data : NULL;
+	/* The backend stops a call that runs out of time (proc kills the enclave's process). */
+	opts.call_timeout_ms = req->call_timeout_ms;
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		moatd_refuse(call, MOAT_ENOMEM, "out of memory");
+		return NULL;
+	}
+	s->d = d;
+	pthread_cond_init(&s->idle, NULL);
+	rc = moat_enclave_load(&s->enclave, path, &opts);
+	if (rc < 0) {
+		moatd_refuse(call, rc, "%s", moat_error_last()->message);
+		goto fail;
+	}
+	moat_enclave_set_fallback_handler(s->enclave, moatd_forward_exit, s);
+	if (RAND_bytes(raw, sizeof(raw)) != 1 || RAND_bytes(token, 32) != 1) {
+		moatd_refuse(call, MOAT_EIO, "no randomness for the session id");
+		goto fail;
+	}
+	moatd_hex(s->id, raw, sizeof(raw));
+	moatd_hex(s->token_hex, token, 32);
+	return s;
+fail:
+	moat_enclave_destroy(s->enclave);
+	pthread_cond_destroy(&s->idle);
+	free(s);
+	return NULL;
+}
+
+/*
+ * The signed report and the answer, packed into *reply (malloc'd). Returns
+ * 0, or -1 after answering the call.
+ */
+static int make_reply(moatd *d, session *s, const Moat__V1__LoadRequest *req, uint8_t token[32],
+                      uint8_t **reply, size_t *len, moat_rpc_call *call)
+{
+	Moat__V1__LoadResponse resp = MOAT__V1__LOAD_RESPONSE__INIT;
+	Moat__V1__LoadReport rep = MOAT__V1__LOAD_REPORT__INIT;
+	moat_identity id;
+	uint8_t *report, sig[64];
+	struct timespec now;
+	size_t rlen;
+
+	moat_enclave_identity(s->enclave, &id);
+	clock_gettime(CLOCK_REALTIME, &now);
+	rep.format = REPORT_FORMAT;
+	rep.hardware_rooted = 0;
+	rep.measurement.data = id.measurement;
+	rep.measurement.len = 32;
+	rep.session_id = s->id;
+	rep.nonce = req->nonce;
+	rep.target_key.data = d->public_key;
+	rep.target_key.len = 32;
+	rep.backend = (char *)id.backend;
+	rep.isolation = id.isolation;
+	rep.time_unix_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+	rlen = moat__v1__load_report__get_packed_size(&rep);
+	report = malloc(rlen + 1);
+	if (!report || moatd_sign(d, sig, report, moat__v1__load_report__pack(&rep, report)) < 0) {
+		free(report);
+		moatd_refuse(call, MOAT_EIO, "cannot sign the load report");
+		return -1;
+	}
+	resp.protocol_major = MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR;
+	resp.protocol_minor = PROTOCOL_MINOR;
+	resp.session_id = s->id;
+	resp.session_token.data = token;
+	resp.session_token.len = 32;
+	resp.measurement = rep.measurement;
+	resp.target_key = rep.target_key;
+	resp.report.data = report;
+	resp.report.len = rlen;
+	resp.report_signature.data = sig;
+	resp.report_signature.len = 64;
+	resp.isolation = id.isolation;
+	resp.max_message_bytes = d->cfg.max_message;
+	resp.max_threads = d->cfg.max_threads;
+	*reply = malloc(moat__v1__load_response__get_packed_size(&resp) + 1);
+	if (*reply)
+		*len = moat__v1__load_response__pack(&resp, *reply);
+	free(report);
+	if (!*reply) {
+		moatd_refuse(call, MOAT_ENOMEM, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+void moatd_handle_load(moatd *d, moat_rpc_call *call)
+{
+	Moat__V1__LoadRequest *req = NULL;
+	session *s = NULL;
+	uint8_t *buf = NULL, *reply = NULL, token[32];
+	char path[4400];
+	size_t len;
+
+	memset(token, 0, sizeof(token));
+	if (moatd_recv_one(call, &buf, &len) < 0)
+		goto out;
+	req = moat__v1__load_request__unpack(NULL, len, buf);
+	if (!req) {
+		moatd_refuse(call, MOAT_EPROTO, "malformed LoadRequest");
+		goto out;
+	}
+	if (check_request(d, req, call) < 0)
+		goto out;
+	if (moatd_session_reserve(d) < 0) {
+		moatd_refuse(call, MOAT_ELIMIT, "this target already hosts %u sessions (--max-sessions %u)",
+		             d->cfg.max_sessions, d->cfg.max_sessions);
+		goto out;
+	}
+	if (image_path(&d->cfg, path, sizeof(path), req, call) < 0 ||
+	    !(s = open_session(d, path, req, token, call)) ||
+	    make_reply(d, s, req, token, &reply, &len, call) < 0) {
+		moatd_session_unreserve(d);
+		goto out;
+	}
+	s->refs = 1;
+	clock_gettime(CLOCK_MONOTONIC, &s->since);
+	moatd_session_add(d, s);
+	moatd_log(MOATD_LOG_INFO, "session %s: loaded %s", s->id, path);
+	if (moat__rpc_finish(call, reply, len, MOAT_RPC_OK, 0, NULL) < 0)
+		moatd_log(MOATD_LOG_WARN,
+		          "session %s: the host left before the load answer; reclaiming later", s->id);
+	s = NULL;
+out:
+	if (s) {
+		moat_enclave_destroy(s->enclave);
+		pthread_cond_destroy(&s->idle);
+		free(s);
+	}
+	OPENSSL_cleanse(token, sizeof(token));
+	if (req)
+		moat__v1__load_request__free_unpacked(req, NULL);
+	free(buf);
+	free(reply);
+}

@@ -1,0 +1,228 @@
+/*
+ * moatd's command line: every option takes "--opt value" and "--opt=value"
+ * (getopt_long); --help lists them all with their defaults.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moatd/moatd.h"
+
+enum {
+	OPT_LISTEN = 256,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_TLS_CLIENT_CA,
+	OPT_ENCLAVE_DIR,
+	OPT_ALLOW_UPLOAD,
+	OPT_BACKEND,
+	OPT_MAX_SESSIONS,
+	OPT_MAX_THREADS,
+	OPT_MAX_NESTING,
+	OPT_MAX_MESSAGE,
+	OPT_MAX_IMAGE,
+	OPT_GRACE,
+	OPT_SHUTDOWN,
+	OPT_STATE_DIR,
+	OPT_READY_FILE,
+	OPT_LOG_LEVEL,
+	OPT_PARENT_FD,
+	OPT_VERSION
+};
+
+static const struct option long_options[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
+    {"enclave-dir", required_argument, NULL, OPT_ENCLAVE_DIR},
+    {"allow-upload", no_argument, NULL, OPT_ALLOW_UPLOAD},
+    {"backend", required_argument, NULL, OPT_BACKEND},
+    {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
+    {"max-threads-per-session", required_argument, NULL, OPT_MAX_THREADS},
+    {"max-nesting", required_argument, NULL, OPT_MAX_NESTING},
+    {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
+    {"max-image-bytes", required_argument, NULL, OPT_MAX_IMAGE},
+    {"session-grace-ms", required_argument, NULL, OPT_GRACE},
+    {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN},
+    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+    {"ready-file", required_argument, NULL, OPT_READY_FILE},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"parent-fd", required_argument, NULL, OPT_PARENT_FD}, /* internal: local provisioning */
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0}};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: moatd --listen ADDR [options]\n"
+	        "Host Moat enclaves for remote hosts (gRPC service moat.v1.Target).\n"
+	        "Every option takes its value as --opt VALUE or --opt=VALUE.\n\n"
+	        "  --listen ADDR                 host:port (port 0 picks a free one) or unix:/path\n"
+	        "  --tls-cert F --tls-key F      serve TLS with this certificate and key (PEM)\n"
+	        "  --tls-client-ca F             require client certificates signed by this CA (mutual TLS)\n"
+	        "  --enclave-dir DIR             images hosts may load by name (default: none)\n"
+	        "  --allow-upload                accept images uploaded by hosts (content-addressed, SHA-256 "
+	        "checked;\n"
+	        "                                default off)\n"
+	        "  --backend sim|proc            local backend that hosts the enclaves (default %s)\n"
+	        "  --max-sessions N              most sessions at once (default 64)\n"
+	        "  --max-threads-per-session N   most attached host threads per session (default 256)\n"
+	        "  --max-nesting N               most host entry calls nested at once on one host thread\n"
+	        "                                (default %d); deeper ones fail with MOAT_ELIMIT\n"
+	        "  --max-message-bytes N         largest call message accepted (default 67108864)\n"
+	        "  --max-image-bytes N           largest uploaded image (default 268435456)\n"
+	        "  --session-grace-ms N          reclaim a session this long after its host vanished "
+	        "(default 2000)\n"
+	        "  --shutdown-timeout S          on SIGTERM/SIGINT, exit anyway after S seconds if an "
+	        "enclave call\n"
+	        "                                still runs (default 10; a second signal exits at once)\n"
+	        "  --state-dir DIR               identity key and uploaded images (default ./moatd-state)\n"
+	        "  --ready-file F                write the bound address to F once serving (default: none)\n"
+	        "  --log-level L                 error, warn, info or debug (default warn)\n"
+	        "  --parent-fd FD                internal (local provisioning): stop when FD reports "
+	        "hang-up\n"
+	        "  --help, -h, --version\n",
+	        MOATD_DEFAULT_BACKEND, MOATD_DEFAULT_MAX_NESTING);
+}
+
+static int parse_size(const char *s, size_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-')
+		return -1;
+	*out = (size_t)v;
+	return 0;
+}
+
+static int parse_uint(const char *s, unsigned int *out)
+{
+	size_t v;
+
+	if (parse_size(s, &v) < 0 || v > UINT_MAX)
+		return -1;
+	*out = (unsigned int)v;
+	return 0;
+}
+
+static int parse_log_level(const char *v, int *out)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug"};
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		if (strcmp(v, names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Apply one option with a value. Returns 0, or -1 for a bad value. */
+static int apply(moatd_config *c, int opt, const char *v)
+{
+	unsigned int fd = 0;
+
+	switch (opt) {
+	case OPT_LISTEN: c->listen = v; return 0;
+	case OPT_TLS_CERT: c->tls_cert = v; return 0;
+	case OPT_TLS_KEY: c->tls_key = v; return 0;
+	case OPT_TLS_CLIENT_CA: c->tls_client_ca = v; return 0;
+	case OPT_ENCLAVE_DIR: c->enclave_dir = v; return 0;
+	case OPT_STATE_DIR: c->state_dir = v; return 0;
+	case OPT_READY_FILE: c->ready_file = v; return 0;
+	case OPT_BACKEND: c->backend = v; return 0;
+	case OPT_MAX_SESSIONS: return parse_uint(v, &c->max_sessions);
+	case OPT_MAX_THREADS: return parse_uint(v, &c->max_threads);
+	case OPT_MAX_NESTING: return parse_uint(v, &c->max_nesting) < 0 || c->max_nesting == 0 ? -1 : 0;
+	case OPT_MAX_MESSAGE: return parse_size(v, &c->max_message);
+	case OPT_MAX_IMAGE: return parse_size(v, &c->max_image);
+	case OPT_GRACE: return parse_uint(v, &c->grace_ms);
+	case OPT_SHUTDOWN: return parse_uint(v, &c->shutdown_s) < 0 || c->shutdown_s == 0 ? -1 : 0;
+	case OPT_LOG_LEVEL: return parse_log_level(v, &c->log_level);
+	case OPT_PARENT_FD:
+		if (parse_uint(v, &fd) < 0 || fd > INT_MAX)
+			return -1;
+		c->parent_fd = (int)fd;
+		return 0;
+	default: return -1;
+	}
+}
+
+/* The options that only make sense together, and the limits' floors. */
+static int check(moatd_config *c)
+{
+	if (!c->listen) {
+		fprintf(stderr, "moatd: --listen ADDR is required (see --help)\n");
+		return 2;
+	}
+	if ((c->tls_cert == NULL) != (c->tls_key == NULL) || (c->tls_client_ca && !c->tls_cert)) {
+		fprintf(stderr,
+		        "moatd: TLS needs --tls-cert and --tls-key (and --tls-client-ca only with them)\n");
+		return 2;
+	}
+	if (strcmp(c->backend, "sim") != 0 && strcmp(c->backend, "proc") != 0) {
+		fprintf(stderr, "moatd: --backend must be sim or proc\n");
+		return 2;
+	}
+	if (c->max_message < 65536) {
+		/* Image uploads come in 32 KiB chunks. */
+		fprintf(stderr, "moatd: --max-message-bytes must be at least 65536\n");
+		return 2;
+	}
+	if (c->max_message > 0x7fffffff)
+		c->max_message = 0x7fffffff;
+	return 0;
+}
+
+int moatd_options_parse(moatd_config *c, int argc, char **argv)
+{
+	int opt, idx = 0;
+
+	c->backend = MOATD_DEFAULT_BACKEND;
+	c->max_sessions = 64;
+	c->max_threads = 256;
+	c->max_nesting = MOATD_DEFAULT_MAX_NESTING;
+	c->max_message = 64u << 20;
+	c->max_image = 256u << 20;
+	c->grace_ms = 2000;
+	c->shutdown_s = 10;
+	c->state_dir = "moatd-state";
+	c->parent_fd = -1;
+	c->log_level = MOATD_LOG_WARN;
+	opterr = 0;
+	/* The leading ':' makes a missing value ':' rather than '?', to say which it was. */
+	while ((opt = getopt_long(argc, argv, ":h", long_options, &idx)) != -1) {
+		switch (opt) {
+		case 'h': usage(stdout); return 1;
+		case OPT_VERSION: printf("moatd %s\n", moat_version()); return 1;
+		case OPT_ALLOW_UPLOAD: c->allow_upload = 1; break;
+		case ':':
+			fprintf(stderr, "moatd: %s needs a value (see --help)\n", argv[optind - 1]);
+			return 2;
+		case '?':
+			fprintf(stderr, "moatd: unknown option %s (see --help)\n", argv[optind - 1]);
+			return 2;
+		default:
+			if (apply(c, opt, optarg) < 0) {
+				fprintf(stderr, "moatd: bad value '%s' for --%s\n", optarg,
+				        long_options[idx].name);
+				return 2;
+			}
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "moatd: unknown option %s (see --help)\n", argv[optind]);
+		return 2;
+	}
+	return check(c);
+}

@@ -1,0 +1,84 @@
+/*
+ * The moat.v1.Target service's front: every call runs on its own thread
+ * (the rpc layer starts one per call) and goes to its method's handler with
+ * the daemon's state; and the reply helpers the handlers share.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moatd/moatd.h"
+
+void moatd_hex(char *out, const uint8_t *b, size_t n)
+{
+	static const char d[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = d[b[i] >> 4];
+		out[2 * i + 1] = d[b[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* The gRPC status a refusal with Moat code code goes with. */
+static int status_for(int code)
+{
+	switch (code) {
+	case MOAT_ENOENT: return MOAT_RPC_NOT_FOUND;
+	case MOAT_EPERM:
+	case MOAT_EKEY: return MOAT_RPC_PERMISSION_DENIED;
+	case MOAT_ELIMIT: return MOAT_RPC_RESOURCE_EXHAUSTED;
+	case MOAT_EINVAL: return MOAT_RPC_INVALID_ARGUMENT;
+	case MOAT_EPROTO:
+	case MOAT_EMEASUREMENT:
+	case MOAT_EBADIMAGE:
+	case MOAT_ENOENTRY:
+	case MOAT_EABI:
+	case MOAT_EINIT:
+	case MOAT_ENOBACKEND: return MOAT_RPC_FAILED_PRECONDITION;
+	default: return MOAT_RPC_INTERNAL;
+	}
+}
+
+void moatd_refuse(moat_rpc_call *call, int code, const char *fmt, ...)
+{
+	char msg[384];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	moatd_log(MOATD_LOG_INFO, "%s refused: %s", moat__rpc_call_method(call), msg);
+	moat__rpc_finish(call, NULL, 0, status_for(code), code, msg);
+}
+
+int moatd_recv_one(moat_rpc_call *call, uint8_t **buf, size_t *len)
+{
+	moat_rpc_status st;
+
+	if (moat__rpc_recv(call, buf, len, &st) != 0)
+		return -1;
+	return 0;
+}
+
+void moatd_handle_call(void *ctx, moat_rpc_call *call)
+{
+	moatd *d = ctx;
+	const char *m = moat__rpc_call_method(call);
+
+	if (strcmp(m, "/moat.v1.Target/Attach") == 0)
+		moatd_handle_attach(d, call);
+	else if (strcmp(m, "/moat.v1.Target/Load") == 0)
+		moatd_handle_load(d, call);
+	else if (strcmp(m, "/moat.v1.Target/Upload") == 0)
+		moatd_handle_upload(d, call);
+	else if (strcmp(m, "/moat.v1.Target/Destroy") == 0)
+		moatd_handle_destroy(d, call);
+	else if (strcmp(m, "/grpc.health.v1.Health/Check") == 0)
+		moatd_handle_health(d, call);
+	else
+		moat__rpc_finish(call, NULL, 0, MOAT_RPC_UNIMPLEMENTED, 0, "unknown method");
+	moat__rpc_call_free(call);
+}

@@ -1,0 +1,420 @@
+/*
+ * Sessions: the table of loaded enclaves, who may use them (the session id
+ * and token in every call's metadata), the references that keep a session
+ * alive while handlers use it, and the rules that end it: Destroy, the
+ * host's lease breaking (reclaimed after --session-grace-ms), a session
+ * never leased, and moatd stopping.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "moatd/moatd.h"
+
+static double elapsed_ms(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
+}
+
+void moatd_sessions_init(moatd *d)
+{
+	pthread_mutex_init(&d->lock, NULL);
+	d->sessions = NULL;
+	d->n_sessions = 0;
+}
+
+unsigned int moatd_session_count(moatd *d)
+{
+	unsigned int n;
+
+	pthread_mutex_lock(&d->lock);
+	n = d->n_sessions;
+	pthread_mutex_unlock(&d->lock);
+	return n;
+}
+
+int moatd_session_reserve(moatd *d)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->cfg.max_sessions && d->n_sessions >= d->cfg.max_sessions)
+		rc = MOAT_ELIMIT;
+	else
+		d->n_sessions++;
+	pthread_mutex_unlock(&d->lock);
+	return rc;
+}
+
+void moatd_session_unreserve(moatd *d)
+{
+	pthread_mutex_lock(&d->lock);
+	d->n_sessions--;
+	pthread_mutex_unlock(&d->lock);
+}
+
+void moatd_session_add(moatd *d, session *s)
+{
+	pthread_mutex_lock(&d->lock);
+	s->next = d->sessions;
+	d->sessions = s;
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void session_free(session *s)
+{
+	moatd_log(MOATD_LOG_INFO, "session %s: destroying the enclave", s->id);
+	moat_enclave_destroy(s->enclave);
+	pthread_cond_destroy(&s->idle);
+	OPENSSL_cleanse(s->token_hex, sizeof(s->token_hex));
+	free(s);
+}
+
+void moatd_session_unref(session *s)
+{
+	moatd *d = s->d;
+	int last;
+
+	pthread_mutex_lock(&d->lock);
+	last = --s->refs == 0;
+	pthread_cond_broadcast(&s->idle);
+	pthread_mutex_unlock(&d->lock);
+	if (last)
+		session_free(s);
+}
+
+/*
+ * Unlink s from the table and end its streams but keep (may be NULL).
+ * Called with the lock held; returns 1 when the caller now holds the
+ * table's reference.
+ */
+static int remove_keep_locked(session *s, moat_rpc_call *keep)
+{
+	moatd *d = s->d;
+	session **p;
+	stream_ref *r;
+
+	if (s->removed)
+		return 0;
+	for (p = &d->sessions; *p; p = &(*p)->next) {
+		if (*p == s) {
+			*p = s->next;
+			break;
+		}
+	}
+	s->removed = 1;
+	d->n_sessions--;
+	for (r = s->calls; r; r = r->next)
+		if (r->call != keep)
+			moat__rpc_call_cancel(r->call);
+	/* The lease thread waits on this too. */
+	pthread_cond_broadcast(&s->idle);
+	return 1;
+}
+
+/*
+ * A session is going away (destroyed, reclaimed, moatd stopping) while
+ * entry calls still run in its enclave: their host gave up on them or is
+ * gone. End the enclave now (proc kills its process) so that their worker
+ * threads return at once instead of when the calls end, which may be never.
+ * The caller holds a reference and not the lock.
+ */
+static void end_running_calls(session *s, const char *why)
+{
+	moat_enclave *e;
+
+	pthread_mutex_lock(&s->d->lock);
+	e = s->busy ? s->enclave : NULL;
+	pthread_mutex_unlock(&s->d->lock);
+	if (!e)
+		return;
+	moatd_log(MOATD_LOG_INFO, "session %s: %s with calls still running; stopping the enclave", s->id,
+	          why);
+	moat_enclave_abort(e);
+}
+
+/* Wait (bounded) until only the caller's reference is left. Called with the lock held. */
+static void wait_alone_locked(session *s)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 10;
+	while (s->refs > 1)
+		if (pthread_cond_timedwait(&s->idle, &s->d->lock, &deadline) != 0)
+			break;
+}
+
+session *moatd_session_auth(moatd *d, moat_rpc_call *call)
+{
+	const char *id = moat__rpc_call_md(call, "moat-session");
+	char idbuf[33] = "";
+	session *s;
+	const char *token;
+
+	if (id)
+		snprintf(idbuf, sizeof(idbuf), "%s", id);
+	token = moat__rpc_call_md(call, "moat-token");
+	pthread_mutex_lock(&d->lock);
+	for (s = d->sessions; s; s = s->next)
+		if (strcmp(s->id, idbuf) == 0)
+			break;
+	if (!s) {
+		pthread_mutex_unlock(&d->lock);
+		moat__rpc_finish(call, NULL, 0, MOAT_RPC_NOT_FOUND, MOAT_ETARGET,
+		                 idbuf[0] ? "unknown session (destroyed, reclaimed, or from another moatd)"
+		                          : "no moat-session metadata");
+		return NULL;
+	}
+	if (!token || strlen(token) != 64 || CRYPTO_memcmp(token, s->token_hex, 64) != 0) {
+		pthread_mutex_unlock(&d->lock);
+		moatd_log(MOATD_LOG_WARN, "session %s: refused a call with a wrong or missing token", idbuf);
+		moat__rpc_finish(call, NULL, 0, MOAT_RPC_PERMISSION_DENIED, MOAT_EPERM,
+		                 "wrong or missing session token");
+		return NULL;
+	}
+	s->refs++;
+	pthread_mutex_unlock(&d->lock);
+	return s;
+}
+
+void moatd_session_track(session *s, stream_ref *r, moat_rpc_call *call)
+{
+	r->call = call;
+	pthread_mutex_lock(&s->d->lock);
+	r->next = s->calls;
+	s->calls = r;
+	if (s->removed)
+		moat__rpc_call_cancel(call);
+	pthread_mutex_unlock(&s->d->lock);
+}
+
+void moatd_session_untrack(session *s, stream_ref *r)
+{
+	stream_ref **p;
+
+	pthread_mutex_lock(&s->d->lock);
+	for (p = &s->calls; *p; p = &(*p)->next) {
+		if (*p == r) {
+			*p = r->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->d->lock);
+}
+
+int moatd_session_attach_thread(session *s)
+{
+	unsigned int max = s->d->cfg.max_threads;
+	int rc = 0;
+
+	pthread_mutex_lock(&s->d->lock);
+	if (max && s->streams >= max)
+		rc = MOAT_ELIMIT;
+	else
+		s->streams++;
+	pthread_mutex_unlock(&s->d->lock);
+	return rc;
+}
+
+void moatd_session_detach_thread(session *s)
+{
+	pthread_mutex_lock(&s->d->lock);
+	s->streams--;
+	pthread_mutex_unlock(&s->d->lock);
+}
+
+int moatd_session_enter(session *s)
+{
+	int rc = 0;
+
+	/* No new call once the session is going away: end_running_calls must see every one. */
+	pthread_mutex_lock(&s->d->lock);
+	if (!s->removed && !s->d->stop)
+		s->busy++;
+	else
+		rc = MOAT_ECANCELED;
+	pthread_mutex_unlock(&s->d->lock);
+	return rc;
+}
+
+void moatd_session_leave(session *s)
+{
+	pthread_mutex_lock(&s->d->lock);
+	s->busy--;
+	pthread_mutex_unlock(&s->d->lock);
+}
+
+/* Wait until the lease stream ends, the session goes or moatd stops. */
+static void watch_lease(session *s, moat_rpc_call *call)
+{
+	moatd *d = s->d;
+	moat_rpc_status st;
+
+	/*
+	 * The lease carries no frames; it ends when the host destroys the
+	 * session or goes away. Check it without blocking in gRPC: a thread
+	 * blocked there would take part in polling and steal other streams'
+	 * frames (see moat__rpc_server_run).
+	 */
+	pthread_mutex_lock(&d->lock);
+	while (!s->removed && !d->stop) {
+		struct timespec until;
+		int open;
+
+		pthread_mutex_unlock(&d->lock);
+		open = moat__rpc_watch(call, &st) == 0;
+		pthread_mutex_lock(&d->lock);
+		if (!open)
+			break;
+		/* Destroy wakes us at once (remove_keep_locked); else look again in 100 ms. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 100 * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		if (!s->removed)
+			pthread_cond_timedwait(&s->idle, &d->lock, &until);
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
+void moatd_session_serve_lease(session *s, moat_rpc_call *call)
+{
+	moatd *d = s->d;
+
+	pthread_mutex_lock(&d->lock);
+	s->leased = 1;
+	pthread_mutex_unlock(&d->lock);
+	watch_lease(s, call);
+	pthread_mutex_lock(&d->lock);
+	if (!s->removed) {
+		s->lease_broken = 1;
+		clock_gettime(CLOCK_MONOTONIC, &s->since);
+		moatd_log(MOATD_LOG_INFO, "session %s: host connection lost; reclaiming in %u ms", s->id,
+		          d->cfg.grace_ms);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (!moat__rpc_call_cancelled(call))
+		moat__rpc_finish(call, NULL, 0, MOAT_RPC_OK, 0, NULL);
+}
+
+moat_enclave *moatd_session_take_for_destroy(session *s, moat_rpc_call *keep)
+{
+	moatd *d = s->d;
+	moat_enclave *e = NULL;
+
+	pthread_mutex_lock(&d->lock);
+	if (remove_keep_locked(s, keep))
+		s->refs--;
+	pthread_mutex_unlock(&d->lock);
+	end_running_calls(s, "destroyed by the host");
+	pthread_mutex_lock(&d->lock);
+	wait_alone_locked(s);
+	if (s->refs == 1) {
+		e = s->enclave;
+		s->enclave = NULL;
+	}
+	pthread_mutex_unlock(&d->lock);
+	moatd_log(MOATD_LOG_INFO, "session %s: destroyed by the host", s->id);
+	return e;
+}
+
+void moatd_handle_destroy(moatd *d, moat_rpc_call *call)
+{
+	static const uint8_t empty[1];
+	uint8_t *buf = NULL;
+	size_t len;
+	session *s;
+	int drop;
+
+	if (moatd_recv_one(call, &buf, &len) < 0)
+		goto out;
+	s = moatd_session_auth(d, call);
+	if (!s)
+		goto out;
+	pthread_mutex_lock(&d->lock);
+	drop = remove_keep_locked(s, NULL);
+	if (drop)
+		s->refs--;
+	pthread_mutex_unlock(&d->lock);
+	end_running_calls(s, "destroyed by the host");
+	pthread_mutex_lock(&d->lock);
+	/* Let the session's streams end so its enclave is gone when the host hears back. */
+	wait_alone_locked(s);
+	pthread_mutex_unlock(&d->lock);
+	moatd_log(MOATD_LOG_INFO, "session %s: destroyed by the host", s->id);
+	moatd_session_unref(s);
+	moat__rpc_finish(call, empty, 0, MOAT_RPC_OK, 0, NULL);
+out:
+	free(buf);
+}
+
+void moatd_tick(moatd *d)
+{
+	session *s, *next, *drop = NULL;
+
+	pthread_mutex_lock(&d->lock);
+	for (s = d->sessions; s; s = next) {
+		next = s->next;
+		if ((s->lease_broken && elapsed_ms(&s->since) >= d->cfg.grace_ms) ||
+		    (!s->leased && elapsed_ms(&s->since) >= 10000.0 + d->cfg.grace_ms)) {
+			moatd_log(MOATD_LOG_INFO, "session %s: reclaimed (host gone)", s->id);
+			if (remove_keep_locked(s, NULL)) {
+				s->next = drop;
+				drop = s;
+			}
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	while (drop) {
+		next = drop->next;
+		end_running_calls(drop, "reclaimed");
+		moatd_session_unref(drop);
+		drop = next;
+	}
+}
+
+void moatd_target_stopping(moatd *d)
+{
+	session *s;
+
+	for (;;) {
+		/* One session at a time: end_running_calls needs a reference and no lock. */
+		pthread_mutex_lock(&d->lock);
+		for (s = d->sessions; s; s = s->next)
+			if (s->busy && !s->stopped)
+				break;
+		if (s) {
+			s->stopped = 1;
+			s->refs++;
+		}
+		pthread_mutex_unlock(&d->lock);
+		if (!s)
+			break;
+		end_running_calls(s, "moatd stops");
+		moatd_session_unref(s);
+	}
+}
+
+void moatd_target_shutdown(moatd *d)
+{
+	session *s;
+
+	for (;;) {
+		pthread_mutex_lock(&d->lock);
+		s = d->sessions;
+		if (s && !remove_keep_locked(s, NULL))
+			s = NULL;
+		pthread_mutex_unlock(&d->lock);
+		if (!s)
+			break;
+		end_running_calls(s, "moatd stops");
+		moatd_session_unref(s);
+	}
+}
