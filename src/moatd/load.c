@@ -53,7 +53,7 @@ static int image_path(const moatd_config *cfg, char *out, size_t cap, const Moat
 		return 0;
 	}
 	if (req->image_case == MOAT__V1__LOAD_REQUEST__IMAGE_SHA256 && req->sha256.len == 32) {
-		moatd_hex(hex, req->sha256.data, 32);
+		moat__hex(hex, req->sha256.data, 32);
 		snprintf(out, cap, "%s/images/%s.so", cfg->state_dir, hex);
 		if (access(out, R_OK) != 0) {
 			moatd_refuse(call, MOAT_ENOENT, "no uploaded image with SHA-256 %s", hex);
@@ -118,8 +118,8 @@ static session *open_session(moatd *d, const char *path, const Moat__V1__LoadReq
 		moatd_refuse(call, MOAT_EIO, "no randomness for the session id");
 		goto fail;
 	}
-	moatd_hex(s->id, raw, sizeof(raw));
-	moatd_hex(s->token_hex, token, 32);
+	moat__hex(s->id, raw, sizeof(raw));
+	moat__hex(s->token_hex, token, 32);
 	return s;
 fail:
 	moat_enclave_destroy(s->enclave);

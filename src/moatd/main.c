@@ -160,7 +160,7 @@ static int announce(moatd *d, const char *addr)
 	const moatd_config *c = &d->cfg;
 	char keyhex[65];
 
-	moatd_hex(keyhex, d->public_key, 32);
+	moat__hex(keyhex, d->public_key, 32);
 	if (moatd_log_level >= MOATD_LOG_WARN)
 		fprintf(stderr, "moatd %s: identity key ed25519:%s\n", moat_version(), keyhex);
 	if (c->ready_file && write_ready(c->ready_file, addr) < 0) {

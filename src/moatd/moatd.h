@@ -30,6 +30,7 @@
 #include <moat/moat.h>
 
 #include "rpc/rpc.h"
+#include "util/util.h"
 
 #ifndef MOATD_DEFAULT_BACKEND
 #define MOATD_DEFAULT_BACKEND "sim"
@@ -133,8 +134,6 @@ void moatd_handle_destroy(moatd *d, moat_rpc_call *call);
 void moatd_refuse(moat_rpc_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Receive the single request message of a unary call (*buf malloc'd). Returns 0 or -1. */
 int moatd_recv_one(moat_rpc_call *call, uint8_t **buf, size_t *len);
-/* Lower-case hex of n bytes into out (2n + 1 bytes). */
-void moatd_hex(char *out, const uint8_t *b, size_t n);
 
 /* The fallback exit handler of every session's enclave (attach.c); payload is the session. */
 int moatd_forward_exit(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out);

@@ -10,18 +10,6 @@
 
 #include "moatd/moatd.h"
 
-void moatd_hex(char *out, const uint8_t *b, size_t n)
-{
-	static const char d[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		out[2 * i] = d[b[i] >> 4];
-		out[2 * i + 1] = d[b[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
 /* The gRPC status a refusal with Moat code code goes with. */
 static int status_for(int code)
 {

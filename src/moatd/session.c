@@ -14,14 +14,6 @@
 
 #include "moatd/moatd.h"
 
-static double elapsed_ms(const struct timespec *t)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
-}
-
 void moatd_sessions_init(moatd *d)
 {
 	pthread_mutex_init(&d->lock, NULL);
@@ -362,8 +354,8 @@ void moatd_tick(moatd *d)
 	pthread_mutex_lock(&d->lock);
 	for (s = d->sessions; s; s = next) {
 		next = s->next;
-		if ((s->lease_broken && elapsed_ms(&s->since) >= d->cfg.grace_ms) ||
-		    (!s->leased && elapsed_ms(&s->since) >= 10000.0 + d->cfg.grace_ms)) {
+		if ((s->lease_broken && moat__ms_since(&s->since) >= d->cfg.grace_ms) ||
+		    (!s->leased && moat__ms_since(&s->since) >= 10000.0 + d->cfg.grace_ms)) {
 			moatd_log(MOATD_LOG_INFO, "session %s: reclaimed (host gone)", s->id);
 			if (remove_keep_locked(s, NULL)) {
 				s->next = drop;

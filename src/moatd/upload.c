@@ -52,7 +52,7 @@ static int upload_start(upload *u, const Moat__V1__UploadChunk *chunk)
 		    u->expected, u->cfg->max_image);
 		return -1;
 	}
-	moatd_hex(u->hex, u->declared, 32);
+	moat__hex(u->hex, u->declared, 32);
 	snprintf(u->tmp, sizeof(u->tmp), "%s/.upload-XXXXXX", u->dir);
 	u->fd = mkstemp(u->tmp);
 	if (u->fd < 0) {
@@ -124,7 +124,7 @@ static void upload_store(upload *u)
 
 	EVP_DigestFinal_ex(u->md, got, &mdlen);
 	if (u->total != u->expected || memcmp(got, u->declared, 32) != 0) {
-		moatd_hex(ghex, got, 32);
+		moat__hex(ghex, got, 32);
 		moatd_refuse(u->call, MOAT_EMEASUREMENT,
 		             "uploaded image (%zu bytes) has SHA-256 %s, not the declared %s", u->total, ghex,
 		             u->hex);

@@ -160,8 +160,8 @@ static void *worker_main(void *arg)
 }
 
 /* A host: M threads until the deadline; exits with the number of wrong results (at most 255). */
-static void __attribute__((noreturn)) host_main(const char *uri, unsigned int threads, unsigned int seed,
-                                                time_t until)
+static void __attribute__((noreturn))
+host_main(const char *uri, unsigned int threads, unsigned int seed, time_t until)
 {
 	worker w[MAX_THREADS];
 	pthread_t t[MAX_THREADS];
@@ -309,9 +309,10 @@ static void test_soak(void **state)
 			break;
 		test_sleep_ms(100);
 	}
-	print_message("soak: %u hosts killed, %u hosts with wrong results; moatd after: %d threads, %d fds, %d "
-	              "children, %ld kB\n",
-	              killed, bad, now.threads, now.fds, now.children, now.rss_kb);
+	print_message(
+	    "soak: %u hosts killed, %u hosts with wrong results; moatd after: %d threads, %d fds, %d "
+	    "children, %ld kB\n",
+	    killed, bad, now.threads, now.fds, now.children, now.rss_kb);
 	assert_int_equal(bad, 0);
 	assert_true(settled(&now, &base));
 	assert_int_equal(test_moatd_stop(&m), 0);
