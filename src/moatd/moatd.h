@@ -93,9 +93,14 @@ struct session {
 	unsigned int busy;    /* entry calls running in the enclave (nested ones included) */
 	int stopped;          /* moatd_target_stopping ended its calls */
 	int removed;
-	int leased;
-	struct timespec since; /* load time, or when the lease broke */
-	int lease_broken;
+	/*
+	 * The lease rule: a session lives while at least one of its lease or
+	 * Attach streams is open, and for the grace period after the last one
+	 * closed (10 s more after Load, before the host opened any).
+	 */
+	unsigned int holders;  /* open lease and Attach streams */
+	int ever_held;         /* some stream was opened since Load */
+	struct timespec since; /* load time, or when the last stream closed */
 	stream_ref *calls; /* every open stream, so Destroy can end them */
 	pthread_cond_t idle;
 	struct session *next;

@@ -14,6 +14,9 @@
 
 #include "moatd/moatd.h"
 
+/* How long after Load a host may take to open its first stream, before the grace period. */
+#define LOAD_ATTACH_MS 10000.0
+
 void moatd_sessions_init(moatd *d)
 {
 	pthread_mutex_init(&d->lock, NULL);
@@ -146,27 +149,29 @@ static void wait_alone_locked(session *s)
 session *moatd_session_auth(moatd *d, moat_rpc_call *call)
 {
 	const char *id = moat__rpc_call_md(call, "moat-session");
-	char idbuf[33] = "";
+	const char *token = moat__rpc_call_md(call, "moat-token");
+	char want[65];
 	session *s;
-	const char *token;
+	size_t i;
 
-	if (id)
-		snprintf(idbuf, sizeof(idbuf), "%s", id);
-	token = moat__rpc_call_md(call, "moat-token");
+	/* The whole id must match: a longer one with the right prefix is another session. */
 	pthread_mutex_lock(&d->lock);
-	for (s = d->sessions; s; s = s->next)
-		if (strcmp(s->id, idbuf) == 0)
+	for (s = d->sessions; s && id; s = s->next)
+		if (strcmp(s->id, id) == 0)
 			break;
-	if (!s) {
+	if (!id || !s) {
 		pthread_mutex_unlock(&d->lock);
 		moat__rpc_finish(call, NULL, 0, MOAT_RPC_NOT_FOUND, MOAT_ETARGET,
-		                 idbuf[0] ? "unknown session (destroyed, reclaimed, or from another moatd)"
-		                          : "no moat-session metadata");
+		                 id ? "unknown session (destroyed, reclaimed, or from another moatd)"
+		                    : "no moat-session metadata");
 		return NULL;
 	}
-	if (!token || strlen(token) != 64 || CRYPTO_memcmp(token, s->token_hex, 64) != 0) {
+	/* The token is hex of 32 bytes, in either case. */
+	for (i = 0; token && i < 64 && token[i]; i++)
+		want[i] = token[i] >= 'A' && token[i] <= 'F' ? (char)(token[i] - 'A' + 'a') : token[i];
+	if (!token || strlen(token) != 64 || CRYPTO_memcmp(want, s->token_hex, 64) != 0) {
 		pthread_mutex_unlock(&d->lock);
-		moatd_log(MOATD_LOG_WARN, "session %s: refused a call with a wrong or missing token", idbuf);
+		moatd_log(MOATD_LOG_WARN, "session %s: refused a call with a wrong or missing token", s->id);
 		moat__rpc_finish(call, NULL, 0, MOAT_RPC_PERMISSION_DENIED, MOAT_EPERM,
 		                 "wrong or missing session token");
 		return NULL;
@@ -201,16 +206,35 @@ void moatd_session_untrack(session *s, stream_ref *r)
 	pthread_mutex_unlock(&s->d->lock);
 }
 
+/* One more stream holds the session alive. Called with the lock held. */
+static void hold_locked(session *s)
+{
+	s->holders++;
+	s->ever_held = 1;
+}
+
+/* A stream that held the session closed: the grace period starts when it was the last. Lock held. */
+static void release_locked(session *s, const char *what)
+{
+	if (--s->holders == 0 && !s->removed) {
+		clock_gettime(CLOCK_MONOTONIC, &s->since);
+		moatd_log(MOATD_LOG_INFO, "session %s: %s; reclaiming in %u ms unless the host comes back", s->id,
+		          what, s->d->cfg.grace_ms);
+	}
+}
+
 int moatd_session_attach_thread(session *s)
 {
 	unsigned int max = s->d->cfg.max_threads;
 	int rc = 0;
 
 	pthread_mutex_lock(&s->d->lock);
-	if (max && s->streams >= max)
+	if (max && s->streams >= max) {
 		rc = MOAT_ELIMIT;
-	else
+	} else {
 		s->streams++;
+		hold_locked(s);
+	}
 	pthread_mutex_unlock(&s->d->lock);
 	return rc;
 }
@@ -219,6 +243,7 @@ void moatd_session_detach_thread(session *s)
 {
 	pthread_mutex_lock(&s->d->lock);
 	s->streams--;
+	release_locked(s, "its last stream closed");
 	pthread_mutex_unlock(&s->d->lock);
 }
 
@@ -281,16 +306,11 @@ void moatd_session_serve_lease(session *s, moat_rpc_call *call)
 	moatd *d = s->d;
 
 	pthread_mutex_lock(&d->lock);
-	s->leased = 1;
+	hold_locked(s);
 	pthread_mutex_unlock(&d->lock);
 	watch_lease(s, call);
 	pthread_mutex_lock(&d->lock);
-	if (!s->removed) {
-		s->lease_broken = 1;
-		clock_gettime(CLOCK_MONOTONIC, &s->since);
-		moatd_log(MOATD_LOG_INFO, "session %s: host connection lost; reclaiming in %u ms", s->id,
-		          d->cfg.grace_ms);
-	}
+	release_locked(s, "its lease ended (host connection lost)");
 	pthread_mutex_unlock(&d->lock);
 	if (!moat__rpc_call_cancelled(call))
 		moat__rpc_finish(call, NULL, 0, MOAT_RPC_OK, 0, NULL);
@@ -354,8 +374,8 @@ void moatd_tick(moatd *d)
 	pthread_mutex_lock(&d->lock);
 	for (s = d->sessions; s; s = next) {
 		next = s->next;
-		if ((s->lease_broken && moat__ms_since(&s->since) >= d->cfg.grace_ms) ||
-		    (!s->leased && moat__ms_since(&s->since) >= 10000.0 + d->cfg.grace_ms)) {
+		if (s->holders == 0 &&
+		    moat__ms_since(&s->since) >= (s->ever_held ? 0.0 : LOAD_ATTACH_MS) + d->cfg.grace_ms) {
 			moatd_log(MOATD_LOG_INFO, "session %s: reclaimed (host gone)", s->id);
 			if (remove_keep_locked(s, NULL)) {
 				s->next = drop;
