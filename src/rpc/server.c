@@ -230,11 +230,11 @@ void moat__rpc_server_run(moat_rpc_server *s, volatile int *stop)
 		int busy;
 
 		/*
-		 * While handler threads wait on their own queues they poll the
-		 * connections; a thread blocked here would compete with them and
-		 * often read a stream's frame only to hand it over (a context
-		 * switch per call). So only look for new calls then, without
-		 * blocking; block here only when no handler runs.
+		 * While handlers wait, one of them reads the shared queue and
+		 * polls the connections (init.c); a thread blocked here would
+		 * compete with it and often read a stream's frame only to hand it
+		 * over (a context switch per call). So only look for new calls
+		 * then, without blocking; block here only when no handler runs.
 		 */
 		pthread_mutex_lock(&s->lock);
 		busy = s->workers != NULL;
