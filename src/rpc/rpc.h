@@ -4,9 +4,18 @@
  * TLS, mutual TLS; TCP and unix sockets), unary calls, client streams, bidi
  * streams, and a server that runs every incoming call on its own thread.
  *
- * Every call owns a completion queue of its own that only the thread
- * driving the call plucks, so a call's thread does its own socket I/O and
- * no completion is handed from one thread to another on the hot path.
+ * Every call is bound to one completion queue of the process that the
+ * waiting threads take turns to read (init.c says why): a lone thread reads
+ * its own replies, and with many threads one reads and hands each
+ * completion to its owner, whatever poller gRPC uses. The layer never
+ * changes the process environment. Files: init.c (set-up, the queue),
+ * channel.c, call.c (client calls, streams, exchange), server.c.
+ *
+ * Two code spaces that never overlap: what the functions return (0, a
+ * negative MOAT_E* code from moat/errors.h, or a MOAT_RPC_END/TIMEOUT
+ * result, <= -1000) and gRPC status codes (>= 0, moat_rpc_code), which
+ * appear in moat_rpc_status.code and as the return value of the functions
+ * that end a call (moat__rpc_unary, moat__rpc_stream_finish).
  */
 #ifndef MOAT_RPC_RPC_H
 #define MOAT_RPC_RPC_H
@@ -15,7 +24,7 @@
 #include <stdint.h>
 
 /* gRPC status codes (the wire values, the same in every gRPC language). */
-enum {
+typedef enum moat_rpc_code {
 	MOAT_RPC_OK = 0,
 	MOAT_RPC_CANCELLED = 1,
 	MOAT_RPC_UNKNOWN = 2,
@@ -29,7 +38,7 @@ enum {
 	MOAT_RPC_INTERNAL = 13,
 	MOAT_RPC_UNAVAILABLE = 14,
 	MOAT_RPC_UNAUTHENTICATED = 16
-};
+} moat_rpc_code;
 
 /*
  * Moat protocol: a Call frame with this selector on an Attach stream
@@ -38,9 +47,15 @@ enum {
  */
 #define MOAT_PROTOCOL_SELECTOR_DESTROY 0
 
-/* Results of the stream functions besides 0 (see moat__rpc_exchange). */
-#define MOAT_RPC_END     1 /* the call ended; the status says why */
-#define MOAT_RPC_TIMEOUT 2 /* the wait timed out; the call is still open */
+/*
+ * Results of the stream functions besides 0 and MOAT_E* (see
+ * moat__rpc_exchange). Negative and below every MOAT_E* code, so neither a
+ * gRPC status nor a Moat error can be mistaken for them.
+ */
+typedef enum moat_rpc_result {
+	MOAT_RPC_END = -1001,    /* the call ended; the status says why */
+	MOAT_RPC_TIMEOUT = -1002 /* the wait timed out; the call is still open */
+} moat_rpc_result;
 
 /* How a call ended. moat_code is the "moat-error" trailer, 0 when absent. */
 typedef struct moat_rpc_status {

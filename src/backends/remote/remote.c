@@ -61,8 +61,6 @@ typedef struct stream {
 	moat_rpc_status st;
 } stream;
 
-/* Connections per session: host threads beyond this many share them. */
-#define REMOTE_POOL 8
 
 struct remote_backend {
 	moat_backend parent;
@@ -71,17 +69,11 @@ struct remote_backend {
 	void *exit_ctx;
 	char where[320]; /* what to name in messages: the URI */
 	int tls;
-	moat_rpc_channel *ch;
 	/*
-	 * Extra connections for host threads after the first: with every
-	 * stream on one HTTP/2 connection, one thread reads all their frames
-	 * and hands each to its thread (see moat__rpc_init: this pays only
-	 * with gRPC's "poll" poller). gRPC connects a channel only when it is
-	 * first used, so unused ones cost nothing; one thread keeps one
-	 * connection.
+	 * One connection per session: every host thread's stream shares it, so
+	 * one read brings the frames of several streams (see src/rpc/init.c).
 	 */
-	moat_rpc_channel *pool[REMOTE_POOL - 1];
-	atomic_uint n_attach;
+	moat_rpc_channel *ch;
 	const char *md[7];
 	char session_id[64];
 	char token_hex[65];
@@ -252,7 +244,6 @@ static int status_error(remote_backend *r, const moat_rpc_status *st, const char
 
 static int stream_open(stream **out, remote_backend *r)
 {
-	unsigned int k = atomic_fetch_add(&r->n_attach, 1) % REMOTE_POOL;
 	stream *s = calloc(1, sizeof(*s));
 	int rc;
 
@@ -261,7 +252,7 @@ static int stream_open(stream **out, remote_backend *r)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	s->owner = r;
 	moat__conv_init(&s->conv, &stream_ops, s, r);
-	rc = moat__rpc_stream_open(&s->call, k ? r->pool[k - 1] : r->ch, "/moat.v1.Target/Attach", r->md);
+	rc = moat__rpc_stream_open(&s->call, r->ch, "/moat.v1.Target/Attach", r->md);
 	if (rc < 0) {
 		free(s);
 		return rc;
@@ -666,13 +657,6 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	co.max_receive_bytes = -1;
 	if ((rc = moat__rpc_channel_open(&r->ch, &co)) < 0)
 		goto fail;
-	{
-		size_t i;
-
-		for (i = 0; i < REMOTE_POOL - 1; i++)
-			if ((rc = moat__rpc_channel_open(&r->pool[i], &co)) < 0)
-				goto fail;
-	}
 	if ((rc = load(r, params)) < 0)
 		goto fail;
 
@@ -817,12 +801,6 @@ static void remote_close(moat_backend *b)
 	}
 	moat__rpc_call_free(r->lease);
 	moat__rpc_channel_close(r->ch);
-	{
-		size_t i;
-
-		for (i = 0; i < REMOTE_POOL - 1; i++)
-			moat__rpc_channel_close(r->pool[i]);
-	}
 	if (r->rpc_inited)
 		moat__rpc_shutdown();
 	if (r->has_local)

@@ -1,0 +1,87 @@
+/*
+ * Internals shared by the files of the rpc layer (init.c, channel.c,
+ * call.c, server.c). Nothing outside src/rpc includes this.
+ */
+#ifndef MOAT_RPC_RPC_INT_H
+#define MOAT_RPC_RPC_INT_H
+
+#include "rpc/rpc.h"
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <grpc/support/time.h>
+
+#define MD_MAX 8
+
+/*
+ * One outstanding operation of a call. Its address is the gRPC tag; the
+ * thread that reads the completion from the shared queue records the
+ * result here and wakes the call's driver (see init.c).
+ */
+typedef struct rpc_tag {
+	moat_rpc_call *call;
+	int done; /* guarded by the hub's lock */
+	int success;
+} rpc_tag;
+
+struct moat_rpc_channel {
+	grpc_channel *channel;
+	int tls;
+};
+
+struct moat_rpc_call {
+	grpc_call *call;
+	pthread_cond_t wake; /* signalled when one of its tags completes or the queue needs a reader */
+	int server;
+	int batch_pending;  /* tag_batch outstanding */
+	int status_pending; /* client: tag_status outstanding */
+	int close_pending;  /* server: tag_close outstanding */
+	int md_sent;
+	int md_received;
+	int ended;
+	grpc_byte_buffer *watch_msg; /* moat__rpc_watch's receive slot */
+	/* The outstanding batch's buffers live here: a timed-out batch completes later. */
+	grpc_byte_buffer *send_buf, *recv_buf;
+	rpc_tag tag_batch, tag_status, tag_close;
+
+	/* Client. */
+	grpc_metadata md[MD_MAX];
+	size_t n_md;
+	grpc_metadata_array initial_md;
+	grpc_metadata_array trailing_md;
+	grpc_status_code status;
+	grpc_slice status_details;
+
+	/* Server. */
+	int cancelled;
+	grpc_call_details details;
+	grpc_metadata_array request_md;
+	char *method;
+	char *md_value; /* last value returned by moat__rpc_call_md */
+};
+
+/* Deadlines in milliseconds of CLOCK_MONOTONIC. */
+#define RPC_FOREVER INT64_MAX
+#define RPC_NOW     0                                /* do not block: poll once */
+int64_t moat__rpc_deadline(unsigned int timeout_ms); /* 0: forever */
+
+/* The completion queue every call of the process is bound to (init.c). */
+grpc_completion_queue *moat__rpc_queue(void);
+/*
+ * Wait until tag completes or the deadline passes. Returns 1 on success,
+ * 0 on failure, -1 on time-out (the tag stays outstanding).
+ */
+int moat__rpc_wait(moat_rpc_call *c, rpc_tag *tag, int64_t deadline);
+
+moat_rpc_call *moat__rpc_call_new(void);
+
+/* Message size channel arguments into args[n...]; returns the new count. */
+int moat__rpc_message_size_args(grpc_arg *args, int n, long max_receive_bytes);
+/* Read a PEM file into a NUL-terminated malloc'd string; records a moat error on failure. */
+int moat__rpc_read_pem(char **out, const char *path, const char *what);
+grpc_byte_buffer *moat__rpc_buffer_from(const void *data, size_t len);
+
+#endif

@@ -1,0 +1,406 @@
+/*
+ * The server: one loop takes new calls and starts a thread per call; the
+ * handler drives its call with call.c's functions. Server call accessors
+ * and the final status are here too.
+ */
+#include "rpc/rpc_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <grpc/grpc_security.h>
+
+#include <moat/sys/backend.h>
+
+static gpr_timespec in_ms(unsigned int ms)
+{
+	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+typedef struct worker {
+	pthread_t thread;
+	moat_rpc_server *srv;
+	moat_rpc_call *call;
+	int done; /* guarded by srv->lock */
+	struct worker *next;
+} worker;
+
+struct moat_rpc_server {
+	grpc_server *server;
+	grpc_completion_queue *cq; /* for_next: new-call notifications and shutdown */
+	moat_rpc_call *pending;    /* the call slot of the outstanding request */
+	moat_rpc_handler handler;
+	void *ctx;
+	void (*tick)(void *ctx);
+	void (*stopping)(void *ctx);
+	pthread_mutex_t lock;
+	worker *workers;
+	int started;
+};
+
+static int post_request(moat_rpc_server *s)
+{
+	moat_rpc_call *c = moat__rpc_call_new();
+
+	if (!c)
+		return MOAT_ENOMEM;
+	c->server = 1;
+	if (grpc_server_request_call(s->server, &c->call, &c->details, &c->request_md, moat__rpc_queue(),
+	                             s->cq, c) != GRPC_CALL_OK) {
+		moat__rpc_call_free(c);
+		return MOAT_EPROTO;
+	}
+	s->pending = c;
+	return 0;
+}
+
+int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o, int *port, char *err,
+                           size_t err_len)
+{
+	grpc_arg args[8];
+	grpc_channel_args ca;
+	grpc_server_credentials *creds = NULL;
+	moat_rpc_server *s;
+	char *cert = NULL, *key = NULL, *client_ca = NULL;
+	int n = 0, rc = MOAT_EINVAL;
+
+	*out = NULL;
+	*port = 0;
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(err, err_len, "out of memory");
+		return MOAT_ENOMEM;
+	}
+	pthread_mutex_init(&s->lock, NULL);
+	s->handler = o->handler;
+	s->ctx = o->ctx;
+	s->tick = o->tick;
+	s->stopping = o->stopping;
+	/* Hosts ping every keepalive period (1 s by default): accept that instead of sending GOAWAY. */
+	args[n++] = (grpc_arg){
+	    GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 50}};
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PING_STRIKES, {.integer = 0}};
+	/* Our own pings find a host that froze; a host that died closes its connection anyway. */
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = 5000}};
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 5000}};
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, {.integer = 0}};
+	n = moat__rpc_message_size_args(args, n, o->max_receive_bytes);
+	ca.num_args = (size_t)n;
+	ca.args = args;
+	s->server = grpc_server_create(&ca, NULL);
+	s->cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_server_register_completion_queue(s->server, s->cq, NULL);
+
+	if (o->tls_cert_file) {
+		grpc_ssl_pem_key_cert_pair pair;
+		grpc_ssl_server_certificate_config *cfg;
+		grpc_ssl_server_credentials_options *opts;
+
+		if (moat__rpc_read_pem(&cert, o->tls_cert_file, "TLS certificate") < 0 ||
+		    moat__rpc_read_pem(&key, o->tls_key_file, "TLS key") < 0 ||
+		    (o->tls_client_ca &&
+		     moat__rpc_read_pem(&client_ca, o->tls_client_ca, "TLS client CA") < 0)) {
+			snprintf(err, err_len, "%s", moat_error_last()->message);
+			rc = MOAT_EIO;
+			goto fail;
+		}
+		pair.private_key = key;
+		pair.cert_chain = cert;
+		cfg = grpc_ssl_server_certificate_config_create(client_ca, &pair, 1);
+		opts = grpc_ssl_server_credentials_create_options_using_config(
+		    client_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+		              : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+		    cfg);
+		creds = grpc_ssl_server_credentials_create_with_options(opts);
+	} else {
+		creds = grpc_insecure_server_credentials_create();
+	}
+	if (!creds) {
+		snprintf(err, err_len, "cannot create server credentials (check the certificate and key)");
+		rc = MOAT_EINVAL;
+		goto fail;
+	}
+	*port = grpc_server_add_http2_port(s->server, o->listen, creds);
+	grpc_server_credentials_release(creds);
+	if (*port == 0) {
+		snprintf(err, err_len, "cannot listen on '%s' (address in use, bad address or bad TLS files)",
+		         o->listen);
+		rc = MOAT_ETRANSPORT;
+		goto fail;
+	}
+	grpc_server_start(s->server);
+	s->started = 1;
+	if (post_request(s) < 0) {
+		snprintf(err, err_len, "cannot request calls from gRPC");
+		rc = MOAT_EPROTO;
+		goto fail;
+	}
+	rc = 0;
+	*out = s;
+	s = NULL;
+fail:
+	free(cert);
+	if (key) {
+		memset(key, 0, strlen(key));
+		free(key);
+	}
+	free(client_ca);
+	if (s)
+		moat__rpc_server_free(s);
+	return rc;
+}
+
+static void *worker_main(void *arg)
+{
+	worker *w = arg;
+	moat_rpc_call *c = w->call;
+	grpc_op op;
+
+	/* The close op tells us later whether the peer cancelled. */
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	op.data.recv_close_on_server.cancelled = &c->cancelled;
+	if (grpc_call_start_batch(c->call, &op, 1, &c->tag_close, NULL) == GRPC_CALL_OK)
+		c->close_pending = 1;
+	w->srv->handler(w->srv->ctx, c);
+	pthread_mutex_lock(&w->srv->lock);
+	w->done = 1;
+	pthread_mutex_unlock(&w->srv->lock);
+	return NULL;
+}
+
+static void reap_workers(moat_rpc_server *s, int all)
+{
+	for (;;) {
+		worker **p, *w = NULL;
+
+		pthread_mutex_lock(&s->lock);
+		for (p = &s->workers; *p; p = &(*p)->next) {
+			if (all || (*p)->done) {
+				w = *p;
+				*p = w->next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (!w)
+			return;
+		pthread_join(w->thread, NULL);
+		free(w);
+	}
+}
+
+static void start_worker(moat_rpc_server *s, moat_rpc_call *c)
+{
+	worker *w = calloc(1, sizeof(*w));
+	size_t n = GRPC_SLICE_LENGTH(c->details.method);
+
+	c->method = malloc(n + 1);
+	if (!w || !c->method) {
+		free(w);
+		moat__rpc_call_free(c);
+		return;
+	}
+	memcpy(c->method, GRPC_SLICE_START_PTR(c->details.method), n);
+	c->method[n] = '\0';
+	w->srv = s;
+	w->call = c;
+	pthread_mutex_lock(&s->lock);
+	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+		pthread_mutex_unlock(&s->lock);
+		free(w);
+		moat__rpc_finish(c, NULL, 0, MOAT_RPC_RESOURCE_EXHAUSTED, MOAT_ELIMIT,
+		                 "the target cannot start a thread");
+		moat__rpc_call_free(c);
+		return;
+	}
+	w->next = s->workers;
+	s->workers = w;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void moat__rpc_server_run(moat_rpc_server *s, volatile int *stop)
+{
+	char shutdown_tag;
+	grpc_event ev;
+
+	while (!*stop) {
+		int busy;
+
+		/*
+		 * While handlers wait, one of them reads the shared queue and
+		 * polls the connections (init.c); a thread blocked here would
+		 * compete with it and often read a stream's frame only to hand it
+		 * over (a context switch per call). So only look for new calls
+		 * then, without blocking; block here only when no handler runs.
+		 */
+		pthread_mutex_lock(&s->lock);
+		busy = s->workers != NULL;
+		pthread_mutex_unlock(&s->lock);
+		/* A short wait: a stop request (signal) is seen within 20 ms. */
+		ev = grpc_completion_queue_next(s->cq, busy ? gpr_inf_past(GPR_CLOCK_MONOTONIC) : in_ms(20),
+		                                NULL);
+		if (busy && ev.type == GRPC_QUEUE_TIMEOUT) {
+			struct timespec nap = {0, 2 * 1000000L};
+
+			nanosleep(&nap, NULL);
+		}
+		if (ev.type == GRPC_OP_COMPLETE && ev.tag == s->pending) {
+			moat_rpc_call *c = s->pending;
+
+			s->pending = NULL;
+			if (ev.success)
+				start_worker(s, c);
+			else
+				moat__rpc_call_free(c);
+			if (!*stop)
+				post_request(s);
+		}
+		if (s->tick)
+			s->tick(s->ctx);
+		reap_workers(s, 0);
+	}
+	if (s->stopping)
+		s->stopping(s->ctx);
+	/* Stop taking calls, end the open ones, and wait for every handler. */
+	grpc_server_shutdown_and_notify(s->server, s->cq, &shutdown_tag);
+	grpc_server_cancel_all_calls(s->server);
+	for (;;) {
+		ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		if (ev.type != GRPC_OP_COMPLETE)
+			break;
+		if (ev.tag == &shutdown_tag)
+			break;
+		if (ev.tag == s->pending) {
+			moat_rpc_call *c = s->pending;
+
+			s->pending = NULL;
+			if (ev.success)
+				start_worker(s, c);
+			else
+				moat__rpc_call_free(c);
+		}
+	}
+	grpc_server_cancel_all_calls(s->server);
+	reap_workers(s, 1);
+	s->started = 0;
+}
+
+void moat__rpc_server_free(moat_rpc_server *s)
+{
+	grpc_event ev;
+
+	if (!s)
+		return;
+	if (s->started) {
+		char tag;
+
+		grpc_server_shutdown_and_notify(s->server, s->cq, &tag);
+		grpc_server_cancel_all_calls(s->server);
+		do
+			ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		while (ev.type == GRPC_OP_COMPLETE && ev.tag != &tag);
+		reap_workers(s, 1);
+	}
+	if (s->pending) {
+		/* A request that never completed comes back during shutdown; free its slot. */
+		s->pending->call = NULL;
+		moat__rpc_call_free(s->pending);
+	}
+	grpc_server_destroy(s->server);
+	grpc_completion_queue_shutdown(s->cq);
+	do
+		ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+	while (ev.type != GRPC_QUEUE_SHUTDOWN);
+	grpc_completion_queue_destroy(s->cq);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+const char *moat__rpc_call_method(const moat_rpc_call *c)
+{
+	return c->method ? c->method : "";
+}
+
+const char *moat__rpc_call_md(moat_rpc_call *c, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < c->request_md.count; i++) {
+		const grpc_metadata *m = &c->request_md.metadata[i];
+
+		if (grpc_slice_str_cmp(m->key, key) == 0) {
+			size_t n = GRPC_SLICE_LENGTH(m->value);
+			char *v = malloc(n + 1);
+
+			if (!v)
+				return NULL;
+			memcpy(v, GRPC_SLICE_START_PTR(m->value), n);
+			v[n] = '\0';
+			free(c->md_value);
+			c->md_value = v;
+			return v;
+		}
+	}
+	return NULL;
+}
+
+int moat__rpc_finish(moat_rpc_call *c, const void *reply, size_t reply_len, int code, int moat_code,
+                     const char *message)
+{
+	grpc_op ops[3];
+	grpc_metadata trailer;
+	grpc_byte_buffer *bb = NULL;
+	grpc_slice details;
+	char codebuf[24];
+	size_t n = 0;
+	int ok;
+
+	if (c->batch_pending)
+		return MOAT_EPROTO;
+	memset(ops, 0, sizeof(ops));
+	if (!c->md_sent) {
+		ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+		n++;
+		c->md_sent = 1;
+	}
+	if (reply) {
+		bb = moat__rpc_buffer_from(reply, reply_len);
+		ops[n].op = GRPC_OP_SEND_MESSAGE;
+		ops[n].data.send_message.send_message = bb;
+		n++;
+	}
+	details = grpc_slice_from_copied_string(message ? message : "");
+	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	ops[n].data.send_status_from_server.status = (grpc_status_code)code;
+	ops[n].data.send_status_from_server.status_details = &details;
+	if (moat_code) {
+		snprintf(codebuf, sizeof(codebuf), "%d", moat_code);
+		trailer.key = grpc_slice_from_static_string("moat-error");
+		trailer.value = grpc_slice_from_copied_string(codebuf);
+		ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+		ops[n].data.send_status_from_server.trailing_metadata = &trailer;
+	}
+	n++;
+	if (grpc_call_start_batch(c->call, ops, n, &c->tag_batch, NULL) != GRPC_CALL_OK) {
+		ok = 0;
+	} else {
+		ok = moat__rpc_wait(c, &c->tag_batch, RPC_FOREVER);
+	}
+	if (bb)
+		grpc_byte_buffer_destroy(bb);
+	grpc_slice_unref(details);
+	if (moat_code)
+		grpc_slice_unref(trailer.value);
+	c->ended = 1;
+	return ok > 0 ? 0 : MOAT_ETRANSPORT;
+}
+
+int moat__rpc_call_cancelled(moat_rpc_call *c)
+{
+	if (c->close_pending && moat__rpc_wait(c, &c->tag_close, RPC_NOW) >= 0)
+		c->close_pending = 0;
+	return !c->close_pending && c->cancelled;
+}
