@@ -94,13 +94,16 @@ struct session {
 	int stopped;          /* moatd_target_stopping ended its calls */
 	int removed;
 	/*
-	 * The lease rule: a session lives while at least one of its lease or
-	 * Attach streams is open, and for the grace period after the last one
-	 * closed (10 s more after Load, before the host opened any).
+	 * The lease rule: a session lives while one of its lease streams is
+	 * open, and for the grace period after the last one closed (a new lease
+	 * within it keeps the session). A host that never opens a lease keeps
+	 * its session alive with its Attach streams instead. Before the first
+	 * stream, a session has 10 s after Load plus the grace period.
 	 */
-	unsigned int holders;  /* open lease and Attach streams */
+	unsigned int leases;   /* open lease streams */
+	int lease_seen;        /* a lease was opened: leases alone keep the session */
 	int ever_held;         /* some stream was opened since Load */
-	struct timespec since; /* load time, or when the last stream closed */
+	struct timespec since; /* load time, or when the last stream that held it closed */
 	stream_ref *calls; /* every open stream, so Destroy can end them */
 	pthread_cond_t idle;
 	struct session *next;

@@ -148,21 +148,27 @@ static void wait_alone_locked(session *s)
 
 session *moatd_session_auth(moatd *d, moat_rpc_call *call)
 {
-	const char *id = moat__rpc_call_md(call, "moat-session");
-	const char *token = moat__rpc_call_md(call, "moat-token");
-	char want[65];
+	/* A metadata value lives until the next lookup on the call: keep the id. */
+	const char *md = moat__rpc_call_md(call, "moat-session");
+	char id[sizeof(((session *)0)->id) + 1], want[65];
+	const char *token;
 	session *s;
 	size_t i;
 
 	/* The whole id must match: a longer one with the right prefix is another session. */
+	if (md && strlen(md) < sizeof(id))
+		memcpy(id, md, strlen(md) + 1);
+	else
+		snprintf(id, sizeof(id), "%s", md ? "?" : "");
+	token = moat__rpc_call_md(call, "moat-token");
 	pthread_mutex_lock(&d->lock);
-	for (s = d->sessions; s && id; s = s->next)
+	for (s = d->sessions; s && md; s = s->next)
 		if (strcmp(s->id, id) == 0)
 			break;
-	if (!id || !s) {
+	if (!md || !s) {
 		pthread_mutex_unlock(&d->lock);
 		moat__rpc_finish(call, NULL, 0, MOAT_RPC_NOT_FOUND, MOAT_ETARGET,
-		                 id ? "unknown session (destroyed, reclaimed, or from another moatd)"
+		                 md ? "unknown session (destroyed, reclaimed, or from another moatd)"
 		                    : "no moat-session metadata");
 		return NULL;
 	}
@@ -206,21 +212,22 @@ void moatd_session_untrack(session *s, stream_ref *r)
 	pthread_mutex_unlock(&s->d->lock);
 }
 
-/* One more stream holds the session alive. Called with the lock held. */
-static void hold_locked(session *s)
+/* The last stream that kept s alive closed: the grace period starts. Called with the lock held. */
+static void grace_starts_locked(session *s, const char *what)
 {
-	s->holders++;
-	s->ever_held = 1;
+	if (s->removed)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &s->since);
+	moatd_log(MOATD_LOG_INFO, "session %s: %s; reclaiming in %u ms unless the host comes back", s->id, what,
+	          s->d->cfg.grace_ms);
 }
 
-/* A stream that held the session closed: the grace period starts when it was the last. Lock held. */
-static void release_locked(session *s, const char *what)
+/* Does s live on? Called with the lock held. */
+static int alive_locked(const session *s, unsigned int grace_ms)
 {
-	if (--s->holders == 0 && !s->removed) {
-		clock_gettime(CLOCK_MONOTONIC, &s->since);
-		moatd_log(MOATD_LOG_INFO, "session %s: %s; reclaiming in %u ms unless the host comes back", s->id,
-		          what, s->d->cfg.grace_ms);
-	}
+	unsigned int open = s->lease_seen ? s->leases : s->streams;
+
+	return open > 0 || moat__ms_since(&s->since) < (s->ever_held ? 0.0 : LOAD_ATTACH_MS) + grace_ms;
 }
 
 int moatd_session_attach_thread(session *s)
@@ -233,7 +240,7 @@ int moatd_session_attach_thread(session *s)
 		rc = MOAT_ELIMIT;
 	} else {
 		s->streams++;
-		hold_locked(s);
+		s->ever_held = 1;
 	}
 	pthread_mutex_unlock(&s->d->lock);
 	return rc;
@@ -242,8 +249,8 @@ int moatd_session_attach_thread(session *s)
 void moatd_session_detach_thread(session *s)
 {
 	pthread_mutex_lock(&s->d->lock);
-	s->streams--;
-	release_locked(s, "its last stream closed");
+	if (--s->streams == 0 && !s->lease_seen)
+		grace_starts_locked(s, "its last stream closed");
 	pthread_mutex_unlock(&s->d->lock);
 }
 
@@ -306,11 +313,14 @@ void moatd_session_serve_lease(session *s, moat_rpc_call *call)
 	moatd *d = s->d;
 
 	pthread_mutex_lock(&d->lock);
-	hold_locked(s);
+	s->leases++;
+	s->lease_seen = 1;
+	s->ever_held = 1;
 	pthread_mutex_unlock(&d->lock);
 	watch_lease(s, call);
 	pthread_mutex_lock(&d->lock);
-	release_locked(s, "its lease ended (host connection lost)");
+	if (--s->leases == 0)
+		grace_starts_locked(s, "its lease ended (host connection lost)");
 	pthread_mutex_unlock(&d->lock);
 	if (!moat__rpc_call_cancelled(call))
 		moat__rpc_finish(call, NULL, 0, MOAT_RPC_OK, 0, NULL);
@@ -374,8 +384,7 @@ void moatd_tick(moatd *d)
 	pthread_mutex_lock(&d->lock);
 	for (s = d->sessions; s; s = next) {
 		next = s->next;
-		if (s->holders == 0 &&
-		    moat__ms_since(&s->since) >= (s->ever_held ? 0.0 : LOAD_ATTACH_MS) + d->cfg.grace_ms) {
+		if (!alive_locked(s, d->cfg.grace_ms)) {
 			moatd_log(MOATD_LOG_INFO, "session %s: reclaimed (host gone)", s->id);
 			if (remove_keep_locked(s, NULL)) {
 				s->next = drop;
