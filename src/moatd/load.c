@@ -203,6 +203,10 @@ void moatd_handle_load(moatd *d, moat_rpc_call *call)
 		moatd_refuse(call, MOAT_EPROTO, "malformed LoadRequest");
 		goto out;
 	}
+	if (moatd_pb_field_has_nul(buf, len, 3 /* LoadRequest.name */)) {
+		moatd_refuse(call, MOAT_EINVAL, "the image name contains a NUL byte");
+		goto out;
+	}
 	if (check_request(d, req, call) < 0)
 		goto out;
 	if (moatd_session_reserve(d) < 0) {

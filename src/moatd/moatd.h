@@ -104,7 +104,7 @@ struct session {
 	int lease_seen;        /* a lease was opened: leases alone keep the session */
 	int ever_held;         /* some stream was opened since Load */
 	struct timespec since; /* load time, or when the last stream that held it closed */
-	stream_ref *calls; /* every open stream, so Destroy can end them */
+	stream_ref *calls;     /* every open stream, so Destroy can end them */
 	pthread_cond_t idle;
 	struct session *next;
 };
@@ -140,6 +140,11 @@ void moatd_handle_destroy(moatd *d, moat_rpc_call *call);
 
 /* End the call with the gRPC status that goes with Moat code code, and the message. */
 void moatd_refuse(moat_rpc_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/*
+ * Does protobuf message buf carry a NUL byte in length-delimited field
+ * number field (protobuf-c would cut that string short)?
+ */
+int moatd_pb_field_has_nul(const uint8_t *buf, size_t len, uint32_t field);
 /* Receive the single request message of a unary call (*buf malloc'd). Returns 0 or -1. */
 int moatd_recv_one(moat_rpc_call *call, uint8_t **buf, size_t *len);
 

@@ -70,3 +70,48 @@ void moatd_handle_call(void *ctx, moat_rpc_call *call)
 		moat__rpc_finish(call, NULL, 0, MOAT_RPC_UNIMPLEMENTED, 0, "unknown method");
 	moat__rpc_call_free(call);
 }
+
+/* Read a varint at *p (before end); returns 0 or -1. */
+static int varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	unsigned int shift;
+
+	*v = 0;
+	for (shift = 0; *p < end && shift < 64; shift += 7) {
+		uint8_t b = *(*p)++;
+
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return 0;
+	}
+	return -1;
+}
+
+int moatd_pb_field_has_nul(const uint8_t *buf, size_t len, uint32_t field)
+{
+	const uint8_t *p = buf, *end = buf + len;
+
+	while (p < end) {
+		uint64_t key, n;
+
+		if (varint(&p, end, &key) < 0)
+			return 0;
+		switch (key & 7) {
+		case 0:
+			if (varint(&p, end, &n) < 0)
+				return 0;
+			break;
+		case 1: p += 8; break;
+		case 5: p += 4; break;
+		case 2:
+			if (varint(&p, end, &n) < 0 || n > (uint64_t)(end - p))
+				return 0;
+			if ((key >> 3) == field && memchr(p, 0, (size_t)n))
+				return 1;
+			p += n;
+			break;
+		default: return 0; /* groups and the like: protobuf-c refused it already */
+		}
+	}
+	return 0;
+}

@@ -218,8 +218,8 @@ static void grace_starts_locked(session *s, const char *what)
 	if (s->removed)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &s->since);
-	moatd_log(MOATD_LOG_INFO, "session %s: %s; reclaiming in %u ms unless the host comes back", s->id, what,
-	          s->d->cfg.grace_ms);
+	moatd_log(MOATD_LOG_INFO, "session %s: %s; reclaiming in %u ms unless the host comes back", s->id,
+	          what, s->d->cfg.grace_ms);
 }
 
 /* Does s live on? Called with the lock held. */

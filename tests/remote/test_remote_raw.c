@@ -299,6 +299,92 @@ static void test_upload_bad_hash(void **state)
 	assert_non_null(strstr(st.message, "SHA-256"));
 }
 
+/* The whole session id must match; the token is hex in either case. */
+static void test_session_id_and_token(void **state)
+{
+	moat_rpc_status st;
+	session s;
+	char longer[80], upper[65];
+	size_t i;
+
+	assert_int_equal(raw_load(&s, 1, &st), 0);
+	snprintf(longer, sizeof(longer), "%szzzz", s.id);
+	assert_int_equal(raw_call(longer, s.token, T_GLOBAL_GET, NULL, &st), MOAT_RPC_END);
+	assert_int_equal(st.code, MOAT_RPC_NOT_FOUND);
+	for (i = 0; i < sizeof(upper); i++)
+		upper[i] =
+		    s.token[i] >= 'a' && s.token[i] <= 'f' ? (char)(s.token[i] - 'a' + 'A') : s.token[i];
+	assert_int_equal(raw_call(s.id, upper, T_GLOBAL_GET, NULL, &st), 0);
+	raw_destroy(&s);
+}
+
+/* A NUL inside an image name is refused, not cut short into another name. */
+static void test_name_with_nul(void **state)
+{
+	/* LoadRequest{protocol_major: 1, name: "test_enclave\0x"}, encoded by hand. */
+	static const uint8_t req[] = {0x08, 0x01, 0x1a, 14,  't', 'e', 's', 't', '_',
+	                              'e',  'n',  'c',  'l', 'a', 'v', 'e', 0,   'x'};
+	moat_rpc_status st;
+	uint8_t *reply = NULL;
+	size_t len;
+
+	assert_int_equal(
+	    moat__rpc_unary(ch, "/moat.v1.Target/Load", NULL, req, sizeof(req), &reply, &len, 10000, &st),
+	    MOAT_RPC_INVALID_ARGUMENT);
+	assert_int_equal(st.moat_code, MOAT_EINVAL);
+	assert_non_null(strstr(st.message, "NUL"));
+	free(reply);
+}
+
+/* Open a lease stream of s (it carries no frames; opening it sends the metadata). */
+static moat_rpc_call *raw_lease(const session *s)
+{
+	const char *md[] = {"moat-session", s->id, "moat-token", s->token, "moat-stream", "lease", NULL};
+	moat_rpc_call *call = NULL;
+	moat_rpc_status st;
+
+	assert_int_equal(moat__rpc_stream_open(&call, ch, "/moat.v1.Target/Attach", md), 0);
+	assert_int_equal(moat__rpc_watch(call, &st), 0);
+	return call;
+}
+
+static int session_alive(const session *s)
+{
+	moat_rpc_status st;
+
+	return raw_call(s->id, s->token, T_GLOBAL_GET, NULL, &st) == 0;
+}
+
+/*
+ * The lease rule: a session lives while one of its leases is open, and for
+ * the grace period (2 s here) after the last one closed; a new lease in
+ * that time keeps it.
+ */
+static void test_lease_rule(void **state)
+{
+	moat_rpc_call *a, *b, *c;
+	moat_rpc_status st;
+	session s;
+
+	assert_int_equal(raw_load(&s, 1, &st), 0);
+	a = raw_lease(&s);
+	b = raw_lease(&s);
+	/* One lease ends; the other still holds the session past the grace period. */
+	moat__rpc_call_free(a);
+	test_sleep_ms(3000);
+	assert_true(session_alive(&s));
+	/* The last one ends and a new one comes within the grace period. */
+	moat__rpc_call_free(b);
+	test_sleep_ms(500);
+	c = raw_lease(&s);
+	test_sleep_ms(3000);
+	assert_true(session_alive(&s));
+	/* Without a lease, the session goes after the grace period. */
+	moat__rpc_call_free(c);
+	test_sleep_ms(3500);
+	assert_false(session_alive(&s));
+}
+
 static void test_unknown_method(void **state)
 {
 	moat_rpc_status st;
@@ -314,6 +400,10 @@ static void test_unknown_method(void **state)
 
 static void test_health(void **state)
 {
+	/* HealthCheckRequest{service: "moat.v1.Target"} and {service: "nosuch"}. */
+	static const uint8_t target[] = {0x0a, 14,  'm', 'o', 'a', 't', '.', 'v',
+	                                 '1',  '.', 'T', 'a', 'r', 'g', 'e', 't'};
+	static const uint8_t nosuch[] = {0x0a, 6, 'n', 'o', 's', 'u', 'c', 'h'};
 	moat_rpc_status st;
 	uint8_t *reply = NULL;
 	size_t len;
@@ -325,6 +415,17 @@ static void test_health(void **state)
 	assert_int_equal(len, 2);
 	assert_int_equal(reply[0], 0x08);
 	assert_int_equal(reply[1], 0x01);
+	free(reply);
+	assert_int_equal(moat__rpc_unary(ch, "/grpc.health.v1.Health/Check", NULL, target, sizeof(target),
+	                                 &reply, &len, 10000, &st),
+	                 MOAT_RPC_OK);
+	assert_int_equal(len, 2);
+	assert_int_equal(reply[1], 0x01);
+	free(reply);
+	/* The health protocol: an unknown service is NOT_FOUND. */
+	assert_int_equal(moat__rpc_unary(ch, "/grpc.health.v1.Health/Check", NULL, nosuch, sizeof(nosuch),
+	                                 &reply, &len, 10000, &st),
+	                 MOAT_RPC_NOT_FOUND);
 	free(reply);
 }
 
@@ -338,6 +439,9 @@ int main(void)
 	    cmocka_unit_test(test_upload_bad_hash),
 	    cmocka_unit_test(test_unknown_method),
 	    cmocka_unit_test(test_health),
+	    cmocka_unit_test(test_session_id_and_token),
+	    cmocka_unit_test(test_name_with_nul),
+	    cmocka_unit_test(test_lease_rule),
 	};
 
 	return cmocka_run_group_tests_name("remote_raw", tests, setup, teardown);
