@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "util/launch.h"
 
 char bench_error[256];
 
@@ -91,22 +92,8 @@ int bench_spawn_helper(pid_t *pid, char *line, size_t line_len, const char *cons
 	return 0;
 }
 
-/* Stop a helper we started: SIGTERM, wait up to 5 s, then SIGKILL. */
+/* Stop a helper we started: SIGTERM, wait up to 5 s, then SIGKILL (as every moatd we start). */
 void bench_reap(pid_t pid)
 {
-	int i, status;
-
-	if (pid <= 0)
-		return;
-	kill(pid, SIGTERM);
-	for (i = 0; i < 500; i++) {
-		pid_t r = waitpid(pid, &status, WNOHANG);
-
-		if (r == pid || (r < 0 && errno != EINTR))
-			return;
-		usleep(10000);
-	}
-	kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	moat__launch_stop(pid, 5000);
 }

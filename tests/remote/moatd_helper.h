@@ -1,6 +1,7 @@
 /*
  * Test helper: start a real moatd on a free loopback port (or a unix
- * socket), learn its address from --ready-file, stop it by PID and reap it.
+ * socket), learn its address from --ready-file, stop it by PID and reap it,
+ * through util/launch.c (tests that include this link moat_launch).
  * Header-only; include after <cmocka.h>.
  */
 #ifndef MOAT_TEST_MOATD_HELPER_H
@@ -9,7 +10,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/prctl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +19,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "util/launch.h"
 
 typedef struct test_moatd {
 	pid_t pid;
@@ -42,6 +44,8 @@ static inline int test_moatd_start_v(test_moatd *m, const char *scheme, const ch
 {
 	char ready[200], state[200], listen[200];
 	const char *argv[48];
+	moat_launch_opts o = MOAT_LAUNCH_OPTS_INIT;
+	moat_launch l;
 	int a = 0, i;
 
 	memset(m, 0, sizeof(*m));
@@ -60,56 +64,29 @@ static inline int test_moatd_start_v(test_moatd *m, const char *scheme, const ch
 	argv[a++] = listen;
 	argv[a++] = "--state-dir";
 	argv[a++] = state;
-	argv[a++] = "--ready-file";
-	argv[a++] = ready;
 	argv[a++] = "--log-level";
 	argv[a++] = "error";
 	for (i = 0; extra && extra[i] && a < 46; i++)
 		argv[a++] = extra[i];
 	argv[a] = NULL;
-	m->pid = fork();
-	if (m->pid < 0)
+	o.argv = argv;
+	o.ready_file = ready;
+	/*
+	 * A failed assertion ends the test without test_moatd_stop(); moatd
+	 * must not outlive it, or it keeps the test's stderr open and the
+	 * test runner waits for it until its time-out.
+	 */
+	o.death_signal = SIGKILL;
+	o.timeout_ms = 12000;
+	if (moat__launch_start(&l, &o) < 0)
 		return -1;
-	if (m->pid == 0) {
-		int null = open("/dev/null", O_WRONLY);
-
-		/*
-		 * A failed assertion ends the test without test_moatd_stop(); moatd
-		 * must not outlive it, or it keeps the test's stderr open and the
-		 * test runner waits for it until its time-out.
-		 */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() == 1)
-			_exit(127);
-
-		if (null >= 0)
-			dup2(null, STDOUT_FILENO);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	for (i = 0; i < 600; i++) {
-		FILE *f = fopen(ready, "r");
-
-		if (f) {
-			int ok = fgets(m->addr, sizeof(m->addr), f) != NULL;
-
-			fclose(f);
-			if (ok) {
-				m->addr[strcspn(m->addr, "\n")] = '\0';
-				if (strcmp(scheme, "unix") == 0)
-					snprintf(m->uri, sizeof(m->uri), "%s", m->addr);
-				else
-					snprintf(m->uri, sizeof(m->uri), "%s://%s", scheme, m->addr);
-				return 0;
-			}
-		}
-		if (waitpid(m->pid, NULL, WNOHANG) == m->pid) {
-			m->pid = 0;
-			return -1;
-		}
-		test_sleep_ms(20);
-	}
-	return -1;
+	m->pid = l.pid;
+	snprintf(m->addr, sizeof(m->addr), "%.*s", (int)sizeof(m->addr) - 1, l.addr);
+	if (strcmp(scheme, "unix") == 0)
+		snprintf(m->uri, sizeof(m->uri), "%s", m->addr);
+	else
+		snprintf(m->uri, sizeof(m->uri), "%s://%s", scheme, m->addr);
+	return 0;
 }
 
 static inline int test_moatd_start(test_moatd *m, const char *scheme, ...)
@@ -130,25 +107,12 @@ static inline int test_moatd_start(test_moatd *m, const char *scheme, ...)
 static inline int test_moatd_stop(test_moatd *m)
 {
 	char cmd[200];
-	int status = 0, i, rc = -1;
+	int status, rc = 0;
 
 	if (m->pid > 0) {
-		kill(m->pid, SIGCONT);
-		kill(m->pid, SIGTERM);
-		for (i = 0; i < 1500; i++) {
-			if (waitpid(m->pid, &status, WNOHANG) == m->pid) {
-				rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-				break;
-			}
-			test_sleep_ms(10);
-		}
-		if (i == 1500) {
-			kill(m->pid, SIGKILL);
-			waitpid(m->pid, &status, 0);
-		}
+		status = moat__launch_stop(m->pid, 15000);
+		rc = status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 		m->pid = 0;
-	} else {
-		rc = 0;
 	}
 	if (m->dir[0]) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);

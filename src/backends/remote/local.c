@@ -1,7 +1,8 @@
 /*
  * Local provisioning: the "local" backend starts a private moatd for each
  * enclave handle, on a unix socket inside a fresh 0700 directory, and stops
- * it at destroy.
+ * it at destroy. util/launch.c starts it and waits for its ready file (in
+ * the same directory) to name the socket.
  *
  * moatd learns that its parent died through a pipe, not PR_SET_PDEATHSIG:
  * the death signal fires when the *thread* that forked exits, so a host
@@ -19,9 +20,7 @@
 #include <ftw.h>
 #include <dirent.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,13 +28,11 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backends/remote/remote.h"
 #include "core/internal.h"
-
-extern char **environ;
+#include "util/launch.h"
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -105,15 +102,33 @@ static void remove_stale_dirs(const char *tmp)
 	closedir(dir);
 }
 
+/* Report why the launcher could not bring moatd up, in libmoat's terms. */
+static int start_error(const char *moatd, const moat_launch *l, unsigned int timeout_ms)
+{
+	int status = l->status;
+
+	if (errno == ETIMEDOUT)
+		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		                      "the private moatd (%s) did not become ready within %u ms", moatd,
+		                      timeout_ms);
+	if (errno == ECHILD)
+		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		                      "the private moatd (%s) exited during start-up (status %d); see "
+		                      "its messages above",
+		                      moatd,
+		                      WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	return moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API, "cannot start %s: %s", moatd,
+	                      strerror(errno));
+}
+
 int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 {
-	char moatd[PATH_MAX], listen[320], state[300], fdarg[16], line[400];
-	char *argv[20];
+	char moatd[PATH_MAX], listen[320], state[300], ready[300], fdarg[16];
+	const char *argv[16];
 	const char *tmp = getenv("TMPDIR");
-	posix_spawn_file_actions_t fa;
-	int ready[2] = {-1, -1}, parent[2] = {-1, -1}, a = 0, rc, status;
-	size_t got = 0;
-	struct timespec t0;
+	moat_launch_opts o = MOAT_LAUNCH_OPTS_INIT;
+	moat_launch l;
+	int parent[2] = {-1, -1}, a = 0, rc;
 
 	memset(lt, 0, sizeof(*lt));
 	lt->pid = -1;
@@ -132,7 +147,8 @@ int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 	snprintf(lt->target, sizeof(lt->target), "unix:%s/moatd.sock", lt->dir);
 	snprintf(listen, sizeof(listen), "%s", lt->target);
 	snprintf(state, sizeof(state), "%s/state", lt->dir);
-	if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(parent, O_CLOEXEC) < 0) {
+	snprintf(ready, sizeof(ready), "%s/ready", lt->dir);
+	if (pipe2(parent, O_CLOEXEC) < 0) {
 		rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "pipe: %s", strerror(errno));
 		goto fail;
 	}
@@ -151,70 +167,21 @@ int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 	argv[a++] = getenv("MOAT_MOATD_LOG") ? getenv("MOAT_MOATD_LOG") : "error";
 	argv[a] = NULL;
 
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, ready[1], STDOUT_FILENO);
-	/* dup2 onto itself clears close-on-exec: moatd keeps only the read end. */
-	posix_spawn_file_actions_adddup2(&fa, parent[0], parent[0]);
-	rc = posix_spawn(&lt->pid, moatd, &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (rc != 0) {
-		lt->pid = -1;
-		rc = moat_error_set(MOAT_ENOBACKEND, MOAT_ORIGIN_API, "cannot start %s: %s", moatd,
-		                    strerror(rc));
+	/* moatd keeps only the pipe's read end; no death signal (see the top of this file). */
+	o.argv = argv;
+	o.ready_file = ready;
+	o.keep_fd = parent[0];
+	o.timeout_ms = timeout_ms;
+	if (moat__launch_start(&l, &o) < 0) {
+		rc = start_error(moatd, &l, timeout_ms);
 		goto fail;
 	}
-	close(ready[1]);
-	ready[1] = -1;
+	lt->pid = l.pid;
 	close(parent[0]);
-	parent[0] = -1;
 	lt->parent_fd = parent[1];
-	parent[1] = -1;
-
-	/* moatd prints its address on stdout once it serves. */
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		struct pollfd p = {ready[0], POLLIN, 0};
-		long left = (long)timeout_ms - (long)moat__ms_since(&t0);
-		ssize_t n;
-
-		if (memchr(line, '\n', got))
-			break;
-		if (left <= 0) {
-			rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
-			                    "the private moatd (%s) did not become ready within %u ms", moatd,
-			                    timeout_ms);
-			goto fail;
-		}
-		if (poll(&p, 1, (int)left) < 0 && errno != EINTR) {
-			rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "poll: %s", strerror(errno));
-			goto fail;
-		}
-		if (!(p.revents & (POLLIN | POLLHUP)))
-			continue;
-		n = read(ready[0], line + got, sizeof(line) - 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0 || got + (size_t)n >= sizeof(line) - 1) {
-			status = 0;
-			if (waitpid(lt->pid, &status, 0) == lt->pid)
-				lt->pid = -1;
-			rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
-			                    "the private moatd (%s) exited during start-up (status %d); see "
-			                    "its messages above",
-			                    moatd,
-			                    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-			goto fail;
-		}
-		got += (size_t)n;
-	}
-	close(ready[0]);
 	return 0;
 
 fail:
-	if (ready[0] >= 0)
-		close(ready[0]);
-	if (ready[1] >= 0)
-		close(ready[1]);
 	if (parent[0] >= 0)
 		close(parent[0]);
 	if (parent[1] >= 0)
@@ -225,32 +192,13 @@ fail:
 
 void moat__local_target_stop(moat_local_target *lt)
 {
-	struct timespec t0;
-	int status;
-
 	if (lt->parent_fd >= 0) {
 		close(lt->parent_fd);
 		lt->parent_fd = -1;
 	}
-	if (lt->pid > 0) {
-		/* moatd destroys what is left and exits on SIGTERM; give it a moment, then insist. */
-		kill(lt->pid, SIGTERM);
-		clock_gettime(CLOCK_MONOTONIC, &t0);
-		for (;;) {
-			pid_t r = waitpid(lt->pid, &status, WNOHANG);
-
-			if (r == lt->pid || (r < 0 && errno != EINTR))
-				break;
-			if (moat__ms_since(&t0) > 5000) {
-				kill(lt->pid, SIGKILL);
-				while (waitpid(lt->pid, &status, 0) < 0 && errno == EINTR)
-					;
-				break;
-			}
-			usleep(2000);
-		}
-		lt->pid = -1;
-	}
+	/* moatd destroys what is left and exits on SIGTERM; give it a moment, then insist. */
+	moat__launch_stop(lt->pid, 5000);
+	lt->pid = -1;
 	if (lt->dir[0]) {
 		nftw(lt->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 		lt->dir[0] = '\0';
