@@ -97,12 +97,11 @@ struct session {
 	 * The lease rule: a session lives while one of its lease streams is
 	 * open, and for the grace period after the last one closed (a new lease
 	 * within it keeps the session). A host that never opens a lease keeps
-	 * its session alive with its Attach streams instead. Before the first
-	 * stream, a session has 10 s after Load plus the grace period.
+	 * its session alive with its Attach streams instead, and has 10 s more
+	 * than the grace period after Load and after its last stream closed.
 	 */
 	unsigned int leases;   /* open lease streams */
 	int lease_seen;        /* a lease was opened: leases alone keep the session */
-	int ever_held;         /* some stream was opened since Load */
 	struct timespec since; /* load time, or when the last stream that held it closed */
 	stream_ref *calls;     /* every open stream, so Destroy can end them */
 	pthread_cond_t idle;

@@ -14,7 +14,7 @@
 
 #include "moatd/moatd.h"
 
-/* How long after Load a host may take to open its first stream, before the grace period. */
+/* How long beyond the grace period a host without a lease may have no stream open (after Load, say). */
 #define LOAD_ATTACH_MS 10000.0
 
 void moatd_sessions_init(moatd *d)
@@ -227,7 +227,8 @@ static int alive_locked(const session *s, unsigned int grace_ms)
 {
 	unsigned int open = s->lease_seen ? s->leases : s->streams;
 
-	return open > 0 || moat__ms_since(&s->since) < (s->ever_held ? 0.0 : LOAD_ATTACH_MS) + grace_ms;
+	/* Without a lease, a host gets LOAD_ATTACH_MS more: its lease may be on its way. */
+	return open > 0 || moat__ms_since(&s->since) < (s->lease_seen ? 0.0 : LOAD_ATTACH_MS) + grace_ms;
 }
 
 int moatd_session_attach_thread(session *s)
@@ -240,7 +241,6 @@ int moatd_session_attach_thread(session *s)
 		rc = MOAT_ELIMIT;
 	} else {
 		s->streams++;
-		s->ever_held = 1;
 	}
 	pthread_mutex_unlock(&s->d->lock);
 	return rc;
@@ -315,7 +315,6 @@ void moatd_session_serve_lease(session *s, moat_rpc_call *call)
 	pthread_mutex_lock(&d->lock);
 	s->leases++;
 	s->lease_seen = 1;
-	s->ever_held = 1;
 	pthread_mutex_unlock(&d->lock);
 	watch_lease(s, call);
 	pthread_mutex_lock(&d->lock);
