@@ -244,9 +244,9 @@ void moatd_handle_attach(moatd *d, moat_rpc_call *call)
 	s = moatd_session_auth(d, call);
 	if (!s)
 		return;
-	kind = moat__rpc_call_md(call, "moat-stream");
+	kind = moat__rpc_call_md(call, MOAT_MD_STREAM);
 	moatd_session_track(s, &ref, call);
-	if (kind && strcmp(kind, "lease") == 0) {
+	if (kind && strcmp(kind, MOAT_MD_LEASE) == 0) {
 		moatd_session_serve_lease(s, call);
 	} else if (moatd_session_attach_thread(s) < 0) {
 		moatd_refuse(call, MOAT_ELIMIT,

@@ -29,6 +29,7 @@
 
 #include <moat/moat.h>
 
+#include "codec/protocol.h"
 #include "rpc/rpc.h"
 #include "util/util.h"
 

@@ -149,7 +149,7 @@ static void wait_alone_locked(session *s)
 session *moatd_session_auth(moatd *d, moat_rpc_call *call)
 {
 	/* A metadata value lives until the next lookup on the call: keep the id. */
-	const char *md = moat__rpc_call_md(call, "moat-session");
+	const char *md = moat__rpc_call_md(call, MOAT_MD_SESSION);
 	char id[sizeof(((session *)0)->id) + 1], want[65];
 	const char *token;
 	session *s;
@@ -160,7 +160,7 @@ session *moatd_session_auth(moatd *d, moat_rpc_call *call)
 		memcpy(id, md, strlen(md) + 1);
 	else
 		snprintf(id, sizeof(id), "%s", md ? "?" : "");
-	token = moat__rpc_call_md(call, "moat-token");
+	token = moat__rpc_call_md(call, MOAT_MD_TOKEN);
 	pthread_mutex_lock(&d->lock);
 	for (s = d->sessions; s && md; s = s->next)
 		if (strcmp(s->id, id) == 0)

@@ -41,13 +41,6 @@ typedef enum moat_rpc_code {
 } moat_rpc_code;
 
 /*
- * Moat protocol: a Call frame with this selector on an Attach stream
- * destroys the session; the finalizer's exit calls come back on that stream
- * (see proto/moat/v1/target.proto).
- */
-#define MOAT_PROTOCOL_SELECTOR_DESTROY 0
-
-/*
  * Results of the stream functions besides 0 and MOAT_E* (see
  * moat__rpc_exchange). Negative and below every MOAT_E* code, so neither a
  * gRPC status nor a Moat error can be mistaken for them.

@@ -18,20 +18,14 @@
 #include <sys/types.h>
 
 #include "codec/conv.h"
+#include "codec/protocol.h"
 
 /* Version of this protocol; the host passes it on the runner's command line. */
 #define MOAT_PROC_PROTOCOL "1"
 /* The control socket's fd number in the runner. */
 #define MOAT_PROC_CTL_FD 3
 
-/*
- * Private entry selectors of the proc protocol, in the range reserved for
- * the runtime. The core never sends them: it refuses reserved selectors.
- */
-/* Items: image name (for messages), image bytes, pin (0 or 32 bytes), config. */
-#define MOAT_PROC_SELECTOR_LOAD ((uint64_t)1000)
-/* Run the enclave's finalizer. */
-#define MOAT_PROC_SELECTOR_STOP ((uint64_t)1001)
+/* Its private selectors, MOAT_PROC_SELECTOR_LOAD and _STOP, are in codec/protocol.h. */
 
 /*
  * Most tasks (threads, and the runner's two keeper processes) one runner may

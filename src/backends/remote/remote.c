@@ -22,12 +22,12 @@
 
 #include "backends/remote/remote.h"
 #include "codec/conv.h"
+#include "codec/protocol.h"
 #include "core/chancache.h"
 #include "core/internal.h"
 #include "moat/v1/target.pb-c.h"
 #include "rpc/rpc.h"
 
-#define PROTOCOL_MINOR 0
 /* Well under the smallest message limit moatd accepts (64 KiB). */
 #define UPLOAD_CHUNK           (32u << 10)
 #define LOAD_TIMEOUT_MS        60000u
@@ -60,7 +60,6 @@ typedef struct stream {
 	int rpc_rc;
 	moat_rpc_status st;
 } stream;
-
 
 struct remote_backend {
 	moat_backend parent;
@@ -463,7 +462,7 @@ static int verify_report(const Moat__V1__LoadResponse *resp, const uint8_t nonce
 	    EVP_DigestVerify(c, resp->report_signature.data, 64, resp->report.data, resp->report.len) != 1)
 		goto out;
 	rep = moat__v1__load_report__unpack(NULL, resp->report.len, resp->report.data);
-	if (!rep || !rep->format || strcmp(rep->format, "moat-simulated-attestation-v1") != 0)
+	if (!rep || !rep->format || strcmp(rep->format, MOAT_REPORT_FORMAT) != 0)
 		goto out;
 	ok = rep->nonce.len == 32 && memcmp(rep->nonce.data, nonce, 32) == 0 && rep->measurement.len == 32 &&
 	     memcmp(rep->measurement.data, resp->measurement.data, 32) == 0 && rep->target_key.len == 32 &&
@@ -507,7 +506,7 @@ static int load(remote_backend *r, const moat_backend_params *params)
 	if (RAND_bytes(nonce, sizeof(nonce)) != 1)
 		return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "no randomness for the load nonce");
 	req.protocol_major = MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR;
-	req.protocol_minor = PROTOCOL_MINOR;
+	req.protocol_minor = MOAT_PROTOCOL_MINOR;
 	req.config.data = (uint8_t *)o->config;
 	req.config.len = o->config_len;
 	if (o->expected_measurement) {
@@ -660,14 +659,14 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	if ((rc = load(r, params)) < 0)
 		goto fail;
 
-	r->md[0] = "moat-session";
+	r->md[0] = MOAT_MD_SESSION;
 	r->md[1] = r->session_id;
-	r->md[2] = "moat-token";
+	r->md[2] = MOAT_MD_TOKEN;
 	r->md[3] = r->token_hex;
 	r->md[4] = NULL;
 	{
-		const char *lease_md[] = {"moat-session", r->session_id, "moat-token", r->token_hex,
-		                          "moat-stream",  "lease",       NULL};
+		const char *lease_md[] = {MOAT_MD_SESSION, r->session_id, MOAT_MD_TOKEN, r->token_hex,
+		                          MOAT_MD_STREAM,  MOAT_MD_LEASE, NULL};
 
 		if ((rc = moat__rpc_stream_open(&r->lease, r->ch, "/moat.v1.Target/Attach", lease_md)) < 0)
 			goto fail;
@@ -700,7 +699,7 @@ fail : {
  */
 static void destroy_session(remote_backend *r)
 {
-	const char *md[] = {"moat-session", r->session_id, "moat-token", r->token_hex, NULL};
+	const char *md[] = {MOAT_MD_SESSION, r->session_id, MOAT_MD_TOKEN, r->token_hex, NULL};
 	const int dead = atomic_load((_Atomic int *)&r->parent.dead);
 	const moat_error *last = moat_error_last();
 	int saved_code = last->code, lost = dead == MOAT_ETRANSPORT;
@@ -759,7 +758,7 @@ static void cancel_stream(moat_chan *link, void *arg)
 static void remote_abort(moat_backend *b)
 {
 	remote_backend *r = (remote_backend *)b;
-	const char *md[] = {"moat-session", r->session_id, "moat-token", r->token_hex, NULL};
+	const char *md[] = {MOAT_MD_SESSION, r->session_id, MOAT_MD_TOKEN, r->token_hex, NULL};
 	const moat_error *last = moat_error_last();
 	int saved_code = last->code;
 	moat_origin saved_origin = last->origin;

@@ -1,0 +1,46 @@
+/*
+ * Every reserved selector and protocol constant of Moat, in one place.
+ * The public selectors (the runtime's services) are defined in
+ * include/moat/common.h, because enclaves and applications use them; they
+ * are listed here too so that this header is the whole picture. What a
+ * host in another language needs is in docs/protocol.md.
+ */
+#ifndef MOAT_CODEC_PROTOCOL_H
+#define MOAT_CODEC_PROTOCOL_H
+
+#include <stdint.h>
+
+#include <moat/common.h>
+
+/*
+ * Selectors below MOAT_SELECTOR_USER (1024) belong to the runtime:
+ *   exit calls  MOAT_SELECTOR_LOG (1), MOAT_SELECTOR_TIME (2), MOAT_SELECTOR_SPAWN (3),
+ *               MOAT_SELECTOR_SPAWN_STATUS (5): answered by the host;
+ *   entry call  MOAT_SELECTOR_DONATE (4): a host thread donated to the enclave;
+ *   and the private ones below, which applications never see.
+ */
+
+/* Attach stream: a Call with this selector destroys the session (target.proto). */
+#define MOAT_PROTOCOL_SELECTOR_DESTROY ((uint64_t)0)
+/* proc channel: load the image. Items: image name (for messages), image bytes, pin (0 or 32 bytes), config.
+ */
+#define MOAT_PROC_SELECTOR_LOAD ((uint64_t)1000)
+/* proc channel: run the enclave's finalizer. */
+#define MOAT_PROC_SELECTOR_STOP ((uint64_t)1001)
+
+/* moat.v1 protocol version this code speaks (LoadRequest/LoadResponse protocol_major.minor). */
+#define MOAT_PROTOCOL_MAJOR 1
+#define MOAT_PROTOCOL_MINOR 0
+
+/* Call metadata keys of the target service. */
+#define MOAT_MD_SESSION "moat-session" /* the session id */
+#define MOAT_MD_TOKEN   "moat-token"   /* hex of the 32-byte session token */
+#define MOAT_MD_STREAM  "moat-stream"  /* "lease" on a session's lease stream */
+#define MOAT_MD_LEASE   "lease"
+/* Trailing metadata of a refused call: the Moat error code, in decimal. */
+#define MOAT_MD_ERROR "moat-error"
+
+/* LoadReport.format of moatd's simulated attestation. */
+#define MOAT_REPORT_FORMAT "moat-simulated-attestation-v1"
+
+#endif
