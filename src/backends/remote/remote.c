@@ -20,7 +20,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "backends/remote/remote.h"
+#include "backends/remote/agent.h"
 #include "codec/conv.h"
 #include "codec/protocol.h"
 #include "core/chancache.h"
@@ -28,9 +28,6 @@
 #include "moat/v1/target.pb-c.h"
 #include "rpc/rpc.h"
 
-/* Well under the smallest message limit moatd accepts (64 KiB). */
-#define UPLOAD_CHUNK           (32u << 10)
-#define LOAD_TIMEOUT_MS        60000u
 #define LOCAL_START_TIMEOUT_MS 10000u
 /*
  * The target stops a call that runs out of call_timeout_ms and answers
@@ -44,55 +41,6 @@
 #define DESTROY_RPC_MS 3000u
 /* ... and one short try when the target is known lost (it reclaims the session by itself). */
 #define DESTROY_LOST_MS 1000u
-
-typedef struct remote_backend remote_backend;
-
-/* One host thread's Attach stream to one session, used by that thread alone (core/chancache.h). */
-typedef struct stream {
-	moat_chan link; /* first: the cache's */
-	remote_backend *owner;
-	moat_rpc_call *call;
-	moat_conv conv;     /* the Call/Return exchange; broken once the stream ended */
-	unsigned int depth; /* entry calls of this thread in progress on the stream */
-	/* The engine's transport: the frame to send with the next receive, and how the stream ended. */
-	uint8_t *pending;
-	size_t pending_len;
-	int rpc_rc;
-	moat_rpc_status st;
-} stream;
-
-struct remote_backend {
-	moat_backend parent;
-	moat_chan_owner streams; /* every host thread's Attach stream of this session */
-	moat_exit_dispatch exit_dispatch;
-	void *exit_ctx;
-	char where[320]; /* what to name in messages: the URI */
-	int tls;
-	/*
-	 * One connection per session: every host thread's stream shares it, so
-	 * one read brings the frames of several streams (see src/rpc/init.c).
-	 */
-	moat_rpc_channel *ch;
-	const char *md[7];
-	char session_id[64];
-	char token_hex[65];
-	unsigned int call_timeout_ms;
-	unsigned int wait_ms; /* how long a call waits for the target: call_timeout_ms plus a margin */
-	uint64_t max_message;
-
-	moat_rpc_call *lease;
-	pthread_t watcher;
-	int has_watcher;
-	unsigned int keepalive_ms;
-	pthread_mutex_t watch_lock;
-	pthread_cond_t watch_wake; /* CLOCK_MONOTONIC */
-	atomic_int closing;
-	atomic_int session_ended; /* remote_abort destroyed the session on the target */
-
-	int has_local;
-	moat_local_target local;
-	int rpc_inited;
-};
 
 static void stream_free(stream *s)
 {
@@ -168,7 +116,7 @@ static void stream_release(moat_chan *link)
 /* ---- errors ---- */
 
 /* Record the handle's fatal error; the first one stays (an abort, a timeout, a lost target). */
-static void mark_dead(remote_backend *r, int code)
+void moat__remote_mark_dead(remote_backend *r, int code)
 {
 	int none = 0;
 
@@ -196,7 +144,7 @@ static const char *transport_hint(const remote_backend *r, const char *detail)
 }
 
 /* Turn how a call ended into a Moat error. Marks the handle dead when the target is gone. */
-static int status_error(remote_backend *r, const moat_rpc_status *st, const char *what)
+int moat__remote_status_error(remote_backend *r, const moat_rpc_status *st, const char *what)
 {
 	int code;
 
@@ -227,7 +175,7 @@ static int status_error(remote_backend *r, const moat_rpc_status *st, const char
 	case MOAT_RPC_CANCELLED:
 	case MOAT_RPC_UNKNOWN:
 	case MOAT_RPC_INTERNAL:
-		mark_dead(r, MOAT_ETRANSPORT);
+		moat__remote_mark_dead(r, MOAT_ETRANSPORT);
 		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
 		                      "%s: connection to %s failed or was lost (%s; %s)", what, r->where,
 		                      st->message[0] ? st->message : "no detail",
@@ -287,7 +235,7 @@ static int stream_failed(remote_backend *r, stream *s, int rc, uint64_t selector
 		                      "%s: the enclave was stopped by moat_enclave_abort()", what);
 	if (rc == MOAT_ETIMEDOUT) {
 		/* The target should have stopped the call itself: it is frozen or cannot stop calls. */
-		mark_dead(r, MOAT_ETIMEDOUT);
+		moat__remote_mark_dead(r, MOAT_ETIMEDOUT);
 		return moat_error_set(
 		    MOAT_ETIMEDOUT, MOAT_ORIGIN_TRANSPORT,
 		    "%s: the target did not answer within %u ms (call_timeout_ms %u ms plus "
@@ -298,7 +246,7 @@ static int stream_failed(remote_backend *r, stream *s, int rc, uint64_t selector
 		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TRANSPORT, "%s: the target sent %s", what,
 		                      s->conv.why ? s->conv.why : "a malformed frame");
 	if (s->rpc_rc == MOAT_RPC_END)
-		return status_error(r, &s->st, what);
+		return moat__remote_status_error(r, &s->st, what);
 	if (s->rpc_rc < 0)
 		return moat_error_set(s->rpc_rc, MOAT_ORIGIN_TRANSPORT, "%s: the stream to %s failed", what,
 		                      r->where);
@@ -323,7 +271,7 @@ static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg
 		moat__error_from_enclave(rc, selector, fin->enclave_code, NULL);
 	} else if (rc == MOAT_ETIMEDOUT && r->call_timeout_ms) {
 		/* The target stopped the enclave: as on proc, the handle is dead now. */
-		mark_dead(r, rc);
+		moat__remote_mark_dead(r, rc);
 		moat_error_set(rc, fin->origin ? (moat_origin)fin->origin : MOAT_ORIGIN_TARGET,
 		               "entry call %llu: call_timeout_ms (%u ms) ran out on the target: %s",
 		               (unsigned long long)selector, r->call_timeout_ms, fin->message);
@@ -332,7 +280,7 @@ static int drive(remote_backend *r, stream *s, uint64_t selector, const moat_msg
 		               fin->message);
 		moat__error_set_enclave_code(fin->enclave_code);
 		if (moat__code_is_fatal(rc))
-			mark_dead(r, rc);
+			moat__remote_mark_dead(r, rc);
 	}
 	moat__frame_in_free(fin);
 	return rc;
@@ -356,242 +304,17 @@ static int remote_call(moat_backend *b, uint64_t selector, const moat_msg *in, m
 	return rc;
 }
 
-/* ---- load ---- */
-
-/*
- * The lease watcher polls the connection a few times per keepalive period
- * without blocking in gRPC: something must read keepalive acks while no
- * host thread calls (else the keepalive watchdog closes an idle
- * connection), and it notices a lost target while idle. It never waits
- * inside gRPC, so it never becomes the poller through which a calling
- * thread's reply would be handed over (which cost ~15 us per call).
- */
-static void *watch_lease(void *arg)
-{
-	remote_backend *r = arg;
-	moat_rpc_status st;
-	struct timespec until;
-	unsigned int period = r->keepalive_ms / 4;
-
-	if (period < 20)
-		period = 20;
-	if (period > 1000)
-		period = 1000;
-	pthread_mutex_lock(&r->watch_lock);
-	while (!atomic_load(&r->closing)) {
-		pthread_mutex_unlock(&r->watch_lock);
-		if (moat__rpc_watch(r->lease, &st) != 0) {
-			if (!atomic_load(&r->closing))
-				mark_dead(r, MOAT_ETRANSPORT);
-			pthread_mutex_lock(&r->watch_lock);
-			break;
-		}
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_nsec += (long)period * 1000000L;
-		until.tv_sec += until.tv_nsec / 1000000000L;
-		until.tv_nsec %= 1000000000L;
-		pthread_mutex_lock(&r->watch_lock);
-		if (!atomic_load(&r->closing))
-			pthread_cond_timedwait(&r->watch_wake, &r->watch_lock, &until);
-	}
-	pthread_mutex_unlock(&r->watch_lock);
-	return NULL;
-}
-
-static int upload(remote_backend *r, const uint8_t *image, size_t len, const uint8_t sha[32])
-{
-	Moat__V1__UploadChunk c = MOAT__V1__UPLOAD_CHUNK__INIT;
-	moat_rpc_call *call = NULL;
-	moat_rpc_status st;
-	uint8_t *buf = NULL;
-	size_t off = 0, n;
-	int rc;
-
-	if ((rc = moat__rpc_stream_open(&call, r->ch, "/moat.v1.Target/Upload", NULL)) < 0)
-		return rc;
-	do {
-		size_t chunk = len - off < UPLOAD_CHUNK ? len - off : UPLOAD_CHUNK;
-
-		moat__v1__upload_chunk__init(&c);
-		if (off == 0) {
-			c.sha256.data = (uint8_t *)sha;
-			c.sha256.len = 32;
-			c.total_size = len;
-		}
-		c.data.data = (uint8_t *)image + off;
-		c.data.len = chunk;
-		n = moat__v1__upload_chunk__get_packed_size(&c);
-		buf = malloc(n + 1);
-		if (!buf) {
-			rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
-			goto out;
-		}
-		moat__v1__upload_chunk__pack(&c, buf);
-		rc = moat__rpc_exchange(call, buf, n, NULL, NULL, LOAD_TIMEOUT_MS, &st);
-		free(buf);
-		buf = NULL;
-		if (rc != 0)
-			break; /* the target ended the upload; its status says why */
-		off += chunk;
-	} while (off < len);
-	rc = moat__rpc_stream_finish(call, &buf, &n, LOAD_TIMEOUT_MS, &st);
-	if (rc != MOAT_RPC_OK) {
-		rc = rc < 0 ? rc : status_error(r, &st, "image upload");
-		goto out;
-	}
-	rc = 0;
-out:
-	free(buf);
-	moat__rpc_call_free(call);
-	return rc;
-}
-
-/* Check the signed load report against what the host asked for and what the target answered. */
-static int verify_report(const Moat__V1__LoadResponse *resp, const uint8_t nonce[32])
-{
-	Moat__V1__LoadReport *rep = NULL;
-	EVP_PKEY *key = NULL;
-	EVP_MD_CTX *c = NULL;
-	int ok = 0;
-
-	if (resp->target_key.len != 32 || resp->report_signature.len != 64 || resp->measurement.len != 32)
-		goto out;
-	key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, resp->target_key.data, 32);
-	c = EVP_MD_CTX_new();
-	if (!key || !c || EVP_DigestVerifyInit(c, NULL, NULL, NULL, key) <= 0 ||
-	    EVP_DigestVerify(c, resp->report_signature.data, 64, resp->report.data, resp->report.len) != 1)
-		goto out;
-	rep = moat__v1__load_report__unpack(NULL, resp->report.len, resp->report.data);
-	if (!rep || !rep->format || strcmp(rep->format, MOAT_REPORT_FORMAT) != 0)
-		goto out;
-	ok = rep->nonce.len == 32 && memcmp(rep->nonce.data, nonce, 32) == 0 && rep->measurement.len == 32 &&
-	     memcmp(rep->measurement.data, resp->measurement.data, 32) == 0 && rep->target_key.len == 32 &&
-	     memcmp(rep->target_key.data, resp->target_key.data, 32) == 0 && rep->session_id &&
-	     strcmp(rep->session_id, resp->session_id) == 0;
-out:
-	if (rep)
-		moat__v1__load_report__free_unpacked(rep, NULL);
-	EVP_MD_CTX_free(c);
-	EVP_PKEY_free(key);
-	return ok;
-}
-
 static void remote_close(moat_backend *b);
 
-static int load(remote_backend *r, const moat_backend_params *params)
+/* A handle's state before it connects; NULL when out of memory. */
+static remote_backend *agent_new(const moat_backend_params *params)
 {
 	const moat_load_options *o = params->options;
-	Moat__V1__LoadRequest req = MOAT__V1__LOAD_REQUEST__INIT;
-	Moat__V1__LoadResponse *resp = NULL;
-	moat_rpc_status st;
-	uint8_t *image = NULL, *buf = NULL, *reply = NULL, sha[32], nonce[32];
-	size_t image_len = 0, n, reply_len;
-	int rc;
+	remote_backend *r = calloc(1, sizeof(*r));
+	pthread_condattr_t ca;
 
-	if (!(o->flags & MOAT_LOAD_BY_NAME)) {
-		if ((rc = moat__read_file(&image, &image_len, params->path)) < 0)
-			return rc;
-		moat__sha256(sha, image, image_len);
-		rc = upload(r, image, image_len, sha);
-		free(image);
-		if (rc < 0)
-			return rc;
-		req.image_case = MOAT__V1__LOAD_REQUEST__IMAGE_SHA256;
-		req.sha256.data = sha;
-		req.sha256.len = 32;
-	} else {
-		req.image_case = MOAT__V1__LOAD_REQUEST__IMAGE_NAME;
-		req.name = (char *)params->path;
-	}
-	if (RAND_bytes(nonce, sizeof(nonce)) != 1)
-		return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "no randomness for the load nonce");
-	req.protocol_major = MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR;
-	req.protocol_minor = MOAT_PROTOCOL_MINOR;
-	req.config.data = (uint8_t *)o->config;
-	req.config.len = o->config_len;
-	if (o->expected_measurement) {
-		req.expected_measurement.data = (uint8_t *)o->expected_measurement;
-		req.expected_measurement.len = MOAT_MEASUREMENT_LEN;
-	}
-	if (o->target_key) {
-		req.expected_target_key.data = (uint8_t *)o->target_key;
-		req.expected_target_key.len = MOAT_TARGET_KEY_LEN;
-	}
-	req.nonce.data = nonce;
-	req.nonce.len = sizeof(nonce);
-	req.call_timeout_ms = o->call_timeout_ms;
-	n = moat__v1__load_request__get_packed_size(&req);
-	buf = malloc(n + 1);
-	if (!buf)
-		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
-	moat__v1__load_request__pack(&req, buf);
-	rc = moat__rpc_unary(r->ch, "/moat.v1.Target/Load", NULL, buf, n, &reply, &reply_len, LOAD_TIMEOUT_MS,
-	                     &st);
-	free(buf);
-	if (rc != MOAT_RPC_OK) {
-		if (rc > 0)
-			rc = status_error(r, &st, "load");
-		goto out;
-	}
-	resp = moat__v1__load_response__unpack(NULL, reply_len, reply);
-	if (!resp || !resp->session_id || resp->session_token.len != 32) {
-		rc = moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET, "malformed LoadResponse from %s",
-		                    r->where);
-		goto out;
-	}
-	snprintf(r->session_id, sizeof(r->session_id), "%s", resp->session_id);
-	moat__hex(r->token_hex, resp->session_token.data, 32);
-	if (resp->protocol_major != MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR) {
-		rc = moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET,
-		                    "the target speaks Moat protocol %u, this host %d", resp->protocol_major,
-		                    MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR);
-		goto out;
-	}
-	if (o->target_key &&
-	    (resp->target_key.len != 32 || memcmp(resp->target_key.data, o->target_key, 32) != 0)) {
-		rc = moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET,
-		                    "the target's identity key is not the pinned one");
-		goto out;
-	}
-	if (!verify_report(resp, nonce)) {
-		rc = moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET,
-		                    "the target's load report did not verify against its key (signature, "
-		                    "nonce or measurement)");
-		goto out;
-	}
-	if ((o->expected_measurement && memcmp(resp->measurement.data, o->expected_measurement, 32) != 0) ||
-	    (!(o->flags & MOAT_LOAD_BY_NAME) && memcmp(resp->measurement.data, sha, 32) != 0)) {
-		rc = moat_error_set(
-		    MOAT_EMEASUREMENT, MOAT_ORIGIN_TARGET,
-		    "the target loaded an image whose measurement differs from the expected one");
-		goto out;
-	}
-	memcpy(r->parent.measurement, resp->measurement.data, 32);
-	memcpy(r->parent.target_key, resp->target_key.data, 32);
-	r->parent.has_target_key = 1;
-	r->parent.isolation = MOAT_ISOLATION_REMOTE | resp->isolation;
-	r->max_message = resp->max_message_bytes;
-	rc = 0;
-out:
-	if (resp)
-		moat__v1__load_response__free_unpacked(resp, NULL);
-	free(reply);
-	return rc;
-}
-
-static int remote_open(moat_backend **out, const moat_backend_params *params)
-{
-	const moat_load_options *o = params->options;
-	moat_rpc_channel_opts co = {0};
-	const char *uri = params->uri;
-	remote_backend *r;
-	char target[320];
-	int rc;
-
-	*out = NULL;
-	r = calloc(1, sizeof(*r));
 	if (!r)
-		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+		return NULL;
 	r->parent.vtable = &moat__backend_remote;
 	moat__chan_owner_init(&r->streams, stream_release);
 	r->exit_dispatch = params->exit_dispatch;
@@ -610,25 +333,29 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 		r->keepalive_ms = v > 0 && v < 3600000 ? (unsigned int)v : 1000;
 	}
 	pthread_mutex_init(&r->watch_lock, NULL);
-	{
-		pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&r->watch_wake, &ca);
+	pthread_condattr_destroy(&ca);
+	snprintf(r->where, sizeof(r->where), "%s", params->uri);
+	return r;
+}
 
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&r->watch_wake, &ca);
-		pthread_condattr_destroy(&ca);
-	}
-	snprintf(r->where, sizeof(r->where), "%s", uri);
+/* Start a private moatd for "local", then open the channel to the target. Records errors. */
+static int agent_connect(remote_backend *r, const moat_backend_params *params)
+{
+	const moat_load_options *o = params->options;
+	moat_rpc_channel_opts co = {0};
+	char target[320];
+	int rc;
 
 	if (strcmp(params->scheme, "local") == 0) {
-		if (o->flags & MOAT_LOAD_BY_NAME) {
-			rc = moat_error_set(
+		if (o->flags & MOAT_LOAD_BY_NAME)
+			return moat_error_set(
 			    MOAT_EINVAL, MOAT_ORIGIN_API,
 			    "the local backend uploads the image; MOAT_LOAD_BY_NAME needs a running moatd");
-			goto fail;
-		}
 		if ((rc = moat__local_target_start(&r->local, LOCAL_START_TIMEOUT_MS)) < 0)
-			goto fail;
+			return rc;
 		r->has_local = 1;
 		snprintf(target, sizeof(target), "%s", r->local.target);
 	} else {
@@ -637,11 +364,9 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 		snprintf(target, sizeof(target), "%s%s", strcmp(params->scheme, "unix") == 0 ? "unix:" : "",
 		         params->address);
 	}
-	if (!r->tls && (o->tls_ca_file || o->tls_cert_file || o->tls_key_file)) {
-		rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
-		                    "TLS files are set but '%s' is not a grpcs:// URI", uri);
-		goto fail;
-	}
+	if (!r->tls && (o->tls_ca_file || o->tls_cert_file || o->tls_key_file))
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                      "TLS files are set but '%s' is not a grpcs:// URI", params->uri);
 	moat__rpc_init();
 	r->rpc_inited = 1;
 	co.target = target;
@@ -654,40 +379,49 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	/* Generous on a slow machine (valgrind runs raise the keepalive period), bounded everywhere. */
 	co.connect_timeout_ms = r->keepalive_ms > 1250 ? 4 * r->keepalive_ms : 5000;
 	co.max_receive_bytes = -1;
-	if ((rc = moat__rpc_channel_open(&r->ch, &co)) < 0)
-		goto fail;
-	if ((rc = load(r, params)) < 0)
-		goto fail;
+	return moat__rpc_channel_open(&r->ch, &co);
+}
+
+/* The session's lease stream and the thread that watches it. Records errors. */
+static int agent_lease(remote_backend *r)
+{
+	const char *lease_md[] = {MOAT_MD_SESSION, r->session_id, MOAT_MD_TOKEN, r->token_hex,
+	                          MOAT_MD_STREAM,  MOAT_MD_LEASE, NULL};
+	int rc;
 
 	r->md[0] = MOAT_MD_SESSION;
 	r->md[1] = r->session_id;
 	r->md[2] = MOAT_MD_TOKEN;
 	r->md[3] = r->token_hex;
 	r->md[4] = NULL;
-	{
-		const char *lease_md[] = {MOAT_MD_SESSION, r->session_id, MOAT_MD_TOKEN, r->token_hex,
-		                          MOAT_MD_STREAM,  MOAT_MD_LEASE, NULL};
-
-		if ((rc = moat__rpc_stream_open(&r->lease, r->ch, "/moat.v1.Target/Attach", lease_md)) < 0)
-			goto fail;
-	}
-	if (pthread_create(&r->watcher, NULL, watch_lease, r) != 0) {
-		rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "cannot start the lease thread");
-		goto fail;
-	}
+	if ((rc = moat__rpc_stream_open(&r->lease, r->ch, "/moat.v1.Target/Attach", lease_md)) < 0)
+		return rc;
+	if (pthread_create(&r->watcher, NULL, moat__remote_watch_lease, r) != 0)
+		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "cannot start the lease thread");
 	r->has_watcher = 1;
+	return 0;
+}
+
+static int remote_open(moat_backend **out, const moat_backend_params *params)
+{
+	remote_backend *r = agent_new(params);
+	int rc;
+
+	*out = NULL;
+	if (!r)
+		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+	if ((rc = agent_connect(r, params)) < 0 || (rc = moat__remote_load(r, params)) < 0 ||
+	    (rc = agent_lease(r)) < 0) {
+		moat_error saved = *moat_error_last();
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", saved.message);
+		remote_close(&r->parent);
+		moat_error_set(saved.code, saved.origin, "%s", msg);
+		return rc;
+	}
 	*out = &r->parent;
 	return 0;
-
-fail : {
-	moat_error saved = *moat_error_last();
-	char msg[512];
-
-	snprintf(msg, sizeof(msg), "%s", saved.message);
-	remote_close(&r->parent);
-	moat_error_set(saved.code, saved.origin, "%s", msg);
-}
-	return rc;
 }
 
 /*
