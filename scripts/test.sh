@@ -11,12 +11,12 @@ scripts/deps.sh
 echo "== build (warnings are errors)"
 scripts/build.sh build
 echo "== tests"
-(cd build && ctest --output-on-failure -j2 --timeout 300)
+(cd build && ctest --output-on-failure -j2 --timeout 300 -LE soak)
 [ $quick -eq 1 ] && exit 0
 
 echo "== ASan+UBSan build and tests"
 scripts/build.sh build-asan -DMOAT_ASAN=ON -DCMAKE_BUILD_TYPE=Debug
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j2 --timeout 600 -LE slow)
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j2 --timeout 600 -LE "slow|soak")
 
 echo "== valgrind memcheck (definite leaks fail)"
 scripts/build.sh build-valgrind -DMOAT_VALGRIND=ON

@@ -18,14 +18,10 @@
 moat_rpc_call *moat__rpc_call_new(void)
 {
 	moat_rpc_call *c = calloc(1, sizeof(*c));
-	pthread_condattr_t ca;
 
 	if (!c)
 		return NULL;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->wake, &ca);
-	pthread_condattr_destroy(&ca);
+	c->cq = grpc_completion_queue_create_for_pluck(NULL);
 	c->tag_batch.call = c->tag_status.call = c->tag_close.call = c;
 	grpc_metadata_array_init(&c->initial_md);
 	grpc_metadata_array_init(&c->trailing_md);
@@ -158,8 +154,8 @@ int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const 
 	if (!c)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	m = grpc_slice_from_static_string(method);
-	c->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, moat__rpc_queue(), m,
-	                                   NULL, call_deadline(timeout_ms), NULL);
+	c->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, m, NULL,
+	                                   call_deadline(timeout_ms), NULL);
 	set_md(c, md);
 	send = moat__rpc_buffer_from(req, req_len);
 	memset(ops, 0, sizeof(ops));
@@ -212,8 +208,8 @@ int moat__rpc_stream_open(moat_rpc_call **out, moat_rpc_channel *ch, const char 
 	if (!c)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	m = grpc_slice_from_static_string(method);
-	c->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, moat__rpc_queue(), m,
-	                                   NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	c->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, m, NULL,
+	                                   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	set_md(c, md);
 	/* The status stays pending for the whole stream: it is how we learn why a stream ended. */
 	memset(&op, 0, sizeof(op));
@@ -435,7 +431,11 @@ void moat__rpc_call_free(moat_rpc_call *c)
 			moat__rpc_wait(c, &c->tag_close, RPC_FOREVER);
 		grpc_call_unref(c->call);
 	}
-	pthread_cond_destroy(&c->wake);
+	grpc_completion_queue_shutdown(c->cq);
+	while (grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+	       GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(c->cq);
 	if (c->watch_msg)
 		grpc_byte_buffer_destroy(c->watch_msg);
 	batch_buffers_free(c);

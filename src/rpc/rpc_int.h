@@ -16,15 +16,9 @@
 
 #define MD_MAX 8
 
-/*
- * One outstanding operation of a call. Its address is the gRPC tag; the
- * thread that reads the completion from the shared queue records the
- * result here and wakes the call's driver (see init.c).
- */
+/* One outstanding operation of a call; its address is the gRPC tag on the call's own queue. */
 typedef struct rpc_tag {
 	moat_rpc_call *call;
-	int done; /* guarded by the hub's lock */
-	int success;
 } rpc_tag;
 
 struct moat_rpc_channel {
@@ -34,7 +28,12 @@ struct moat_rpc_channel {
 
 struct moat_rpc_call {
 	grpc_call *call;
-	pthread_cond_t wake; /* signalled when one of its tags completes or the queue needs a reader */
+	/*
+	 * The call's own completion queue (for pluck), read only by the thread
+	 * that drives the call: it does its own socket I/O, and no completion is
+	 * handed from one thread to another on the hot path.
+	 */
+	grpc_completion_queue *cq;
 	int server;
 	int batch_pending;  /* tag_batch outstanding */
 	int status_pending; /* client: tag_status outstanding */
@@ -68,8 +67,6 @@ struct moat_rpc_call {
 #define RPC_NOW     0                                /* do not block: poll once */
 int64_t moat__rpc_deadline(unsigned int timeout_ms); /* 0: forever */
 
-/* The completion queue every call of the process is bound to (init.c). */
-grpc_completion_queue *moat__rpc_queue(void);
 /*
  * Wait until tag completes or the deadline passes. Returns 1 on success,
  * 0 on failure, -1 on time-out (the tag stays outstanding).

@@ -47,8 +47,8 @@ static int post_request(moat_rpc_server *s)
 	if (!c)
 		return MOAT_ENOMEM;
 	c->server = 1;
-	if (grpc_server_request_call(s->server, &c->call, &c->details, &c->request_md, moat__rpc_queue(),
-	                             s->cq, c) != GRPC_CALL_OK) {
+	if (grpc_server_request_call(s->server, &c->call, &c->details, &c->request_md, c->cq, s->cq, c) !=
+	    GRPC_CALL_OK) {
 		moat__rpc_call_free(c);
 		return MOAT_EPROTO;
 	}

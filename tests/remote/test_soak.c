@@ -52,7 +52,15 @@ typedef struct worker {
 	unsigned int seed;
 	time_t until;
 	unsigned int calls, faults, wrong;
+	char first[256]; /* what went wrong first */
 } worker;
+
+/* Count a wrong result; keep the first one's story. */
+static void wrong(worker *w, const char *what)
+{
+	if (!w->wrong++)
+		snprintf(w->first, sizeof(w->first), "%s: %s", what, moat_error_last()->message);
+}
 
 typedef struct hanger {
 	moat_enclave *e;
@@ -114,11 +122,13 @@ static int fault(worker *w, moat_enclave *e)
 		rc = moat_enclave_call(e, PROBE_ECHO, in, NULL);
 		moat_msg_free(in);
 		free(big);
-		w->wrong += rc != MOAT_ELIMIT;
+		if (rc != MOAT_ELIMIT)
+			wrong(w, "oversized message");
 		return 1;
 	}
 	if (kind == 1) {
-		w->wrong += moat_enclave_call(e, PROBE_SEGV, NULL, NULL) != MOAT_ECRASHED;
+		if (moat_enclave_call(e, PROBE_SEGV, NULL, NULL) != MOAT_ECRASHED)
+			wrong(w, "crash");
 		return 0;
 	}
 	{
@@ -132,7 +142,8 @@ static int fault(worker *w, moat_enclave *e)
 		nanosleep(&ms, NULL);
 		moat_enclave_abort(e);
 		pthread_join(t, NULL);
-		w->wrong += h.rc != MOAT_ECANCELED;
+		if (h.rc != MOAT_ECANCELED)
+			wrong(w, "abort");
 		return 0;
 	}
 }
@@ -146,7 +157,7 @@ static void *worker_main(void *arg)
 		int usable = e != NULL, i;
 
 		if (!e) {
-			w->wrong++;
+			wrong(w, "load");
 			continue;
 		}
 		for (i = 0; i < 50 && usable && time(NULL) < w->until; i++) {
@@ -155,7 +166,8 @@ static void *worker_main(void *arg)
 				continue;
 			}
 			w->calls++;
-			w->wrong += !echo_ok(e, &w->seed, 1 + (size_t)rand_r(&w->seed) % 8192);
+			if (!echo_ok(e, &w->seed, 1 + (size_t)rand_r(&w->seed) % 8192))
+				wrong(w, "echo");
 		}
 		moat_enclave_destroy(e);
 	}
@@ -171,6 +183,15 @@ host_main(const char *uri, unsigned int threads, unsigned int seed, time_t until
 	unsigned int i, wrong = 0;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* The test framework's handlers would hide how a host crashed: die by the signal (or ASan's report).
+	 */
+#if !defined(__SANITIZE_ADDRESS__)
+	signal(SIGSEGV, SIG_DFL);
+#endif
+	signal(SIGABRT, SIG_DFL);
+	signal(SIGBUS, SIG_DFL);
+	signal(SIGILL, SIG_DFL);
+	signal(SIGFPE, SIG_DFL);
 	for (i = 0; i < threads; i++) {
 		memset(&w[i], 0, sizeof(w[i]));
 		w[i].uri = uri;
@@ -182,8 +203,9 @@ host_main(const char *uri, unsigned int threads, unsigned int seed, time_t until
 		pthread_join(t[i], NULL);
 		wrong += w[i].wrong;
 		if (w[i].wrong)
-			fprintf(stderr, "soak host %d thread %u: %u wrong of %u calls, %u faults\n",
-			        (int)getpid(), i, w[i].wrong, w[i].calls, w[i].faults);
+			fprintf(stderr,
+			        "soak host %d thread %u: %u wrong of %u calls, %u faults; first: %s\n",
+			        (int)getpid(), i, w[i].wrong, w[i].calls, w[i].faults, w[i].first);
 	}
 	_exit(wrong > 255 ? 255 : (int)wrong);
 }
@@ -315,17 +337,28 @@ static void test_soak(void **state)
 	time_t until;
 	test_moatd m;
 	usage base, now;
-	moat_enclave *warm;
-	int tries;
+	pid_t warm_pid;
+	int tries, warm_status;
 
 	snprintf(maxmsg, sizeof(maxmsg), "%d", MAX_MESSAGE);
 	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-sessions", "256",
 	                                  "--max-message-bytes", maxmsg, "--session-grace-ms", "500", NULL),
 	                 0);
-	/* The baseline after one session: gRPC starts its own threads on first use. */
-	warm = load(m.uri);
-	assert_non_null(warm);
-	moat_enclave_destroy(warm);
+	/*
+	 * The baseline after one session (gRPC starts moatd's threads on first
+	 * use), made by a child: gRPC is not fork-safe, so this process must not
+	 * use it before it forks the hosts.
+	 */
+	warm_pid = fork();
+	assert_true(warm_pid >= 0);
+	if (warm_pid == 0) {
+		moat_enclave *warm = load(m.uri);
+
+		moat_enclave_destroy(warm);
+		_exit(warm ? 0 : 1);
+	}
+	assert_int_equal(waitpid(warm_pid, &warm_status, 0), warm_pid);
+	assert_true(WIFEXITED(warm_status) && WEXITSTATUS(warm_status) == 0);
 	test_sleep_ms(1000);
 	base = measure(m.pid);
 	print_message("soak: %u s, %u hosts x %u threads; moatd at start: %d threads, %d fds, %ld kB\n",
@@ -360,8 +393,12 @@ static void test_soak(void **state)
 			kill(pid[i], SIGKILL);
 			waitpid(pid[i], &status, 0);
 		}
-		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			print_message("soak: host %d ended with %s %d\n", (int)pid[i],
+			              WIFEXITED(status) ? "status" : "signal",
+			              WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 			bad++;
+		}
 	}
 	/* moatd reclaims the killed hosts' sessions after the grace period, then is back to its baseline. */
 	for (tries = 0; tries < SETTLE_MS / 100; tries++) {
