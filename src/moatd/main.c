@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -122,11 +123,90 @@ static int write_ready(const char *file, const char *addr)
 	return rename(tmp, file);
 }
 
+/*
+ * File descriptors moatd may need, by what holds them: a session (its
+ * enclave's process and pipes with --backend proc, and the up to 8
+ * connections plus lease of its host), an attached host thread or a
+ * pending call (at worst a connection each), and a headroom for gRPC
+ * itself, the log and the state directory's files.
+ */
+#define FDS_PER_SESSION 16
+#define FDS_PER_THREAD  1
+#define FDS_HEADROOM    64
+
+/* Descriptors kept from connections for the sessions' own (the accept thread's reserve). */
+static unsigned int fd_reserve;
+
+/*
+ * Raise the soft RLIMIT_NOFILE to the hard one and check that the limits
+ * fit in it. Returns 0, or -1 (reported) when they do not and
+ * --ignore-fd-limit was not given.
+ */
+static int check_fd_limit(const moatd_config *c)
+{
+	unsigned long long sessions = c->max_sessions ? c->max_sessions : 1000000ull;
+	unsigned long long threads = c->max_threads ? c->max_threads : 1000000ull;
+	unsigned long long attached = sessions * threads, need;
+	struct rlimit rl;
+	unsigned long long have;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		moatd_log(MOATD_LOG_ERROR, "cannot read RLIMIT_NOFILE: %s", strerror(errno));
+		return -1;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			rl.rlim_cur = was;
+	}
+	have = rl.rlim_cur == RLIM_INFINITY ? (1ull << 30) : (unsigned long long)rl.rlim_cur;
+	if (attached > c->max_attached)
+		attached = c->max_attached;
+	need = sessions * FDS_PER_SESSION + (attached + c->max_pending) * FDS_PER_THREAD + FDS_HEADROOM;
+	fd_reserve = (unsigned int)(sessions * FDS_PER_SESSION + FDS_HEADROOM < have / 2
+	                                ? sessions * FDS_PER_SESSION + FDS_HEADROOM
+	                                : have / 2);
+	moatd_log(MOATD_LOG_INFO,
+	          "file descriptors: %llu allowed (RLIMIT_NOFILE), the limits need up to %llu; %u kept from "
+	          "connections",
+	          have, need, fd_reserve);
+	if (need <= have)
+		return 0;
+	moatd_log(c->ignore_fd_limit ? MOATD_LOG_WARN : MOATD_LOG_ERROR,
+	          "the limits need up to %llu file descriptors (%s sessions x %u + %llu attached threads "
+	          "(--max-attached-threads) + %u pending calls + %u) but RLIMIT_NOFILE allows %llu: lower "
+	          "--max-sessions, --max-attached-threads or --max-pending-calls, or raise the hard limit "
+	          "(ulimit -Hn)%s",
+	          need, c->max_sessions ? "--max-sessions" : "unlimited", FDS_PER_SESSION, attached,
+	          c->max_pending, FDS_HEADROOM, have,
+	          c->ignore_fd_limit ? "; going on (--ignore-fd-limit): connections past the limit are "
+	                               "refused"
+	                             : "; or start with --ignore-fd-limit to go on anyway");
+	return c->ignore_fd_limit ? 0 : -1;
+}
+
+/* The rpc server's reports (refused connections and calls): the log rate-limits them. */
+static void server_report(void *ctx, int error, const char *msg)
+{
+	(void)ctx;
+	moatd_log(error ? MOATD_LOG_WARN : MOATD_LOG_INFO, "server: %s", msg);
+}
+
+/* gRPC's own log lines go to moatd's log, rate-limited like every other line. */
+static void grpc_log(int severity, const char *file, int line, const char *msg)
+{
+	moatd_log(severity == 2 ? MOATD_LOG_WARN : MOATD_LOG_DEBUG, "grpc: %s (%s:%d)", msg, file, line);
+}
+
 /* Start serving; on success the bound address is in addr. */
 static int start_server(moatd *d, moat_rpc_server **srv, char *addr, size_t cap)
 {
 	const moatd_config *c = &d->cfg;
 	moat_rpc_server_opts so = {0};
+	/* The server keeps pointers to these: they live as long as the process. */
+	static char pending_limit[200], calls_limit[200], timeout_message[120];
 	char err[512];
 	int port;
 
@@ -139,6 +219,26 @@ static int start_server(moatd *d, moat_rpc_server **srv, char *addr, size_t cap)
 	so.ctx = d;
 	so.tick = tick;
 	so.stopping = stopping;
+	so.max_pending = c->max_pending;
+	/* Every thread is pending or attached; Load, Destroy and Health end soon after their request. */
+	so.max_calls = c->max_pending + c->max_attached + (c->max_sessions ? c->max_sessions : 64);
+	snprintf(pending_limit, sizeof(pending_limit),
+	         "this target already has %u calls waiting for their request or authentication "
+	         "(--max-pending-calls %u)",
+	         c->max_pending, c->max_pending);
+	snprintf(calls_limit, sizeof(calls_limit),
+	         "this target already runs %u calls (--max-attached-threads %u plus --max-pending-calls %u "
+	         "and a call per session)",
+	         so.max_calls, c->max_attached, c->max_pending);
+	snprintf(timeout_message, sizeof(timeout_message),
+	         "the request message did not arrive within %u ms (--request-timeout-ms)",
+	         c->request_timeout_ms);
+	so.pending_limit = pending_limit;
+	so.calls_limit = calls_limit;
+	so.recv_timeout_ms = c->request_timeout_ms;
+	so.recv_timeout_message = timeout_message;
+	so.fd_reserve = fd_reserve;
+	so.report = server_report;
 	if (moat__rpc_server_start(srv, &so, &port, err, sizeof(err)) < 0) {
 		moatd_log(MOATD_LOG_ERROR, "%s", err);
 		return -1;
@@ -196,11 +296,14 @@ int main(int argc, char **argv)
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	install_signals();
+	if (check_fd_limit(c) < 0)
+		return 2;
 
 	if (moatd_identity_load(d) < 0)
 		goto out;
 	moatd_sessions_init(d);
 	moat__rpc_init();
+	moat__rpc_set_log(grpc_log);
 	if (start_server(d, &srv, addr, sizeof(addr)) < 0)
 		goto out_rpc;
 	if (announce(d, addr) < 0)

@@ -63,6 +63,11 @@ typedef struct moatd_config {
 	unsigned int shutdown_s;
 	int parent_fd;
 	int log_level; /* 0 error, 1 warn, 2 info, 3 debug */
+	/* The serving core's bounds (main.c, service.c). */
+	unsigned int max_attached;       /* attached streams (host threads and leases) in all */
+	unsigned int max_pending;        /* calls waiting for their request or being authenticated */
+	unsigned int request_timeout_ms; /* longest wait for a request message */
+	int ignore_fd_limit;             /* start even when the limits need more descriptors */
 } moatd_config;
 
 typedef struct session session;

@@ -30,7 +30,12 @@ enum {
 	OPT_READY_FILE,
 	OPT_LOG_LEVEL,
 	OPT_PARENT_FD,
-	OPT_VERSION
+	OPT_VERSION,
+	/* The serving core's bounds. */
+	OPT_MAX_ATTACHED,
+	OPT_MAX_PENDING,
+	OPT_REQUEST_TIMEOUT,
+	OPT_IGNORE_FD_LIMIT
 };
 
 static const struct option long_options[] = {
@@ -52,6 +57,10 @@ static const struct option long_options[] = {
     {"ready-file", required_argument, NULL, OPT_READY_FILE},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"parent-fd", required_argument, NULL, OPT_PARENT_FD}, /* internal: local provisioning */
+    {"max-attached-threads", required_argument, NULL, OPT_MAX_ATTACHED},
+    {"max-pending-calls", required_argument, NULL, OPT_MAX_PENDING},
+    {"request-timeout-ms", required_argument, NULL, OPT_REQUEST_TIMEOUT},
+    {"ignore-fd-limit", no_argument, NULL, OPT_IGNORE_FD_LIMIT},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0}};
@@ -74,6 +83,17 @@ static void usage(FILE *f)
 	        "  --max-threads-per-session N   most attached host threads per session (default 256)\n"
 	        "  --max-nesting N               most host entry calls nested at once on one host thread\n"
 	        "                                (default %d); deeper ones fail with MOAT_ELIMIT\n"
+	        "  --max-attached-threads N      most attached host threads (and leases) of all sessions "
+	        "together\n"
+	        "                                (default 1024)\n"
+	        "  --max-pending-calls N         most calls waiting for their request or authentication "
+	        "(default 128);\n"
+	        "                                more are refused with RESOURCE_EXHAUSTED\n"
+	        "  --request-timeout-ms N        end a call whose request message does not arrive in time "
+	        "(default 10000)\n"
+	        "  --ignore-fd-limit             start even when the limits above may need more file "
+	        "descriptors\n"
+	        "                                than RLIMIT_NOFILE allows\n"
 	        "  --max-message-bytes N         largest call message accepted (default 67108864)\n"
 	        "  --max-image-bytes N           largest uploaded image (default 268435456)\n"
 	        "  --session-grace-ms N          reclaim a session this long after its host vanished "
@@ -149,6 +169,10 @@ static int apply(moatd_config *c, int opt, const char *v)
 	case OPT_GRACE: return parse_uint(v, &c->grace_ms);
 	case OPT_SHUTDOWN: return parse_uint(v, &c->shutdown_s) < 0 || c->shutdown_s == 0 ? -1 : 0;
 	case OPT_LOG_LEVEL: return parse_log_level(v, &c->log_level);
+	case OPT_MAX_ATTACHED: return parse_uint(v, &c->max_attached) < 0 || c->max_attached == 0 ? -1 : 0;
+	case OPT_MAX_PENDING: return parse_uint(v, &c->max_pending) < 0 || c->max_pending == 0 ? -1 : 0;
+	case OPT_REQUEST_TIMEOUT:
+		return parse_uint(v, &c->request_timeout_ms) < 0 || c->request_timeout_ms == 0 ? -1 : 0;
 	case OPT_PARENT_FD:
 		if (parse_uint(v, &fd) < 0 || fd > INT_MAX)
 			return -1;
@@ -199,6 +223,9 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 	c->state_dir = "moatd-state";
 	c->parent_fd = -1;
 	c->log_level = MOATD_LOG_WARN;
+	c->max_attached = 1024;
+	c->max_pending = 128;
+	c->request_timeout_ms = 10000;
 	opterr = 0;
 	/* The leading ':' makes a missing value ':' rather than '?', to say which it was. */
 	while ((opt = getopt_long(argc, argv, ":h", long_options, &idx)) != -1) {
@@ -206,6 +233,7 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 		case 'h': usage(stdout); return 1;
 		case OPT_VERSION: printf("moatd %s\n", moat_version()); return 1;
 		case OPT_ALLOW_UPLOAD: c->allow_upload = 1; break;
+		case OPT_IGNORE_FD_LIMIT: c->ignore_fd_limit = 1; break;
 		case ':':
 			fprintf(stderr, "moatd: %s needs a value (see --help)\n", argv[optind - 1]);
 			return 2;

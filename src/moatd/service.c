@@ -1,8 +1,12 @@
 /*
- * The moat.v1.Target service's front: every call runs on its own thread
- * (the rpc layer starts one per call) and goes to its method's handler with
- * the daemon's state; and the reply helpers the handlers share.
+ * The moat.v1.Target service's front: every admitted call runs on its own
+ * thread (the rpc layer starts one per call, within --max-pending-calls)
+ * and goes to its method's handler with the daemon's state; and the reply
+ * helpers the handlers share. An Attach stream holds its thread for as
+ * long as the host thread behind it lives, so the streams of all sessions
+ * together are bounded here (--max-attached-threads) before one is served.
  */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,10 +49,55 @@ void moatd_refuse(moat_rpc_call *call, int code, const char *fmt, ...)
 int moatd_recv_one(moat_rpc_call *call, uint8_t **buf, size_t *len)
 {
 	moat_rpc_status st;
+	uint8_t *extra = NULL;
+	size_t n;
+	int rc;
 
+	/* Each wait is bounded (--request-timeout-ms); a call that times out is ended by the rpc layer. */
 	if (moat__rpc_recv(call, buf, len, &st) != 0)
 		return -1;
-	return 0;
+	/* The request must be the only message: the host half-closes right after it (in the same frame). */
+	rc = moat__rpc_recv(call, &extra, &n, &st);
+	free(extra);
+	if (rc == MOAT_RPC_END && st.code == MOAT_RPC_OK)
+		return 0;
+	if (rc == 0) {
+		moatd_log(MOATD_LOG_INFO, "%s refused: more than one request message",
+		          moat__rpc_call_method(call));
+		moat__rpc_finish(call, NULL, 0, MOAT_RPC_INVALID_ARGUMENT, MOAT_EPROTO,
+		                 "a unary call carries exactly one request message; this one sent more");
+	}
+	free(*buf);
+	*buf = NULL;
+	return -1;
+}
+
+static pthread_mutex_t attached_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned int attached; /* Attach streams being served, of every session */
+
+/* Serve an Attach stream if --max-attached-threads allows one more, else refuse it. */
+static void attach(moatd *d, moat_rpc_call *call)
+{
+	int ok;
+
+	pthread_mutex_lock(&attached_lock);
+	ok = attached < d->cfg.max_attached;
+	if (ok)
+		attached++;
+	pthread_mutex_unlock(&attached_lock);
+	if (!ok) {
+		moatd_refuse(
+		    call, MOAT_ELIMIT,
+		    "this target already serves %u attached host threads (--max-attached-threads %u)",
+		    d->cfg.max_attached, d->cfg.max_attached);
+		return;
+	}
+	/* Authentication needs only the metadata at hand: nothing is waited for before it. */
+	moat__rpc_call_admit(call);
+	moatd_handle_attach(d, call);
+	pthread_mutex_lock(&attached_lock);
+	attached--;
+	pthread_mutex_unlock(&attached_lock);
 }
 
 void moatd_handle_call(void *ctx, moat_rpc_call *call)
@@ -57,7 +106,7 @@ void moatd_handle_call(void *ctx, moat_rpc_call *call)
 	const char *m = moat__rpc_call_method(call);
 
 	if (strcmp(m, "/moat.v1.Target/Attach") == 0)
-		moatd_handle_attach(d, call);
+		attach(d, call);
 	else if (strcmp(m, "/moat.v1.Target/Load") == 0)
 		moatd_handle_load(d, call);
 	else if (strcmp(m, "/moat.v1.Target/Upload") == 0)

@@ -2,7 +2,7 @@
  * The rpc layer: the only code in Moat that includes grpc.h. It wraps gRPC
  * core's C API into what the remote backend and moatd need: channels (plain,
  * TLS, mutual TLS; TCP and unix sockets), unary calls, client streams, bidi
- * streams, and a server that runs every incoming call on its own thread.
+ * streams, and a server that runs every admitted call on its own thread.
  *
  * Every call is bound to one completion queue of the process that the
  * waiting threads take turns to read (init.c says why): a lone thread reads
@@ -148,6 +148,36 @@ typedef struct moat_rpc_server_opts {
 	 * from returning. May be NULL.
 	 */
 	void (*stopping)(void *ctx);
+	/*
+	 * Admission, checked when a call arrives, before a thread is started
+	 * for it (0: no limit). A call is pending until its first request
+	 * message arrives or its handler admits it (moat__rpc_call_admit).
+	 * Past max_pending pending calls, or max_calls handler threads in all,
+	 * a call is refused at once: RESOURCE_EXHAUSTED with the "moat-error"
+	 * trailer MOAT_ELIMIT and pending_limit / calls_limit as its message
+	 * (which should name the option that sets the limit).
+	 */
+	unsigned int max_pending;
+	unsigned int max_calls;
+	const char *pending_limit;
+	const char *calls_limit;
+	/*
+	 * moat__rpc_recv on a server call waits at most this long (0: forever);
+	 * then the call ends with DEADLINE_EXCEEDED and recv_timeout_message.
+	 */
+	unsigned int recv_timeout_ms;
+	const char *recv_timeout_message;
+	/*
+	 * Without TLS the server accepts connections itself and keeps fd_reserve
+	 * descriptors below RLIMIT_NOFILE free for everything else: a
+	 * connection that would use one of them is closed at once (the host
+	 * sees UNAVAILABLE), so accept never fails for want of descriptors and
+	 * the listener lives on. 0: let gRPC accept (as with TLS, where gRPC
+	 * 1.51 offers nothing else).
+	 */
+	unsigned int fd_reserve;
+	/* Called (from any thread) with a line for the log: refused connections and the like. May be NULL. */
+	void (*report)(void *ctx, int error, const char *msg);
 } moat_rpc_server_opts;
 
 /* Create, bind and start a server. *port gets the bound TCP port (0 for unix). */
@@ -157,12 +187,26 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *op
 void moat__rpc_server_run(moat_rpc_server *srv, volatile int *stop);
 void moat__rpc_server_free(moat_rpc_server *srv);
 
+/*
+ * Route gRPC's own log lines to fn (severity 0 debug, 1 info, 2 error)
+ * instead of stderr; fn must be safe to call from any thread.
+ */
+void moat__rpc_set_log(void (*fn)(int severity, const char *file, int line, const char *msg));
+
+/* The handler vouches for a pending call (authenticated): it no longer counts against max_pending. */
+void moat__rpc_call_admit(moat_rpc_call *call);
+
 /* Server call accessors. */
 const char *moat__rpc_call_method(const moat_rpc_call *call);
 /* Value of request metadata key, or NULL: a copy kept in the call until the next lookup. */
 const char *moat__rpc_call_md(moat_rpc_call *call, const char *key);
-/* Receive one message (server side); same results as moat__rpc_exchange. */
-#define moat__rpc_recv(call, buf, len, st) moat__rpc_exchange((call), NULL, 0, (buf), (len), 0, (st))
+/*
+ * Server: receive one message; same results as moat__rpc_exchange. Waits
+ * at most the server's recv_timeout_ms, then ends the call
+ * (DEADLINE_EXCEEDED) and returns MOAT_RPC_TIMEOUT. The first message
+ * admits a pending call.
+ */
+int moat__rpc_recv(moat_rpc_call *call, uint8_t **buf, size_t *len, moat_rpc_status *st);
 /*
  * Server: send the final status (with reply when not NULL). moat_code != 0
  * is sent as the "moat-error" trailer. Returns 0 or a negative code.

@@ -59,7 +59,8 @@ struct moat_rpc_call {
 	grpc_call_details details;
 	grpc_metadata_array request_md;
 	char *method;
-	char *md_value; /* last value returned by moat__rpc_call_md */
+	char *md_value;        /* last value returned by moat__rpc_call_md */
+	struct worker *worker; /* its handler thread's slot (server.c) */
 };
 
 /* Deadlines in milliseconds of CLOCK_MONOTONIC. */

@@ -1,0 +1,303 @@
+/*
+ * moatd under a hostile host: run with 256 file descriptors (setrlimit in
+ * the child before exec: this program re-runs itself as the wrapper),
+ * flooded by 2,000 calls on 400 connections that never send their
+ * request. Every call must end in bounded time, refused
+ * (RESOURCE_EXHAUSTED, moat-error -17), timed out by the server
+ * (--request-timeout-ms) or, for connections past the descriptor reserve,
+ * closed (UNAVAILABLE); none may hang. Afterwards a legitimate host must
+ * be served. And a Load with two request messages is refused.
+ *
+ * The flood's calls send their metadata and nothing else (moat__rpc_watch).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <moat/moat.h>
+
+#include "moat_test.h"
+#include "moatd_helper.h"
+#include "rpc/rpc.h"
+#include "test_enclave.h"
+
+#define N_CONN    400
+#define PER_CONN  5
+#define N_CALLS   (N_CONN * PER_CONN)
+#define FD_LIMIT  256
+#define WRAP_FLAG "--exec-with-fd-limit"
+#define BOUND_S   40 /* every flood call ends within this */
+
+static char self_path[512];
+static test_moatd m;
+static char log_path[200];
+
+/* Start moatd through this program as a wrapper that lowers RLIMIT_NOFILE before exec. */
+static int start_limited(void)
+{
+	char ready[200], state[200];
+	const char *argv[40];
+	moat_launch_opts o = MOAT_LAUNCH_OPTS_INIT;
+	moat_launch l;
+	int a = 0;
+
+	memset(&m, 0, sizeof(m));
+	snprintf(m.dir, sizeof(m.dir), "/tmp/moat-flood-XXXXXX");
+	if (!mkdtemp(m.dir))
+		return -1;
+	snprintf(ready, sizeof(ready), "%s/ready", m.dir);
+	snprintf(state, sizeof(state), "%s/state", m.dir);
+	snprintf(log_path, sizeof(log_path), "%s/log", m.dir);
+	argv[a++] = self_path;
+	argv[a++] = WRAP_FLAG;
+	argv[a++] = MOAT_TEST_BINDIR "/moatd";
+	argv[a++] = "--listen";
+	argv[a++] = "127.0.0.1:0";
+	argv[a++] = "--state-dir";
+	argv[a++] = state;
+	argv[a++] = "--enclave-dir";
+	argv[a++] = MOAT_TEST_ENCLAVES;
+	argv[a++] = "--allow-upload";
+	/* Need: 4 x 16 + 16 + 32 + 64 = 176 descriptors, within 256. */
+	argv[a++] = "--max-sessions";
+	argv[a++] = "4";
+	argv[a++] = "--max-threads-per-session";
+	argv[a++] = "8";
+	argv[a++] = "--max-attached-threads";
+	argv[a++] = "16";
+	argv[a++] = "--max-pending-calls";
+	argv[a++] = "32";
+	argv[a++] = "--request-timeout-ms";
+	argv[a++] = "3000";
+	argv[a++] = "--log-level";
+	argv[a++] = "warn";
+	argv[a] = NULL;
+	o.argv = argv;
+	o.ready_file = ready;
+	o.log_file = log_path;
+	o.death_signal = SIGKILL;
+	o.timeout_ms = 12000;
+	if (moat__launch_start(&l, &o) < 0)
+		return -1;
+	m.pid = l.pid;
+	snprintf(m.addr, sizeof(m.addr), "%.*s", (int)sizeof(m.addr) - 1, l.addr);
+	snprintf(m.uri, sizeof(m.uri), "grpc://%s", m.addr);
+	return 0;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	if (start_limited() < 0)
+		return -1;
+	moat__rpc_init();
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	moat__rpc_shutdown();
+	return test_moatd_stop(&m) == 0 ? 0 : -1;
+}
+
+/* A channel of its own connection (the rpc layer gives every channel a private subchannel pool). */
+static moat_rpc_channel *open_channel(void)
+{
+	moat_rpc_channel_opts o = {0};
+	moat_rpc_channel *ch = NULL;
+
+	o.target = m.addr;
+	o.keepalive_ms = 1000;
+	o.max_receive_bytes = -1;
+	return moat__rpc_channel_open(&ch, &o) == 0 ? ch : NULL;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A legitimate host loads an enclave and calls it; retried while the flood's connections close. */
+static int legit_host(void)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	int attempt;
+
+	o.backend = m.uri;
+	for (attempt = 0; attempt < 20; attempt++) {
+		moat_enclave *e = NULL;
+		moat_msg *in = NULL, *out = NULL;
+		int rc;
+
+		if (moat_enclave_load(&e, TEST_ENCLAVE("test_enclave"), &o) == 0) {
+			moat_msg_new(&in);
+			moat_msg_new(&out);
+			moat_msg_push_str(in, "still here");
+			rc = moat_enclave_call(e, T_ECHO, in, out);
+			moat_msg_free(in);
+			moat_msg_free(out);
+			moat_enclave_destroy(e);
+			if (rc == 0)
+				return 0;
+		}
+		print_message("legitimate host, attempt %d: %s\n", attempt, moat_error_last()->message);
+		test_sleep_ms(500);
+	}
+	return -1;
+}
+
+static void test_flood_keeps_serving(void **state)
+{
+	static moat_rpc_call *calls[N_CALLS];
+	static int done[N_CALLS];
+	static moat_rpc_channel *chans[N_CONN];
+	int ended = 0, exhausted = 0, timed_out = 0, closed = 0, other = 0, named = 0, i;
+	int64_t until;
+	struct stat st;
+
+	(void)state;
+	for (i = 0; i < N_CONN; i++) {
+		chans[i] = open_channel();
+		assert_non_null(chans[i]);
+	}
+	/* Load and Health (unary: they wait for their request), both silent: metadata only. */
+	for (i = 0; i < N_CALLS; i++) {
+		moat_rpc_status s;
+
+		assert_int_equal(moat__rpc_stream_open(
+		                     &calls[i], chans[i / PER_CONN],
+		                     i % 2 ? "/moat.v1.Target/Load" : "/grpc.health.v1.Health/Check", NULL),
+		                 0);
+		/* The first watch sends the metadata and starts a receive; it does not wait. */
+		if (moat__rpc_watch(calls[i], &s) != 0) {
+			done[i] = 1;
+			ended++;
+			closed += s.code == MOAT_RPC_UNAVAILABLE;
+			exhausted += s.code == MOAT_RPC_RESOURCE_EXHAUSTED;
+			other += s.code != MOAT_RPC_UNAVAILABLE && s.code != MOAT_RPC_RESOURCE_EXHAUSTED;
+		}
+	}
+	until = now_ms() + BOUND_S * 1000;
+	while (ended < N_CALLS && now_ms() < until) {
+		for (i = 0; i < N_CALLS; i++) {
+			moat_rpc_status s;
+
+			if (done[i] || moat__rpc_watch(calls[i], &s) == 0)
+				continue;
+			done[i] = 1;
+			ended++;
+			switch (s.code) {
+			case MOAT_RPC_RESOURCE_EXHAUSTED:
+				exhausted++;
+				assert_int_equal(s.moat_code, MOAT_ELIMIT);
+				if (exhausted == 1) {
+					print_message("refused: %s\n", s.message);
+					named = strstr(s.message, "--max-pending-calls") != NULL;
+				}
+				break;
+			case MOAT_RPC_DEADLINE_EXCEEDED: timed_out++; break;
+			case MOAT_RPC_UNAVAILABLE: closed++; break;
+			default: print_message("unexpected status %d: %s\n", s.code, s.message); other++;
+			}
+		}
+		test_sleep_ms(5);
+	}
+	print_message("flood: %d calls ended (%d refused, %d timed out by moatd, %d on closed connections, "
+	              "%d other)\n",
+	              ended, exhausted, timed_out, closed, other);
+	/* Never a hang: every call ended within the bound. */
+	for (i = 0; i < N_CALLS; i++)
+		moat__rpc_call_free(calls[i]);
+	for (i = 0; i < N_CONN; i++)
+		moat__rpc_channel_close(chans[i]);
+	assert_int_equal(ended, N_CALLS);
+	assert_int_equal(other, 0);
+	assert_true(exhausted > 0);
+	assert_int_equal(named, 1);
+
+	/* The listener lives on: a legitimate host is served. */
+	assert_int_equal(kill(m.pid, 0), 0);
+	assert_int_equal(legit_host(), 0);
+	/* The log did not flood (repeated lines are rate-limited). */
+	assert_int_equal(stat(log_path, &st), 0);
+	print_message("moatd log: %lld bytes\n", (long long)st.st_size);
+	assert_true(st.st_size < 256 * 1024);
+}
+
+/* A unary Load carrying two request messages is refused: INVALID_ARGUMENT, moat-error -19. */
+static void test_second_request_refused(void **state)
+{
+	moat_rpc_channel *ch = open_channel();
+	moat_rpc_call *call = NULL;
+	moat_rpc_status st;
+	uint8_t *reply = NULL;
+	size_t len = 0;
+
+	(void)state;
+	assert_non_null(ch);
+	assert_int_equal(moat__rpc_stream_open(&call, ch, "/moat.v1.Target/Load", NULL), 0);
+	assert_int_equal(moat__rpc_exchange(call, "", 0, NULL, NULL, 10000, &st), 0);
+	assert_int_equal(moat__rpc_exchange(call, "", 0, NULL, NULL, 10000, &st), 0);
+	moat__rpc_stream_finish(call, &reply, &len, 10000, &st);
+	print_message("second request: status %d, moat-error %d: %s\n", st.code, st.moat_code, st.message);
+	assert_int_equal(st.code, MOAT_RPC_INVALID_ARGUMENT);
+	assert_int_equal(st.moat_code, MOAT_EPROTO);
+	free(reply);
+	moat__rpc_call_free(call);
+	moat__rpc_channel_close(ch);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_second_request_refused),
+	    cmocka_unit_test(test_flood_keeps_serving),
+	};
+	ssize_t n;
+	int i;
+
+	/*
+	 * As the wrapper: lower the descriptor limit (soft and hard), then become
+	 * moatd. The launcher put --ready-file F before our flag: pass it on.
+	 */
+	for (i = 1; i + 1 < argc; i++) {
+		if (strcmp(argv[i], WRAP_FLAG) == 0) {
+			struct rlimit rl = {FD_LIMIT, FD_LIMIT};
+			char *args[64];
+			int a = 0, j;
+
+			args[a++] = argv[i + 1];
+			for (j = 1; j < i && a < 62; j++)
+				args[a++] = argv[j];
+			for (j = i + 2; j < argc && a < 63; j++)
+				args[a++] = argv[j];
+			args[a] = NULL;
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+				perror("setrlimit");
+				return 127;
+			}
+			execv(args[0], args);
+			perror("execv");
+			return 127;
+		}
+	}
+	n = readlink("/proc/self/exe", self_path, sizeof(self_path) - 1);
+	if (n <= 0)
+		return 1;
+	self_path[n] = '\0';
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
