@@ -367,9 +367,9 @@ static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector)
 			snprintf(b->death, sizeof(b->death),
 			         "%s: the enclave's process exited with status %d", b->path, WEXITSTATUS(st));
 		}
-		atomic_store_explicit(&b->parent.dead, code, memory_order_release);
+		__atomic_store_n(&b->parent.dead, code, __ATOMIC_RELEASE);
 	}
-	code = atomic_load(&b->parent.dead);
+	code = __atomic_load_n(&b->parent.dead, __ATOMIC_ACQUIRE);
 	pthread_mutex_unlock(&b->reap_lock);
 	return moat_error_set(code, code == MOAT_ECANCELED ? MOAT_ORIGIN_API : MOAT_ORIGIN_ENCLAVE, "%s",
 	                      b->death);
@@ -412,7 +412,7 @@ static int proc_call(moat_backend *base, uint64_t selector, const moat_msg *in, 
 	proc_backend *b = (proc_backend *)base;
 	moat_frame_in *ret;
 	proc_chan *ch;
-	int dead = atomic_load_explicit(&b->parent.dead, memory_order_acquire);
+	int dead = __atomic_load_n(&b->parent.dead, __ATOMIC_ACQUIRE);
 	int rc;
 
 	if (dead)
@@ -581,7 +581,7 @@ static void proc_close(moat_backend *base)
 	if (!b)
 		return;
 	/* Run the finalizer; it may make exit calls, answered on this thread. */
-	if (!atomic_load(&b->parent.dead) && (ch = chan_get(b)) != NULL &&
+	if (!__atomic_load_n(&b->parent.dead, __ATOMIC_ACQUIRE) && (ch = chan_get(b)) != NULL &&
 	    chan_call(b, ch, MOAT_PROC_SELECTOR_STOP, NULL, b->timeout_ms ? b->timeout_ms : STOP_TIMEOUT_MS,
 	              &ret) == 0)
 		moat__frame_in_free(ret);
