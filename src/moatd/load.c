@@ -134,11 +134,11 @@ static void redact(char *out, size_t cap, const char *msg, const char *fdpath, c
 }
 
 /*
- * Load the image open as fd into a new session with a fresh id and token
- * (image: the uploaded image's SHA-256 in hex, or ""). Answers the call on
- * failure.
+ * Load the image open as fd (found at path) into a new session with a
+ * fresh id and token (image: the uploaded image's SHA-256 in hex, or "").
+ * Answers the call on failure.
  */
-static session *open_session(moatd *d, int fd, const char *shown, const char *image,
+static session *open_session(moatd *d, int fd, const char *path, const char *shown, const char *image,
                              const Moat__V1__LoadRequest *req, uint8_t token[32], moat_rpc_call *call)
 {
 	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
@@ -164,7 +164,8 @@ static session *open_session(moatd *d, int fd, const char *shown, const char *im
 	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
 	rc = moat_enclave_load(&s->enclave, fdpath, &opts);
 	if (rc < 0) {
-		moatd_log(MOATD_LOG_INFO, "cannot load %s: %s", shown, moat_error_last()->message);
+		moatd_log(MOATD_LOG_INFO, "cannot load %s (%s): %s", path, fdpath,
+		          moat_error_last()->message);
 		redact(msg, sizeof(msg), moat_error_last()->message, fdpath, shown);
 		moatd_refuse(call, rc, "%s", msg);
 		goto fail;
@@ -272,7 +273,7 @@ void moatd_handle_load(moatd *d, moat_rpc_call *call)
 		goto out;
 	}
 	if (image_open(d, req, &fd, path, sizeof(path), shown, image, call) < 0 ||
-	    !(s = open_session(d, fd, shown, image, req, token, call)) ||
+	    !(s = open_session(d, fd, path, shown, image, req, token, call)) ||
 	    make_reply(d, s, req, token, &reply, &len, call) < 0) {
 		moatd_session_unreserve(d);
 		goto out;

@@ -95,8 +95,10 @@ static int upload_receive(upload *u)
 		if (rc == MOAT_RPC_END && st.code == MOAT_RPC_OK)
 			break;
 		if (rc == MOAT_RPC_TIMEOUT) {
-			moatd_refuse(u->call, MOAT_ETIMEDOUT, "no UploadChunk came for %d s",
-			             UPLOAD_IDLE_MS / 1000);
+			/* A receive that timed out stays pending: the call can only be cancelled (when
+			 * freed). */
+			moatd_log(MOATD_LOG_INFO, "upload of %s: no chunk for %d s; cancelling it",
+			          u->started ? u->hex : "an image", UPLOAD_IDLE_MS / 1000);
 			return -1;
 		}
 		if (rc != 0)

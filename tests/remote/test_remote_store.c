@@ -26,6 +26,8 @@
 #define BLOB 20000 /* bytes of each test image */
 
 static moat_rpc_channel *ch;
+/* Nothing reads the keepalive acks while a test sleeps: a test that sleeps long makes the period longer. */
+static unsigned int keepalive_ms = 1000;
 
 /* gRPC starts after moatd: a process must not fork once gRPC runs in it. */
 static void connect_to(const test_moatd *m)
@@ -34,7 +36,7 @@ static void connect_to(const test_moatd *m)
 
 	moat__rpc_init();
 	o.target = m->addr;
-	o.keepalive_ms = 1000;
+	o.keepalive_ms = keepalive_ms;
 	o.max_receive_bytes = -1;
 	assert_int_equal(moat__rpc_channel_open(&ch, &o), 0);
 }
@@ -324,6 +326,35 @@ static void test_max_uploads(void **state)
 	disconnect(&m);
 }
 
+/* An upload that sends nothing for 10 s is cancelled, and gives its slot up. */
+static void test_idle_upload_ended(void **state)
+{
+	char hex[2][65];
+	uint8_t sha[2][32], *b[2];
+	moat_rpc_status st, st2;
+	moat_rpc_call *held;
+	test_moatd m;
+	int rc;
+
+	assert_int_equal(test_moatd_start(&m, "grpc", "--allow-upload", "--max-uploads", "1", NULL), 0);
+	keepalive_ms = 60000;
+	connect_to(&m);
+	keepalive_ms = 1000;
+	b[0] = blob(0, BLOB, sha[0], hex[0]);
+	b[1] = blob(1, BLOB, sha[1], hex[1]);
+	held = upload_open(b[0], BLOB, BLOB / 2, sha[0], &st);
+	test_sleep_ms(10500);
+	assert_int_equal(upload(b[1], BLOB, sha[1], &st2), MOAT_RPC_OK);
+	rc = upload_close(held, NULL, 0, &st);
+	fprintf(stderr, "idle upload: status %d, moat-error %d: %s\n", rc, st.moat_code, st.message);
+	assert_int_equal(rc, MOAT_RPC_CANCELLED);
+	assert_false(stored(&m, hex[0]));
+	assert_true(stored(&m, hex[1]));
+	free(b[0]);
+	free(b[1]);
+	disconnect(&m);
+}
+
 /* Refusals name the image as the host named it (its name or SHA-256), never a path of moatd's. */
 static void test_errors_name_no_paths(void **state)
 {
@@ -373,6 +404,7 @@ int main(void)
 	    cmocka_unit_test(test_image_larger_than_store),
 	    cmocka_unit_test(test_image_in_use_not_evicted),
 	    cmocka_unit_test(test_max_uploads),
+	    cmocka_unit_test(test_idle_upload_ended),
 	    cmocka_unit_test(test_errors_name_no_paths),
 	};
 
