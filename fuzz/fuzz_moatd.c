@@ -889,8 +889,15 @@ static world *world_get(void)
 	w->d.cfg.max_message = 64 << 20;
 	w->d.cfg.parent_fd = -1;
 	w->d.cfg.shutdown_s = 5;
+	/* moatd's defaults for the bounds (options.c is not linked here). */
+	w->d.cfg.max_store = MOATD_DEFAULT_MAX_STORE;
+	w->d.cfg.max_uploads = MOATD_DEFAULT_MAX_UPLOADS;
+	w->d.cfg.max_attached = 1024;
+	w->d.cfg.max_pending = 128;
+	w->d.cfg.request_timeout_ms = 10000;
 	CHECK(moatd_identity_load(&w->d) == 0);
 	moatd_sessions_init(&w->d);
+	moatd_store_init(&w->d);
 	return w;
 }
 

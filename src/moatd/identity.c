@@ -1,6 +1,8 @@
 /*
  * moatd's identity: an Ed25519 key kept in the state directory, made on
- * first start. Load reports are signed with it and hosts may pin it.
+ * first start. Load reports are signed with it and hosts may pin it. The
+ * state directory must be moatd's own: owned by its user, and no one
+ * else's to write (a key or image put there would be trusted) or read.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,17 +43,60 @@ static int make_identity(moatd *d, const char *path)
 	return 0;
 }
 
+/*
+ * Make the state directory, or check an existing one: refused when it is
+ * not moatd's user's or others may write it; made 0700 (saying so) when
+ * others may only read or search it. Returns 0 or -1 (logged).
+ */
+static int state_dir_check(const char *dir)
+{
+	struct stat st;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		moatd_log(MOATD_LOG_ERROR, "cannot create state directory %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		moatd_log(MOATD_LOG_ERROR, "state directory %s is not a directory", dir);
+		return -1;
+	}
+	if (st.st_uid != geteuid()) {
+		moatd_log(MOATD_LOG_ERROR,
+		          "state directory %s belongs to uid %u, not to moatd's user (uid %u); it holds the "
+		          "identity key: use a directory of moatd's own (--state-dir)",
+		          dir, (unsigned int)st.st_uid, (unsigned int)geteuid());
+		return -1;
+	}
+	if (st.st_mode & 022) {
+		moatd_log(
+		    MOATD_LOG_ERROR,
+		    "state directory %s is writable by others (mode %03o), so its identity key and images "
+		    "cannot be trusted; check its contents, then chmod 700 it (or use a new --state-dir)",
+		    dir, (unsigned int)(st.st_mode & 0777));
+		return -1;
+	}
+	if (st.st_mode & 077) {
+		if (chmod(dir, 0700) < 0) {
+			moatd_log(MOATD_LOG_ERROR, "state directory %s is open to others (mode %03o): %s",
+			          dir, (unsigned int)(st.st_mode & 0777), strerror(errno));
+			return -1;
+		}
+		moatd_log(MOATD_LOG_WARN,
+		          "state directory %s was open to others (mode %03o); made it 0700 (it holds the "
+		          "identity key)",
+		          dir, (unsigned int)(st.st_mode & 0777));
+	}
+	return 0;
+}
+
 int moatd_identity_load(moatd *d)
 {
 	char path[4200];
 	size_t n = 32;
 	FILE *f;
 
-	if (mkdir(d->cfg.state_dir, 0700) < 0 && errno != EEXIST) {
-		moatd_log(MOATD_LOG_ERROR, "cannot create state directory %s: %s", d->cfg.state_dir,
-		          strerror(errno));
+	if (state_dir_check(d->cfg.state_dir) < 0)
 		return -1;
-	}
 	snprintf(path, sizeof(path), "%s/identity.pem", d->cfg.state_dir);
 	f = fopen(path, "r");
 	if (f) {

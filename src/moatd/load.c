@@ -1,8 +1,11 @@
 /*
  * Load: start a session. moatd loads the named or uploaded image in its
  * local backend, makes the session's id and token, and answers with a load
- * report signed by its identity key.
+ * report signed by its identity key. The backend loads the image through
+ * an open descriptor (/proc/self/fd/N), so that what the host hears of it
+ * names it the way the host did, never by moatd's own paths.
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +27,16 @@ static int name_ok(const char *name)
 	       strlen(name) < 256;
 }
 
-/* Where the image the request names is. Answers the call itself and returns -1 when there is none. */
-static int image_path(const moatd_config *cfg, char *out, size_t cap, const Moat__V1__LoadRequest *req,
-                      moat_rpc_call *call)
+/*
+ * Open the image the request names: the descriptor goes to *fd, its path
+ * (for moatd's log) to path, how the host named it to shown, and for an
+ * uploaded one its SHA-256 in hex to image. Answers the call itself and
+ * returns -1 when there is none.
+ */
+static int image_open(moatd *d, const Moat__V1__LoadRequest *req, int *fd, char *path, size_t cap,
+                      char shown[300], char image[65], moat_rpc_call *call)
 {
+	const moatd_config *cfg = &d->cfg;
 	char hex[65];
 
 	if (req->image_case == MOAT__V1__LOAD_REQUEST__IMAGE_NAME) {
@@ -41,24 +50,30 @@ static int image_path(const moatd_config *cfg, char *out, size_t cap, const Moat
 			             req->name);
 			return -1;
 		}
-		snprintf(out, cap, "%s/%s", cfg->enclave_dir, req->name);
-		if (access(out, R_OK) != 0) {
-			snprintf(out, cap, "%s/%s.so", cfg->enclave_dir, req->name);
-			if (access(out, R_OK) != 0) {
-				moatd_refuse(call, MOAT_ENOENT,
-				             "no image '%s' in this target's enclave directory", req->name);
-				return -1;
-			}
+		snprintf(shown, 300, "'%s'", req->name);
+		snprintf(path, cap, "%s/%s", cfg->enclave_dir, req->name);
+		*fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (*fd < 0) {
+			snprintf(path, cap, "%s/%s.so", cfg->enclave_dir, req->name);
+			*fd = open(path, O_RDONLY | O_CLOEXEC);
+		}
+		if (*fd < 0) {
+			moatd_refuse(call, MOAT_ENOENT, "no image '%s' in this target's enclave directory",
+			             req->name);
+			return -1;
 		}
 		return 0;
 	}
 	if (req->image_case == MOAT__V1__LOAD_REQUEST__IMAGE_SHA256 && req->sha256.len == 32) {
 		moat__hex(hex, req->sha256.data, 32);
-		snprintf(out, cap, "%s/images/%s.so", cfg->state_dir, hex);
-		if (access(out, R_OK) != 0) {
+		snprintf(shown, 300, "uploaded image %s", hex);
+		snprintf(path, cap, "%s/images/%s.so", cfg->state_dir, hex);
+		*fd = moatd_store_open(d, hex);
+		if (*fd < 0) {
 			moatd_refuse(call, MOAT_ENOENT, "no uploaded image with SHA-256 %s", hex);
 			return -1;
 		}
+		memcpy(image, hex, sizeof(hex));
 		return 0;
 	}
 	moatd_refuse(call, MOAT_EINVAL, "LoadRequest names no image");
@@ -86,11 +101,48 @@ static int check_request(moatd *d, const Moat__V1__LoadRequest *req, moat_rpc_ca
 	return 0;
 }
 
-/* Load the image at path into a new session with a fresh id and token. Answers the call on failure. */
-static session *open_session(moatd *d, const char *path, const Moat__V1__LoadRequest *req, uint8_t token[32],
-                             moat_rpc_call *call)
+/*
+ * Copy the library's message to out with the image's descriptor path
+ * (fdpath) named as the host named the image (shown), and any other
+ * absolute path left out: a host learns nothing of moatd's files.
+ */
+static void redact(char *out, size_t cap, const char *msg, const char *fdpath, const char *shown)
+{
+	size_t o = 0, flen = strlen(fdpath);
+	const char *p = msg;
+
+	while (*p && o + 1 < cap) {
+		const char *put = NULL;
+
+		if (strncmp(p, fdpath, flen) == 0 && !(p[flen] >= '0' && p[flen] <= '9')) {
+			put = shown;
+			p += flen;
+		} else if (*p == '/' && (p == msg || strchr(" ('\"=", p[-1]))) {
+			put = "<path>";
+			while (*p && !strchr(" :,)'\"", *p))
+				p++;
+		}
+		if (put) {
+			int n = snprintf(out + o, cap - o, "%s", put);
+
+			o = n < 0 || (size_t)n >= cap - o ? cap - 1 : o + (size_t)n;
+		} else {
+			out[o++] = *p++;
+		}
+	}
+	out[o] = '\0';
+}
+
+/*
+ * Load the image open as fd (found at path) into a new session with a
+ * fresh id and token (image: the uploaded image's SHA-256 in hex, or "").
+ * Answers the call on failure.
+ */
+static session *open_session(moatd *d, int fd, const char *path, const char *shown, const char *image,
+                             const Moat__V1__LoadRequest *req, uint8_t token[32], moat_rpc_call *call)
 {
 	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
+	char fdpath[64], msg[384];
 	uint8_t raw[16];
 	session *s;
 	int rc;
@@ -107,10 +159,15 @@ static session *open_session(moatd *d, const char *path, const Moat__V1__LoadReq
 		return NULL;
 	}
 	s->d = d;
+	snprintf(s->image, sizeof(s->image), "%s", image);
 	pthread_cond_init(&s->idle, NULL);
-	rc = moat_enclave_load(&s->enclave, path, &opts);
+	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+	rc = moat_enclave_load(&s->enclave, fdpath, &opts);
 	if (rc < 0) {
-		moatd_refuse(call, rc, "%s", moat_error_last()->message);
+		moatd_log(MOATD_LOG_INFO, "cannot load %s (%s): %s", path, fdpath,
+		          moat_error_last()->message);
+		redact(msg, sizeof(msg), moat_error_last()->message, fdpath, shown);
+		moatd_refuse(call, rc, "%s", msg);
 		goto fail;
 	}
 	moat_enclave_set_fallback_handler(s->enclave, moatd_forward_exit, s);
@@ -192,8 +249,9 @@ void moatd_handle_load(moatd *d, moat_rpc_call *call)
 	Moat__V1__LoadRequest *req = NULL;
 	session *s = NULL;
 	uint8_t *buf = NULL, *reply = NULL, token[32];
-	char path[4400];
+	char path[4400], shown[300], image[65] = "";
 	size_t len;
+	int fd = -1;
 
 	memset(token, 0, sizeof(token));
 	if (moatd_recv_one(call, &buf, &len) < 0)
@@ -214,8 +272,8 @@ void moatd_handle_load(moatd *d, moat_rpc_call *call)
 		             d->cfg.max_sessions, d->cfg.max_sessions);
 		goto out;
 	}
-	if (image_path(&d->cfg, path, sizeof(path), req, call) < 0 ||
-	    !(s = open_session(d, path, req, token, call)) ||
+	if (image_open(d, req, &fd, path, sizeof(path), shown, image, call) < 0 ||
+	    !(s = open_session(d, fd, path, shown, image, req, token, call)) ||
 	    make_reply(d, s, req, token, &reply, &len, call) < 0) {
 		moatd_session_unreserve(d);
 		goto out;
@@ -229,6 +287,8 @@ void moatd_handle_load(moatd *d, moat_rpc_call *call)
 		          "session %s: the host left before the load answer; reclaiming later", s->id);
 	s = NULL;
 out:
+	if (fd >= 0)
+		close(fd);
 	if (s) {
 		moat_enclave_destroy(s->enclave);
 		pthread_cond_destroy(&s->idle);

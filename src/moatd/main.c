@@ -254,6 +254,27 @@ static int start_server(moatd *d, moat_rpc_server **srv, char *addr, size_t cap)
 	return 0;
 }
 
+/*
+ * Start serving with a unix: listener's socket file made owner-only and
+ * then given --socket-mode, whatever moatd's umask: whoever can connect can
+ * load enclaves.
+ */
+static int start_listener(moatd *d, moat_rpc_server **srv, char *addr, size_t cap)
+{
+	const char *listen = d->cfg.listen;
+	mode_t old = umask(077);
+	int rc = start_server(d, srv, addr, cap);
+
+	umask(old);
+	if (rc == 0 && strncmp(listen, "unix:", 5) == 0 && chmod(listen + 5, d->cfg.socket_mode) < 0) {
+		moatd_log(MOATD_LOG_ERROR, "cannot set the mode of %s: %s", listen + 5, strerror(errno));
+		moat__rpc_server_free(*srv);
+		*srv = NULL;
+		return -1;
+	}
+	return rc;
+}
+
 /* Say where moatd serves and with which key: stderr, the ready file, then stdout. */
 static int announce(moatd *d, const char *addr)
 {
@@ -302,9 +323,10 @@ int main(int argc, char **argv)
 	if (moatd_identity_load(d) < 0)
 		goto out;
 	moatd_sessions_init(d);
+	moatd_store_init(d);
 	moat__rpc_init();
 	moat__rpc_set_log(grpc_log);
-	if (start_server(d, &srv, addr, sizeof(addr)) < 0)
+	if (start_listener(d, &srv, addr, sizeof(addr)) < 0)
 		goto out_rpc;
 	if (announce(d, addr) < 0)
 		goto out_srv;

@@ -14,6 +14,7 @@
  *   session.c   the session table, authentication, references, lease and reclaim rules, Destroy
  *   load.c      Load and its signed report
  *   upload.c    Upload
+ *   store.c     the uploaded images: quota, eviction, the bound on uploads at once
  *   attach.c    Attach streams: entry calls and the enclave's exit calls over the stream
  */
 #ifndef MOAT_MOATD_H
@@ -46,6 +47,11 @@
  */
 #define MOATD_DEFAULT_MAX_NESTING 1024
 
+/* Defaults of --max-store-bytes, --max-uploads and --socket-mode. */
+#define MOATD_DEFAULT_MAX_STORE   ((size_t)1 << 30)
+#define MOATD_DEFAULT_MAX_UPLOADS 4
+#define MOATD_DEFAULT_SOCKET_MODE 0600
+
 typedef struct moatd_config {
 	const char *listen;
 	const char *tls_cert, *tls_key, *tls_client_ca;
@@ -54,6 +60,10 @@ typedef struct moatd_config {
 	const char *ready_file;
 	const char *backend;
 	int allow_upload;
+	int insecure_upload;      /* --allow-upload on a plaintext listener others can reach */
+	size_t max_store;         /* bytes of uploaded images kept */
+	unsigned int max_uploads; /* uploads received at once */
+	unsigned int socket_mode; /* of a unix: listener's socket file */
 	unsigned int max_sessions;
 	unsigned int max_threads;
 	unsigned int max_nesting; /* host entry calls nested at once on one Attach stream */
@@ -81,6 +91,11 @@ typedef struct moatd {
 	pthread_mutex_t lock;
 	session *sessions;
 	unsigned int n_sessions; /* sessions in the table plus Loads under way */
+	/* The image store (store.c); store_lock is taken before lock, never after. */
+	pthread_mutex_t store_lock;
+	pthread_cond_t store_slot; /* an upload ended */
+	unsigned int uploads;      /* uploads under way */
+	size_t store_reserved;     /* bytes reserved by uploads under way */
 } moatd;
 
 /* An open call of a session, so that Destroy can end it. */
@@ -94,6 +109,7 @@ struct session {
 	char id[33];
 	char token_hex[65];
 	moat_enclave *enclave;
+	char image[65];       /* SHA-256 (hex) of the uploaded image it runs; "" for a named one */
 	unsigned int refs;    /* the table's reference plus one per running handler */
 	unsigned int streams; /* Attach streams serving host threads */
 	unsigned int busy;    /* entry calls running in the enclave (nested ones included) */
@@ -155,6 +171,31 @@ int moatd_recv_one(moat_rpc_call *call, uint8_t **buf, size_t *len);
 
 /* The fallback exit handler of every session's enclave (attach.c); payload is the session. */
 int moatd_forward_exit(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out);
+
+/* ---- Image store (store.c) ---- */
+
+void moatd_store_init(moatd *d);
+/* STATE_DIR/images, made if missing. Returns 0 or -1 (logged). */
+int moatd_store_dir(const moatd_config *cfg, char *out, size_t cap);
+/*
+ * Take one of the --max-uploads slots, waiting a little for one. Answers
+ * the call itself and returns -1 when none came free.
+ */
+int moatd_store_upload_begin(moatd *d, moat_rpc_call *call);
+void moatd_store_upload_end(moatd *d);
+/*
+ * Make room for an image of size bytes stored as hex (evicting unused
+ * images, least recently loaded first) and reserve it until
+ * moatd_store_release. Answers the call and returns -1 when it cannot fit.
+ */
+int moatd_store_reserve(moatd *d, const char *hex, size_t size, moat_rpc_call *call);
+void moatd_store_release(moatd *d, size_t size);
+/*
+ * Open uploaded image hex for a Load and record the load time (its mtime),
+ * under the store's lock so that eviction cannot take it in between.
+ * Returns the open descriptor, or -1 when there is no such image.
+ */
+int moatd_store_open(moatd *d, const char *hex);
 
 /* ---- Sessions (session.c) ---- */
 

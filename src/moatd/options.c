@@ -35,7 +35,12 @@ enum {
 	OPT_MAX_ATTACHED,
 	OPT_MAX_PENDING,
 	OPT_REQUEST_TIMEOUT,
-	OPT_IGNORE_FD_LIMIT
+	OPT_IGNORE_FD_LIMIT,
+	/* The image store and who may fill it. */
+	OPT_MAX_STORE,
+	OPT_MAX_UPLOADS,
+	OPT_INSECURE_UPLOAD,
+	OPT_SOCKET_MODE
 };
 
 static const struct option long_options[] = {
@@ -63,6 +68,10 @@ static const struct option long_options[] = {
     {"ignore-fd-limit", no_argument, NULL, OPT_IGNORE_FD_LIMIT},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
+    {"max-store-bytes", required_argument, NULL, OPT_MAX_STORE},
+    {"max-uploads", required_argument, NULL, OPT_MAX_UPLOADS},
+    {"insecure-upload", no_argument, NULL, OPT_INSECURE_UPLOAD},
+    {"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
     {NULL, 0, NULL, 0}};
 
 static void usage(FILE *f)
@@ -77,7 +86,17 @@ static void usage(FILE *f)
 	        "  --enclave-dir DIR             images hosts may load by name (default: none)\n"
 	        "  --allow-upload                accept images uploaded by hosts (content-addressed, SHA-256 "
 	        "checked;\n"
-	        "                                default off)\n"
+	        "                                default off). Whoever can upload can run code here: on a "
+	        "plaintext\n"
+	        "                                listener other than loopback or unix: it also needs "
+	        "--insecure-upload\n"
+	        "  --insecure-upload             allow --allow-upload on a plaintext non-loopback listener "
+	        "(anyone\n"
+	        "                                who reaches the port can run code on this machine)\n"
+	        "  --max-store-bytes N           uploaded images kept, in bytes (default %zu); unused ones "
+	        "are\n"
+	        "                                evicted least recently loaded first\n"
+	        "  --max-uploads N               most uploads received at once (default %d)\n"
 	        "  --backend sim|proc            local backend that hosts the enclaves (default %s)\n"
 	        "  --max-sessions N              most sessions at once (default 64)\n"
 	        "  --max-threads-per-session N   most attached host threads per session (default 256)\n"
@@ -103,11 +122,14 @@ static void usage(FILE *f)
 	        "                                still runs (default 10; a second signal exits at once)\n"
 	        "  --state-dir DIR               identity key and uploaded images (default ./moatd-state)\n"
 	        "  --ready-file F                write the bound address to F once serving (default: none)\n"
+	        "  --socket-mode MODE            mode of a unix: listener's socket, octal (default %04o, "
+	        "owner only)\n"
 	        "  --log-level L                 error, warn, info or debug (default warn)\n"
 	        "  --parent-fd FD                internal (local provisioning): stop when FD reports "
 	        "hang-up\n"
 	        "  --help, -h, --version\n",
-	        MOATD_DEFAULT_BACKEND, MOATD_DEFAULT_MAX_NESTING);
+	        MOATD_DEFAULT_MAX_STORE, MOATD_DEFAULT_MAX_UPLOADS, MOATD_DEFAULT_BACKEND,
+	        MOATD_DEFAULT_MAX_NESTING, MOATD_DEFAULT_SOCKET_MODE);
 }
 
 static int parse_size(const char *s, size_t *out)
@@ -128,6 +150,19 @@ static int parse_uint(const char *s, unsigned int *out)
 	size_t v;
 
 	if (parse_size(s, &v) < 0 || v > UINT_MAX)
+		return -1;
+	*out = (unsigned int)v;
+	return 0;
+}
+
+static int parse_mode(const char *s, unsigned int *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 8);
+	if (errno || end == s || *end || s[0] == '-' || v > 0777)
 		return -1;
 	*out = (unsigned int)v;
 	return 0;
@@ -173,6 +208,9 @@ static int apply(moatd_config *c, int opt, const char *v)
 	case OPT_MAX_PENDING: return parse_uint(v, &c->max_pending) < 0 || c->max_pending == 0 ? -1 : 0;
 	case OPT_REQUEST_TIMEOUT:
 		return parse_uint(v, &c->request_timeout_ms) < 0 || c->request_timeout_ms == 0 ? -1 : 0;
+	case OPT_MAX_STORE: return parse_size(v, &c->max_store) < 0 || c->max_store == 0 ? -1 : 0;
+	case OPT_MAX_UPLOADS: return parse_uint(v, &c->max_uploads) < 0 || c->max_uploads == 0 ? -1 : 0;
+	case OPT_SOCKET_MODE: return parse_mode(v, &c->socket_mode);
 	case OPT_PARENT_FD:
 		if (parse_uint(v, &fd) < 0 || fd > INT_MAX)
 			return -1;
@@ -180,6 +218,27 @@ static int apply(moatd_config *c, int opt, const char *v)
 		return 0;
 	default: return -1;
 	}
+}
+
+/* Can only this machine reach the listener (unix: or a loopback address)? */
+static int listen_is_local(const char *listen)
+{
+	const char *colon;
+	char host[256];
+	int n;
+
+	if (strncmp(listen, "unix:", 5) == 0 || strncmp(listen, "unix-abstract:", 14) == 0)
+		return 1;
+	if (strncmp(listen, "ipv4:", 5) == 0 || strncmp(listen, "ipv6:", 5) == 0)
+		listen += 5;
+	colon = strrchr(listen, ':');
+	n = colon ? (int)(colon - listen) : (int)strlen(listen);
+	if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']') {
+		listen++;
+		n -= 2;
+	}
+	snprintf(host, sizeof(host), "%.*s", n, listen);
+	return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0;
 }
 
 /* The options that only make sense together, and the limits' floors. */
@@ -205,6 +264,15 @@ static int check(moatd_config *c)
 	}
 	if (c->max_message > 0x7fffffff)
 		c->max_message = 0x7fffffff;
+	if (c->allow_upload && !c->tls_cert && !c->insecure_upload && !listen_is_local(c->listen)) {
+		fprintf(
+		    stderr,
+		    "moatd: --allow-upload on the plaintext listener %s lets anyone who reaches the port run "
+		    "code on this machine; serve TLS with --tls-client-ca, listen on loopback or unix:, or "
+		    "add --insecure-upload if that is what you mean\n",
+		    c->listen);
+		return 2;
+	}
 	return 0;
 }
 
@@ -226,6 +294,9 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 	c->max_attached = 1024;
 	c->max_pending = 128;
 	c->request_timeout_ms = 10000;
+	c->max_store = MOATD_DEFAULT_MAX_STORE;
+	c->max_uploads = MOATD_DEFAULT_MAX_UPLOADS;
+	c->socket_mode = MOATD_DEFAULT_SOCKET_MODE;
 	opterr = 0;
 	/* The leading ':' makes a missing value ':' rather than '?', to say which it was. */
 	while ((opt = getopt_long(argc, argv, ":h", long_options, &idx)) != -1) {
@@ -234,6 +305,7 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 		case OPT_VERSION: printf("moatd %s\n", moat_version()); return 1;
 		case OPT_ALLOW_UPLOAD: c->allow_upload = 1; break;
 		case OPT_IGNORE_FD_LIMIT: c->ignore_fd_limit = 1; break;
+		case OPT_INSECURE_UPLOAD: c->insecure_upload = 1; break;
 		case ':':
 			fprintf(stderr, "moatd: %s needs a value (see --help)\n", argv[optind - 1]);
 			return 2;

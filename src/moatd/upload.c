@@ -1,7 +1,8 @@
 /*
  * Upload: a host streams an enclave image in chunks; moatd stores it under
- * its SHA-256 (checked against the one the host declared) in the state
- * directory, where Load finds it by hash.
+ * its SHA-256 (checked against the one the host declared) in the image
+ * store (store.c), where Load finds it by hash. Refusals name what the host
+ * sent, never moatd's paths (those go to moatd's log).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,7 +14,11 @@
 #include "moat/v1/target.pb-c.h"
 #include "moatd/moatd.h"
 
+/* A host that sends no chunk for this long gives its upload slot up. */
+#define UPLOAD_IDLE_MS 10000
+
 typedef struct upload {
+	moatd *d;
 	const moatd_config *cfg;
 	moat_rpc_call *call;
 	EVP_MD_CTX *md;
@@ -21,19 +26,9 @@ typedef struct upload {
 	char dir[4096], tmp[4200], hex[65];
 	size_t total, expected;
 	int fd;
-	int started; /* the first chunk came */
+	size_t reserved; /* bytes reserved in the store */
+	int started;     /* the first chunk came */
 } upload;
-
-static int images_dir(const moatd_config *cfg, char *out, size_t cap)
-{
-	int n = snprintf(out, cap, "%s/images", cfg->state_dir);
-
-	if (n < 0 || (size_t)n >= cap)
-		return -1;
-	if (mkdir(out, 0700) < 0 && errno != EEXIST)
-		return -1;
-	return 0;
-}
 
 /* The first chunk declares the hash and size: check them and open the temporary file. */
 static int upload_start(upload *u, const Moat__V1__UploadChunk *chunk)
@@ -53,11 +48,17 @@ static int upload_start(upload *u, const Moat__V1__UploadChunk *chunk)
 		return -1;
 	}
 	moat__hex(u->hex, u->declared, 32);
+	if (moatd_store_reserve(u->d, u->hex, u->expected, u->call) < 0)
+		return -1;
+	u->reserved = u->expected;
 	snprintf(u->tmp, sizeof(u->tmp), "%s/.upload-XXXXXX", u->dir);
 	u->fd = mkstemp(u->tmp);
 	if (u->fd < 0) {
+		int err = errno;
+
+		moatd_log(MOATD_LOG_ERROR, "cannot create %s: %s", u->tmp, strerror(err));
 		u->tmp[0] = '\0';
-		moatd_refuse(u->call, MOAT_EIO, "cannot create a file in %s: %s", u->dir, strerror(errno));
+		moatd_refuse(u->call, MOAT_EIO, "cannot store image %s: %s", u->hex, strerror(err));
 		return -1;
 	}
 	return 0;
@@ -74,7 +75,7 @@ static int upload_chunk(upload *u, const Moat__V1__UploadChunk *chunk)
 	}
 	EVP_DigestUpdate(u->md, chunk->data.data, chunk->data.len);
 	if (chunk->data.len && write(u->fd, chunk->data.data, chunk->data.len) != (ssize_t)chunk->data.len) {
-		moatd_refuse(u->call, MOAT_EIO, "cannot store the image: %s", strerror(errno));
+		moatd_refuse(u->call, MOAT_EIO, "cannot store image %s: %s", u->hex, strerror(errno));
 		return -1;
 	}
 	u->total += chunk->data.len;
@@ -89,10 +90,17 @@ static int upload_receive(upload *u)
 		moat_rpc_status st;
 		uint8_t *buf = NULL;
 		size_t len;
-		int rc = moat__rpc_recv(u->call, &buf, &len, &st);
+		int rc = moat__rpc_exchange(u->call, NULL, 0, &buf, &len, UPLOAD_IDLE_MS, &st);
 
 		if (rc == MOAT_RPC_END && st.code == MOAT_RPC_OK)
 			break;
+		if (rc == MOAT_RPC_TIMEOUT) {
+			/* A receive that timed out stays pending: the call can only be cancelled (when
+			 * freed). */
+			moatd_log(MOATD_LOG_INFO, "upload of %s: no chunk for %d s; cancelling it",
+			          u->started ? u->hex : "an image", UPLOAD_IDLE_MS / 1000);
+			return -1;
+		}
 		if (rc != 0)
 			return -1; /* the host went away */
 		chunk = moat__v1__upload_chunk__unpack(NULL, len, buf);
@@ -134,7 +142,10 @@ static void upload_store(upload *u)
 	u->fd = -1;
 	snprintf(final, sizeof(final), "%s/%s.so", u->dir, u->hex);
 	if (rename(u->tmp, final) < 0) {
-		moatd_refuse(u->call, MOAT_EIO, "cannot store the image: %s", strerror(errno));
+		int err = errno;
+
+		moatd_log(MOATD_LOG_ERROR, "cannot rename %s to %s: %s", u->tmp, final, strerror(err));
+		moatd_refuse(u->call, MOAT_EIO, "cannot store image %s: %s", u->hex, strerror(err));
 		return;
 	}
 	u->tmp[0] = '\0';
@@ -157,6 +168,7 @@ void moatd_handle_upload(moatd *d, moat_rpc_call *call)
 	upload u;
 
 	memset(&u, 0, sizeof(u));
+	u.d = d;
 	u.cfg = &d->cfg;
 	u.call = call;
 	u.fd = -1;
@@ -165,8 +177,11 @@ void moatd_handle_upload(moatd *d, moat_rpc_call *call)
 		             "uploads are off on this target (start moatd with --allow-upload)");
 		return;
 	}
-	if (images_dir(u.cfg, u.dir, sizeof(u.dir)) < 0) {
-		moatd_refuse(call, MOAT_EIO, "cannot create the image store under %s", u.cfg->state_dir);
+	if (moatd_store_upload_begin(d, call) < 0)
+		return;
+	if (moatd_store_dir(u.cfg, u.dir, sizeof(u.dir)) < 0) {
+		moatd_refuse(call, MOAT_EIO, "this target cannot open its image store");
+		moatd_store_upload_end(d);
 		return;
 	}
 	u.md = EVP_MD_CTX_new();
@@ -178,5 +193,8 @@ void moatd_handle_upload(moatd *d, moat_rpc_call *call)
 		close(u.fd);
 	if (u.tmp[0])
 		unlink(u.tmp);
+	if (u.reserved)
+		moatd_store_release(d, u.reserved);
+	moatd_store_upload_end(d);
 	EVP_MD_CTX_free(u.md);
 }

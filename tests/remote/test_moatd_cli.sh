@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # moatd's command line: --help, --version, bad options, start-up output,
-# identity key kept across restarts, clean exit on SIGINT and SIGTERM.
+# identity key kept across restarts, clean exit on SIGINT and SIGTERM;
+# --allow-upload refused on a plaintext listener others can reach, the state
+# directory's owner and mode, a unix: listener's socket mode whatever the umask.
 set -u
 moatd=$1
 dir=$(mktemp -d "${TMPDIR:-/tmp}/moat-cli-XXXXXX")
@@ -44,5 +46,69 @@ first=$key
 [ "$(stat -c %a "$dir/state/identity.pem")" = 600 ] || fail "identity key not 0600"
 start TERM
 [ "$key" = "$first" ] || fail "identity key changed across restarts"
+
+for opt in --max-store-bytes --max-uploads --insecure-upload --socket-mode; do
+  "$moatd" --help | grep -q -- "$opt" || fail "--help does not list $opt"
+done
+"$moatd" --listen 127.0.0.1:0 --max-uploads 0 2>/dev/null; [ $? -eq 2 ] || fail "--max-uploads 0 must exit 2"
+"$moatd" --listen 127.0.0.1:0 --max-store-bytes 0 2>/dev/null; [ $? -eq 2 ] || fail "--max-store-bytes 0 must exit 2"
+"$moatd" --listen 127.0.0.1:0 --socket-mode 0999 2>/dev/null; [ $? -eq 2 ] || fail "bad --socket-mode must exit 2"
+
+# --allow-upload on a plaintext listener others can reach needs --insecure-upload (checked before binding).
+"$moatd" --listen 0.0.0.0:0 --state-dir "$dir/up" --allow-upload 2>"$dir/err"
+[ $? -eq 2 ] || fail "--allow-upload on 0.0.0.0 without --insecure-upload must exit 2"
+grep -q -- '--insecure-upload' "$dir/err" || fail "the refusal does not name --insecure-upload: $(cat "$dir/err")"
+# With it, moatd goes on (192.0.2.1, TEST-NET-1, is no address of this machine: the bind fails after the check).
+"$moatd" --listen 192.0.2.1:0 --state-dir "$dir/up" --allow-upload --insecure-upload --log-level error \
+  2>"$dir/err" >/dev/null
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 2 ] || fail "--insecure-upload: exit status $rc"
+! grep -q -- '--insecure-upload' "$dir/err" || fail "--insecure-upload was not taken"
+
+serve() { # serve DIR [ARGS...]: start moatd on a unix socket in DIR (state DIR/state), wait until it serves
+  sdir=$1
+  shift
+  rm -f "$sdir/ready"
+  "$moatd" --listen "unix:$sdir/sock" --state-dir "$sdir/state" --ready-file "$sdir/ready" "$@" \
+    >/dev/null 2>"$sdir/err" &
+  pid=$!
+  for _ in $(seq 1 200); do [ -s "$sdir/ready" ] && break; sleep 0.05; done
+  [ -s "$sdir/ready" ] || { kill "$pid" 2>/dev/null; wait "$pid"; fail "moatd did not serve: $(cat "$sdir/err")"; }
+}
+stop() {
+  kill -TERM "$pid"
+  wait "$pid" || fail "exit status $? after SIGTERM"
+}
+
+# The socket file's mode is --socket-mode (default 0600), whatever moatd's umask.
+mkdir -m 700 "$dir/u"
+(umask 000; serve "$dir/u"; [ "$(stat -c %a "$dir/u/sock")" = 600 ] || fail "socket mode $(stat -c %a "$dir/u/sock") with umask 000"; stop)
+[ $? -eq 0 ] || exit 1
+(umask 000; serve "$dir/u" --socket-mode 0660; [ "$(stat -c %a "$dir/u/sock")" = 660 ] || fail "--socket-mode 0660 gave $(stat -c %a "$dir/u/sock")"; stop)
+[ $? -eq 0 ] || exit 1
+# moatd's state directory is made 0700 even with umask 000.
+[ "$(stat -c %a "$dir/u/state")" = 700 ] || fail "state directory made $(stat -c %a "$dir/u/state") with umask 000"
+
+# A state directory others may write is refused; one they may only read is made 0700, saying so.
+mkdir -m 700 "$dir/s" "$dir/s/state"
+chmod 777 "$dir/s/state"
+"$moatd" --listen "unix:$dir/s/sock" --state-dir "$dir/s/state" 2>"$dir/err" >/dev/null
+[ $? -ne 0 ] || fail "a world-writable state directory must be refused"
+grep -q 'writable by others' "$dir/err" || fail "no reason given: $(cat "$dir/err")"
+[ ! -e "$dir/s/state/identity.pem" ] || fail "a key was made in a refused state directory"
+chmod 750 "$dir/s/state"
+serve "$dir/s"
+stop
+[ "$(stat -c %a "$dir/s/state")" = 700 ] || fail "state directory left at $(stat -c %a "$dir/s/state")"
+grep -q 'made it 0700' "$dir/s/err" || fail "moatd did not say it fixed the mode: $(cat "$dir/s/err")"
+# One owned by another user is refused (this needs root to set up).
+if [ "$(id -u)" = 0 ]; then
+  mkdir -m 700 "$dir/o"
+  chown 65534 "$dir/o"
+  "$moatd" --listen "unix:$dir/s/sock" --state-dir "$dir/o" 2>"$dir/err" >/dev/null
+  [ $? -ne 0 ] || fail "a state directory of another user must be refused"
+  grep -q 'belongs to uid 65534' "$dir/err" || fail "no reason given: $(cat "$dir/err")"
+fi
+
 rm -rf "$dir"
 echo "moatd cli ok"
