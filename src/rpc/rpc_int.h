@@ -82,4 +82,49 @@ int moat__rpc_message_size_args(grpc_arg *args, int n, long max_receive_bytes);
 int moat__rpc_read_pem(char **out, const char *path, const char *what);
 grpc_byte_buffer *moat__rpc_buffer_from(const void *data, size_t len);
 
+/* ---- The server's internals (server.c, listen.c, server_call.c) ---- */
+
+typedef struct worker {
+	pthread_t thread;
+	moat_rpc_server *srv;
+	moat_rpc_call *call;
+	int done;    /* guarded by srv->lock */
+	int pending; /* counted in srv->n_pending; guarded by srv->lock */
+	struct worker *next;
+} worker;
+
+struct moat_rpc_server {
+	grpc_server *server;
+	grpc_completion_queue *cq; /* for_next: new-call notifications and shutdown */
+	moat_rpc_call *pending;    /* the call slot of the outstanding request */
+	moat_rpc_handler handler;
+	void *ctx;
+	void (*tick)(void *ctx);
+	void (*stopping)(void *ctx);
+	pthread_mutex_t lock;
+	worker *workers;
+	unsigned int n_workers, n_pending; /* guarded by lock */
+	unsigned int max_pending, max_calls, recv_timeout_ms;
+	const char *pending_limit, *calls_limit, *recv_timeout_message;
+	void (*report)(void *ctx, int error, const char *msg);
+	int started;
+
+	/* Our own listener (no TLS): the accept thread hands connections to gRPC. */
+	int listen_fd;
+	unsigned int fd_reserve;
+	grpc_server_credentials *fd_creds;
+	pthread_t acceptor;
+	int accepting;
+	volatile int accept_stop;
+};
+
+/* Log through the server's report function (printf-style). */
+void moat__rpc_server_report(moat_rpc_server *s, int error, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Bind addr ourselves (TCP or unix); returns the fd and the bound port, or -1. */
+int moat__rpc_own_listener(const char *addr, int *port);
+/* The accept thread (arg: the server), and stopping it. */
+void *moat__rpc_acceptor_main(void *arg);
+void moat__rpc_stop_accepting(moat_rpc_server *s);
+
 #endif
