@@ -66,21 +66,13 @@ int moat__rpc_read_pem(char **out, const char *path, const char *what)
 
 /* ---- channels ---- */
 
-int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *o)
+/* The channel's arguments into args (at least 12); returns how many. */
+static int channel_args(grpc_arg *args, const moat_rpc_channel_opts *o)
 {
-	grpc_arg args[12];
-	grpc_channel_args ca;
-	grpc_channel_credentials *creds = NULL;
-	moat_rpc_channel *ch;
-	char *ca_pem = NULL, *cert_pem = NULL, *key_pem = NULL;
-	int n = 0, rc = 0;
 	unsigned int ka = o->keepalive_ms ? o->keepalive_ms : 1000;
 	unsigned int connect_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 5000;
+	int n = 0;
 
-	*out = NULL;
-	ch = calloc(1, sizeof(*ch));
-	if (!ch)
-		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	/* Keepalive pings find a dead or frozen target while a call waits. */
 	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = (int)ka}};
 	/* Twice the period to answer: a busy machine may be slow to read a ping's ack. */
@@ -105,54 +97,73 @@ int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *
 	if (o->tls && o->server_name)
 		args[n++] = (grpc_arg){
 		    GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, {.string = (char *)o->server_name}};
-	ca.num_args = (size_t)n;
-	ca.args = args;
+	return n;
+}
 
-	if (o->tls) {
-		grpc_ssl_pem_key_cert_pair pair;
+/* TLS or plaintext credentials for o; NULL with the error recorded. */
+static grpc_channel_credentials *channel_creds(const moat_rpc_channel_opts *o)
+{
+	grpc_channel_credentials *creds = NULL;
+	grpc_ssl_pem_key_cert_pair pair;
+	char *ca_pem = NULL, *cert_pem = NULL, *key_pem = NULL;
 
-		if (o->ca_file && (rc = moat__rpc_read_pem(&ca_pem, o->ca_file, "TLS CA file")) < 0)
-			goto fail;
-		if ((o->cert_file == NULL) != (o->key_file == NULL)) {
-			rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
-			                    "mutual TLS needs both tls_cert_file and tls_key_file");
-			goto fail;
-		}
-		if (o->cert_file) {
-			if ((rc = moat__rpc_read_pem(&cert_pem, o->cert_file, "TLS certificate")) < 0 ||
-			    (rc = moat__rpc_read_pem(&key_pem, o->key_file, "TLS key")) < 0)
-				goto fail;
-			pair.private_key = key_pem;
-			pair.cert_chain = cert_pem;
-		}
-		creds = grpc_ssl_credentials_create(ca_pem, o->cert_file ? &pair : NULL, NULL, NULL);
-		ch->tls = 1;
-	} else {
-		creds = grpc_insecure_credentials_create();
+	if (!o->tls)
+		return grpc_insecure_credentials_create();
+	if (o->ca_file && moat__rpc_read_pem(&ca_pem, o->ca_file, "TLS CA file") < 0)
+		goto out;
+	if ((o->cert_file == NULL) != (o->key_file == NULL)) {
+		moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		               "mutual TLS needs both tls_cert_file and tls_key_file");
+		goto out;
 	}
-	if (!creds) {
-		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
-		                    "cannot create gRPC credentials for %s", o->target);
-		goto fail;
+	if (o->cert_file) {
+		if (moat__rpc_read_pem(&cert_pem, o->cert_file, "TLS certificate") < 0 ||
+		    moat__rpc_read_pem(&key_pem, o->key_file, "TLS key") < 0)
+			goto out;
+		pair.private_key = key_pem;
+		pair.cert_chain = cert_pem;
 	}
-	ch->channel = grpc_channel_create(o->target, creds, &ca);
-	grpc_channel_credentials_release(creds);
-	if (!ch->channel) {
-		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
-		                    "cannot create a gRPC channel to %s", o->target);
-		goto fail;
-	}
-	*out = ch;
-	ch = NULL;
-fail:
+	creds = grpc_ssl_credentials_create(ca_pem, o->cert_file ? &pair : NULL, NULL, NULL);
+	if (!creds)
+		moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		               "cannot create gRPC credentials for %s", o->target);
+out:
 	free(ca_pem);
 	free(cert_pem);
 	if (key_pem) {
 		memset(key_pem, 0, strlen(key_pem));
 		free(key_pem);
 	}
-	free(ch);
-	return rc;
+	return creds;
+}
+
+int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *o)
+{
+	grpc_arg args[12];
+	grpc_channel_args ca;
+	grpc_channel_credentials *creds;
+	moat_rpc_channel *ch;
+
+	*out = NULL;
+	ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+	ca.num_args = (size_t)channel_args(args, o);
+	ca.args = args;
+	if (!(creds = channel_creds(o))) {
+		free(ch);
+		return moat_error_last()->code;
+	}
+	ch->tls = o->tls;
+	ch->channel = grpc_channel_create(o->target, creds, &ca);
+	grpc_channel_credentials_release(creds);
+	if (!ch->channel) {
+		free(ch);
+		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		                      "cannot create a gRPC channel to %s", o->target);
+	}
+	*out = ch;
+	return 0;
 }
 
 void moat__rpc_channel_close(moat_rpc_channel *ch)
