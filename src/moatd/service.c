@@ -54,7 +54,15 @@ int moatd_recv_one(moat_rpc_call *call, uint8_t **buf, size_t *len)
 	int rc;
 
 	/* Each wait is bounded (--request-timeout-ms); a call that times out is ended by the rpc layer. */
-	if (moat__rpc_recv(call, buf, len, &st) != 0)
+	rc = moat__rpc_recv(call, buf, len, &st);
+	if (rc == MOAT_RPC_END && st.code == MOAT_RPC_OK) {
+		/* The host closed its side without a request: say so rather than leave the call unanswered.
+		 */
+		moatd_refuse(call, MOAT_EPROTO,
+		             "a unary call carries exactly one request message; this one sent none");
+		return -1;
+	}
+	if (rc != 0)
 		return -1;
 	/* The request must be the only message: the host half-closes right after it (in the same frame). */
 	rc = moat__rpc_recv(call, &extra, &n, &st);

@@ -26,9 +26,7 @@ void moat__rpc_init(void)
 {
 	pthread_mutex_lock(&init_lock);
 	if (init_count++ == 0) {
-		/* gRPC logs every transport hiccup; Moat reports failures through its own errors. */
-		if (!getenv("GRPC_VERBOSITY"))
-			gpr_set_log_verbosity(GPR_LOG_SEVERITY_ERROR);
+		/* gRPC's log settings are the process's: libmoat leaves them as the application has them. */
 		grpc_init();
 	}
 	pthread_mutex_unlock(&init_lock);
