@@ -96,7 +96,7 @@ int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, cons
 	const struct moat_enclave_entry *entry;
 	char fdpath[64];
 	size_t done = 0;
-	int rc;
+	int rc, sandboxed;
 
 	*out = NULL;
 	img = calloc(1, sizeof(*img));
@@ -119,6 +119,7 @@ int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, cons
 		goto fail;
 	}
 	img->fd = __atomic_exchange_n(&reserved_memfd, -1, __ATOMIC_ACQ_REL);
+	sandboxed = img->fd >= 0;
 	if (img->fd < 0)
 		img->fd = memfd_create("moat-enclave", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (img->fd < 0) {
@@ -142,7 +143,16 @@ int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, cons
 		rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "sealing the image copy: %s", strerror(errno));
 		goto fail;
 	}
-	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", img->fd);
+	/*
+	 * In the host (sim) the copy is named by this process's pid, not
+	 * "self": a debugger resolves the name in its own process, where
+	 * /proc/self/fd/N is some file of the debugger's (gdb then hangs reading
+	 * a pipe). The proc runner's sandbox answers only /proc/self/fd/N.
+	 */
+	if (sandboxed)
+		snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", img->fd);
+	else
+		snprintf(fdpath, sizeof(fdpath), "/proc/%ld/fd/%d", (long)getpid(), img->fd);
 	img->dl = dlopen(fdpath, RTLD_NOW | RTLD_LOCAL);
 	if (!img->dl) {
 		const char *why = dlerror();
