@@ -20,4 +20,4 @@ scripts/build.sh build-asan -DMOAT_ASAN=ON -DCMAKE_BUILD_TYPE=Debug
 
 echo "== valgrind memcheck (definite leaks fail)"
 scripts/build.sh build-valgrind -DMOAT_VALGRIND=ON
-(cd build-valgrind && ctest --output-on-failure -j2 --timeout 900 -LE 'slow|novalgrind')
+(cd build-valgrind && ctest --output-on-failure -j2 --timeout 900 -LE 'slow|novalgrind|soak')
