@@ -1,40 +1,88 @@
 /*
- * grpc.health.v1.Health/Check: moatd knows two services, "" (the server)
- * and "moat.v1.Target"; both are SERVING while moatd serves and
- * NOT_SERVING once it stops. Any other name is NOT_FOUND, as the health
- * protocol says.
+ * grpc.health.v1.Health: moatd knows two services, "" (the server) and
+ * "moat.v1.Target"; both are SERVING while moatd serves and NOT_SERVING
+ * once it stops. Check answers once; Watch sends the status, and again when
+ * it changes, until the client goes away. Any other service name is
+ * NOT_FOUND, as the health protocol says.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "moatd/moatd.h"
 
-void moatd_handle_health(moatd *d, moat_rpc_call *call)
+/* Parse a HealthCheckRequest and check its service. Answers the call and returns -1 when refused. */
+static int known_service(const uint8_t *buf, size_t len, moat_rpc_call *call)
 {
-	Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-	Grpc__Health__V1__HealthCheckRequest *req = NULL;
-	uint8_t *buf = NULL, reply[16];
-	size_t len;
+	Grpc__Health__V1__HealthCheckRequest *req =
+	    grpc__health__v1__health_check_request__unpack(NULL, len, buf);
+	int rc = 0;
 
-	if (moatd_recv_one(call, &buf, &len) < 0)
-		goto out;
-	req = grpc__health__v1__health_check_request__unpack(NULL, len, buf);
 	if (!req) {
 		moatd_refuse(call, MOAT_EPROTO, "malformed HealthCheckRequest");
-		goto out;
+		return -1;
 	}
 	if (req->service[0] && strcmp(req->service, "moat.v1.Target") != 0) {
 		moatd_refuse(call, MOAT_ENOENT, "unknown service '%s' (this server has moat.v1.Target)",
 		             req->service);
-		goto out;
+		rc = -1;
 	}
-	resp.status = d->stop ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
-	                      : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-	len = grpc__health__v1__health_check_response__pack(&resp, reply);
-	moat__rpc_finish(call, reply, len, MOAT_RPC_OK, 0, NULL);
+	grpc__health__v1__health_check_request__free_unpacked(req, NULL);
+	return rc;
+}
+
+/* HealthCheckResponse for moatd's state into out (at least 16 bytes); returns its length. */
+static size_t status_message(const moatd *d, uint8_t *out, int *serving)
+{
+	Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+
+	*serving = !d->stop;
+	resp.status = *serving ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+	                       : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+	return grpc__health__v1__health_check_response__pack(&resp, out);
+}
+
+void moatd_handle_health_watch(moatd *d, moat_rpc_call *call)
+{
+	uint8_t *buf = NULL, msg[16];
+	moat_rpc_status st;
+	size_t len;
+	int sent = -1, serving;
+
+	/* A server-streaming call: one request; the client may keep its side open. */
+	if (moat__rpc_recv(call, &buf, &len, &st) != 0 || known_service(buf, len, call) < 0)
+		goto out;
+	/* The status now and at every change, until the client leaves (checked every 100 ms) or moatd stops.
+	 */
+	while (!moat__rpc_call_cancelled(call)) {
+		struct timespec nap = {0, 100 * 1000 * 1000};
+
+		len = status_message(d, msg, &serving);
+		if (serving != sent) {
+			if (moat__rpc_exchange(call, msg, len, NULL, NULL, 0, &st) != 0)
+				goto out;
+			sent = serving;
+		}
+		if (!serving)
+			break;
+		nanosleep(&nap, NULL);
+	}
+	if (!moat__rpc_call_cancelled(call))
+		moat__rpc_finish(call, NULL, 0, MOAT_RPC_OK, 0, NULL);
 out:
-	if (req)
-		grpc__health__v1__health_check_request__free_unpacked(req, NULL);
+	free(buf);
+}
+
+void moatd_handle_health(moatd *d, moat_rpc_call *call)
+{
+	uint8_t *buf = NULL, reply[16];
+	size_t len;
+	int serving;
+
+	if (moatd_recv_one(call, &buf, &len) == 0 && known_service(buf, len, call) == 0) {
+		len = status_message(d, reply, &serving);
+		moat__rpc_finish(call, reply, len, MOAT_RPC_OK, 0, NULL);
+	}
 	free(buf);
 }

@@ -10,7 +10,7 @@
  *   log.c       the log
  *   identity.c  the Ed25519 identity key and signing
  *   service.c   method dispatch and the reply helpers every handler uses
- *   health.c    grpc.health.v1.Health/Check
+ *   health.c    grpc.health.v1.Health/Check and Watch
  *   session.c   the session table, authentication, references, lease and reclaim rules, Destroy
  *   load.c      Load and its signed report
  *   upload.c    Upload
@@ -154,6 +154,7 @@ int moatd_sign(moatd *d, uint8_t sig[64], const uint8_t *data, size_t len);
 /* The rpc layer's handler: ctx is the moatd. Answers and frees the call. */
 void moatd_handle_call(void *ctx, moat_rpc_call *call);
 void moatd_handle_health(moatd *d, moat_rpc_call *call);
+void moatd_handle_health_watch(moatd *d, moat_rpc_call *call);
 void moatd_handle_load(moatd *d, moat_rpc_call *call);
 void moatd_handle_upload(moatd *d, moat_rpc_call *call);
 void moatd_handle_attach(moatd *d, moat_rpc_call *call);

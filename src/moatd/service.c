@@ -123,6 +123,8 @@ void moatd_handle_call(void *ctx, moat_rpc_call *call)
 		moatd_handle_destroy(d, call);
 	else if (strcmp(m, "/grpc.health.v1.Health/Check") == 0)
 		moatd_handle_health(d, call);
+	else if (strcmp(m, "/grpc.health.v1.Health/Watch") == 0)
+		moatd_handle_health_watch(d, call);
 	else
 		moat__rpc_finish(call, NULL, 0, MOAT_RPC_UNIMPLEMENTED, 0, "unknown method");
 	moat__rpc_call_free(call);

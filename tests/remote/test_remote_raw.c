@@ -299,6 +299,36 @@ static void test_upload_bad_hash(void **state)
 	assert_non_null(strstr(st.message, "SHA-256"));
 }
 
+/* Health/Watch streams the status (SERVING) and keeps the stream open; an unknown service is NOT_FOUND. */
+static void test_health_watch(void **state)
+{
+	static const uint8_t target[] = {0x0a, 14,  'm', 'o', 'a', 't', '.', 'v',
+	                                 '1',  '.', 'T', 'a', 'r', 'g', 'e', 't'};
+	static const uint8_t nosuch[] = {0x0a, 6, 'n', 'o', 's', 'u', 'c', 'h'};
+	moat_rpc_call *call = NULL;
+	moat_rpc_status st;
+	uint8_t *msg = NULL;
+	size_t len;
+
+	assert_int_equal(moat__rpc_stream_open(&call, ch, "/grpc.health.v1.Health/Watch", NULL), 0);
+	assert_int_equal(moat__rpc_exchange(call, target, sizeof(target), &msg, &len, 10000, &st), 0);
+	/* HealthCheckResponse{status: SERVING} */
+	assert_int_equal(len, 2);
+	assert_int_equal(msg[0], 0x08);
+	assert_int_equal(msg[1], 0x01);
+	free(msg);
+	/* Nothing more while nothing changes: the stream stays open. */
+	assert_int_equal(moat__rpc_exchange(call, NULL, 0, &msg, &len, 300, &st), MOAT_RPC_TIMEOUT);
+	moat__rpc_call_free(call);
+
+	call = NULL;
+	assert_int_equal(moat__rpc_stream_open(&call, ch, "/grpc.health.v1.Health/Watch", NULL), 0);
+	assert_int_equal(moat__rpc_exchange(call, nosuch, sizeof(nosuch), &msg, &len, 10000, &st),
+	                 MOAT_RPC_END);
+	assert_int_equal(st.code, MOAT_RPC_NOT_FOUND);
+	moat__rpc_call_free(call);
+}
+
 /* The whole session id must match; the token is hex in either case. */
 static void test_session_id_and_token(void **state)
 {
@@ -439,6 +469,7 @@ int main(void)
 	    cmocka_unit_test(test_upload_bad_hash),
 	    cmocka_unit_test(test_unknown_method),
 	    cmocka_unit_test(test_health),
+	    cmocka_unit_test(test_health_watch),
 	    cmocka_unit_test(test_session_id_and_token),
 	    cmocka_unit_test(test_name_with_nul),
 	    cmocka_unit_test(test_lease_rule),
