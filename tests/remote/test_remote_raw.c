@@ -378,6 +378,21 @@ static moat_rpc_call *raw_lease(const session *s)
 	return call;
 }
 
+/* Wait ms while servicing the open leases (as libmoat's lease watcher does), so their frames go out. */
+static void hold(long ms, moat_rpc_call *a, moat_rpc_call *b)
+{
+	moat_rpc_status st;
+	long t;
+
+	for (t = 0; t < ms; t += 50) {
+		if (a)
+			moat__rpc_watch(a, &st);
+		if (b)
+			moat__rpc_watch(b, &st);
+		test_sleep_ms(50);
+	}
+}
+
 static int session_alive(const session *s)
 {
 	moat_rpc_status st;
@@ -400,14 +415,15 @@ static void test_lease_rule(void **state)
 	a = raw_lease(&s);
 	b = raw_lease(&s);
 	/* One lease ends; the other still holds the session past the grace period. */
+	hold(200, a, b);
 	moat__rpc_call_free(a);
-	test_sleep_ms(3000);
+	hold(3000, b, NULL);
 	assert_true(session_alive(&s));
 	/* The last one ends and a new one comes within the grace period. */
 	moat__rpc_call_free(b);
-	test_sleep_ms(500);
+	hold(300, NULL, NULL);
 	c = raw_lease(&s);
-	test_sleep_ms(3000);
+	hold(3000, c, NULL);
 	assert_true(session_alive(&s));
 	/* Without a lease, the session goes after the grace period. */
 	moat__rpc_call_free(c);
