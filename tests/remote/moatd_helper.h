@@ -152,4 +152,37 @@ static inline int test_proc_count(pid_t pid, const char *what)
 	return n;
 }
 
+/*
+ * moatd's own threads: the main one, one per open call, and the proc
+ * backend's; gRPC names its internal threads (executor, timers, event
+ * engine), whose number gRPC itself grows and shrinks.
+ */
+static inline int test_own_threads(pid_t pid)
+{
+	char path[128], comm[32];
+	struct dirent *d;
+	DIR *tasks;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	tasks = opendir(path);
+	if (!tasks)
+		return -1;
+	while ((d = readdir(tasks)) != NULL) {
+		FILE *f;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/comm", (int)pid, d->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f) && strcmp(comm, "moatd\n") == 0)
+			n++;
+		fclose(f);
+	}
+	closedir(tasks);
+	return n;
+}
+
 #endif

@@ -290,35 +290,48 @@ static int proc_gone(pid_t pid)
 	return gone;
 }
 
-/* A host using "local" is killed: its private moatd exits and removes the private directory. */
-static void test_local_host_killed(void **state)
+/*
+ * Start a host child that loads an enclave on "local" in its own TMPDIR (tmp,
+ * made here) and runs mode; returns once it is in its call, with the child's
+ * pid and its private moatd's.
+ */
+static void start_local_host(const char *mode, char *tmp, pid_t *child, pid_t *moatd)
 {
-	char tmp[64] = "/tmp/moat-lk-XXXXXX", path[96], line[32] = "";
-	int p[2], i, n = 0;
-	pid_t child, moatd = 0;
+	char path[96], line[32] = "";
+	int p[2], n;
 	FILE *f;
 
 	assert_non_null(mkdtemp(tmp));
 	assert_int_equal(pipe(p), 0);
-	child = fork();
-	assert_true(child >= 0);
-	if (child == 0) {
+	*child = fork();
+	assert_true(*child >= 0);
+	if (*child == 0) {
 		dup2(p[1], STDOUT_FILENO);
 		close(p[0]);
 		setenv("TMPDIR", tmp, 1);
-		execl(self_path, self_path, "--host-child", "local", "slow", (char *)NULL);
+		execl(self_path, self_path, "--host-child", "local", mode, (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);
 	assert_true(read(p[0], line, sizeof(line) - 1) > 0);
 	close(p[0]);
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)child, (int)child);
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)*child, (int)*child);
 	f = fopen(path, "r");
 	assert_non_null(f);
-	n = fscanf(f, "%d", &moatd);
+	n = fscanf(f, "%d", moatd);
 	fclose(f);
 	assert_int_equal(n, 1);
-	assert_true(moatd > 0);
+	assert_true(*moatd > 0);
+}
+
+/* A host using "local" is killed: its private moatd exits and removes the private directory. */
+static void test_local_host_killed(void **state)
+{
+	char tmp[64] = "/tmp/moat-lk-XXXXXX";
+	pid_t child, moatd = 0;
+	int i;
+
+	start_local_host("slow", tmp, &child, &moatd);
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
 	for (i = 0; i < 100 && !proc_gone(moatd); i++)
@@ -375,51 +388,18 @@ static int runners_at_most(pid_t moatd, int n, long ms)
 	return 0;
 }
 
-/*
- * moatd's own threads: the main one, one per open call, and the proc
- * backend's; gRPC names its internal threads (executor, timers, event
- * engine), whose number gRPC itself grows and shrinks.
- */
-static int own_threads(pid_t pid)
-{
-	char path[128], comm[32];
-	struct dirent *d;
-	DIR *tasks;
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	tasks = opendir(path);
-	if (!tasks)
-		return -1;
-	while ((d = readdir(tasks)) != NULL) {
-		FILE *f;
-
-		if (d->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/comm", (int)pid, d->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (fgets(comm, sizeof(comm), f) && strcmp(comm, "moatd\n") == 0)
-			n++;
-		fclose(f);
-	}
-	closedir(tasks);
-	return n;
-}
-
 /* Wait up to ms for moatd's own threads to come down to n (and all its threads to about base_all). */
 static int threads_back(pid_t moatd, int n, int base_all, long ms)
 {
 	long i;
 
 	for (i = 0; i <= ms / 50; i++) {
-		if (own_threads(moatd) <= n && test_proc_count(moatd, "task") <= base_all + 2)
+		if (test_own_threads(moatd) <= n && test_proc_count(moatd, "task") <= base_all + 2)
 			return 1;
 		test_sleep_ms(50);
 	}
 	print_message("moatd has %d threads of its own (%d at start), %d in all (%d at start)\n",
-	              own_threads(moatd), n, test_proc_count(moatd, "task"), base_all);
+	              test_own_threads(moatd), n, test_proc_count(moatd, "task"), base_all);
 	return 0;
 }
 
@@ -438,7 +418,7 @@ static void idle_threads(test_moatd *m, int *own, int *all)
 	/* The session's threads end a moment after destroy returned: wait until the count settles. */
 	for (i = 0; i < 40; i++) {
 		test_sleep_ms(100);
-		n = own_threads(m->pid);
+		n = test_own_threads(m->pid);
 		if (n == prev)
 			break;
 		prev = n;
@@ -575,32 +555,12 @@ static void test_destroy_after_target_stopped(void **state)
  */
 static void test_local_host_killed_in_endless_call(void **state)
 {
-	char tmp[64] = "/tmp/moat-lk-XXXXXX", path[96], line[32] = "";
-	int p[2], i, n;
+	char tmp[64] = "/tmp/moat-lk-XXXXXX", path[96];
 	pid_t child, moatd = 0, runner = 0;
 	FILE *f;
+	int i;
 
-	assert_non_null(mkdtemp(tmp));
-	assert_int_equal(pipe(p), 0);
-	child = fork();
-	assert_true(child >= 0);
-	if (child == 0) {
-		dup2(p[1], STDOUT_FILENO);
-		close(p[0]);
-		setenv("TMPDIR", tmp, 1);
-		execl(self_path, self_path, "--host-child", "local", "spin", (char *)NULL);
-		_exit(127);
-	}
-	close(p[1]);
-	assert_true(read(p[0], line, sizeof(line) - 1) > 0);
-	close(p[0]);
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)child, (int)child);
-	f = fopen(path, "r");
-	assert_non_null(f);
-	n = fscanf(f, "%d", &moatd);
-	fclose(f);
-	assert_int_equal(n, 1);
-	assert_true(moatd > 0);
+	start_local_host("spin", tmp, &child, &moatd);
 	/* The runner of the enclave, below moatd. */
 	for (i = 0; i < 20 && runner == 0; i++) {
 		DIR *tasks;

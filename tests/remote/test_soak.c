@@ -217,33 +217,6 @@ typedef struct usage {
 	long rss_kb;
 } usage;
 
-static int own_threads(pid_t pid)
-{
-	char path[128], comm[32];
-	struct dirent *d;
-	DIR *dir;
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	dir = opendir(path);
-	if (!dir)
-		return -1;
-	while ((d = readdir(dir)) != NULL) {
-		FILE *f;
-
-		if (d->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/comm", (int)pid, d->d_name);
-		f = fopen(path, "r");
-		if (f && fgets(comm, sizeof(comm), f) && strcmp(comm, "moatd\n") == 0)
-			n++;
-		if (f)
-			fclose(f);
-	}
-	closedir(dir);
-	return n;
-}
-
 static long rss_kb(pid_t pid)
 {
 	char path[64], line[256];
@@ -282,7 +255,7 @@ static usage measure(pid_t pid)
 	usage u;
 
 	u.threads = test_proc_count(pid, "task");
-	u.own = own_threads(pid);
+	u.own = test_own_threads(pid);
 	u.fds = test_proc_count(pid, "fd");
 	u.children = children_of(pid);
 	u.rss_kb = rss_kb(pid);
