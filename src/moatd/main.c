@@ -208,7 +208,8 @@ static int start_server(moatd *d, moat_rpc_server **srv, char *addr, size_t cap)
 	const moatd_config *c = &d->cfg;
 	moat_rpc_server_opts so = {0};
 	/* The server keeps pointers to these: they live as long as the process. */
-	static char pending_limit[200], calls_limit[200], parked_limit[160], timeout_message[120];
+	static char pending_limit[200], calls_limit[200], parked_limit[160], conn_limit[120],
+	    timeout_message[120];
 	char err[512];
 	int port;
 
@@ -245,6 +246,10 @@ static int start_server(moatd *d, moat_rpc_server **srv, char *addr, size_t cap)
 	         "this target already has %u Health/Watch streams open (--max-health-watches %u)",
 	         c->max_watches, c->max_watches);
 	so.parked_limit = parked_limit;
+	snprintf(conn_limit, sizeof(conn_limit), "%u connections are open (--max-connections %u)",
+	         c->max_connections, c->max_connections);
+	so.max_connections = c->max_connections;
+	so.connections_limit = conn_limit;
 	so.pending_limit = pending_limit;
 	so.calls_limit = calls_limit;
 	so.recv_timeout_ms = c->request_timeout_ms;

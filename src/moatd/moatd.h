@@ -83,6 +83,7 @@ typedef struct moatd_config {
 	unsigned int max_attached;       /* attached streams (host threads and leases) in all */
 	unsigned int max_pending;        /* unary calls waiting for their request */
 	unsigned int max_watches;        /* open Health/Watch streams */
+	unsigned int max_connections;    /* open connections (plaintext listeners) */
 	unsigned int request_timeout_ms; /* longest wait for a request message */
 	int ignore_fd_limit;             /* start even when the limits need more descriptors */
 } moatd_config;

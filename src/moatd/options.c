@@ -35,6 +35,7 @@ enum {
 	OPT_MAX_ATTACHED,
 	OPT_MAX_PENDING,
 	OPT_MAX_WATCHES,
+	OPT_MAX_CONNECTIONS,
 	OPT_REQUEST_TIMEOUT,
 	OPT_IGNORE_FD_LIMIT,
 	/* The image store and who may fill it. */
@@ -66,6 +67,7 @@ static const struct option long_options[] = {
     {"max-attached-threads", required_argument, NULL, OPT_MAX_ATTACHED},
     {"max-pending-calls", required_argument, NULL, OPT_MAX_PENDING},
     {"max-health-watches", required_argument, NULL, OPT_MAX_WATCHES},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"request-timeout-ms", required_argument, NULL, OPT_REQUEST_TIMEOUT},
     {"ignore-fd-limit", no_argument, NULL, OPT_IGNORE_FD_LIMIT},
     {"help", no_argument, NULL, 'h'},
@@ -112,6 +114,9 @@ static void usage(FILE *f)
 	        "                                refused with RESOURCE_EXHAUSTED\n"
 	        "  --max-health-watches N        most open grpc.health.v1.Health/Watch streams (default "
 	        "64)\n"
+	        "  --max-connections N           most connections open at once on a plaintext listener "
+	        "(default\n"
+	        "                                1024); more are closed at once\n"
 	        "  --request-timeout-ms N        end a call whose request message does not arrive in time "
 	        "(default 10000)\n"
 	        "  --ignore-fd-limit             start even when the limits above may need more file "
@@ -211,6 +216,8 @@ static int apply(moatd_config *c, int opt, const char *v)
 	case OPT_MAX_ATTACHED: return parse_uint(v, &c->max_attached) < 0 || c->max_attached == 0 ? -1 : 0;
 	case OPT_MAX_PENDING: return parse_uint(v, &c->max_pending) < 0 || c->max_pending == 0 ? -1 : 0;
 	case OPT_MAX_WATCHES: return parse_uint(v, &c->max_watches) < 0 || c->max_watches == 0 ? -1 : 0;
+	case OPT_MAX_CONNECTIONS:
+		return parse_uint(v, &c->max_connections) < 0 || c->max_connections == 0 ? -1 : 0;
 	case OPT_REQUEST_TIMEOUT:
 		return parse_uint(v, &c->request_timeout_ms) < 0 || c->request_timeout_ms == 0 ? -1 : 0;
 	case OPT_MAX_STORE: return parse_size(v, &c->max_store) < 0 || c->max_store == 0 ? -1 : 0;
@@ -299,6 +306,7 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 	c->max_attached = 1024;
 	c->max_pending = 128;
 	c->max_watches = 64;
+	c->max_connections = 1024;
 	c->request_timeout_ms = 10000;
 	c->max_store = MOATD_DEFAULT_MAX_STORE;
 	c->max_uploads = MOATD_DEFAULT_MAX_UPLOADS;

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,6 +94,44 @@ int moat__rpc_own_listener(const char *addr, int *port)
 }
 
 /*
+ * Is there room for one more connection (max_connections)? Forgets the
+ * connections gRPC closed since: a descriptor that is closed, or now
+ * names another socket, no longer counts.
+ */
+static int room_for_connection(moat_rpc_server *s)
+{
+	unsigned int i = 0;
+
+	if (!s->max_connections)
+		return 1;
+	if (!s->conns) {
+		s->conns = calloc(s->max_connections, sizeof(*s->conns));
+		if (!s->conns)
+			return 0;
+	}
+	while (i < s->n_conns) {
+		struct stat st;
+		rpc_conn *c = &s->conns[i];
+
+		if (fstat(c->fd, &st) == 0 && st.st_dev == c->dev && st.st_ino == c->ino)
+			i++;
+		else
+			*c = s->conns[--s->n_conns];
+	}
+	return s->n_conns < s->max_connections;
+}
+
+/* Count the connection on fd (room_for_connection said there is room). */
+static void count_connection(moat_rpc_server *s, int fd)
+{
+	struct stat st;
+
+	if (!s->max_connections || !s->conns || fstat(fd, &st) < 0)
+		return;
+	s->conns[s->n_conns++] = (rpc_conn){fd, st.st_dev, st.st_ino};
+}
+
+/*
  * Take the connections waiting on the listener. accept returns the lowest
  * free descriptor, so its number is at least the count of descriptors in
  * use: one at or above the soft limit less the reserve is closed again at
@@ -130,7 +169,13 @@ static void accept_ready(moat_rpc_server *s)
 			    s->fd_reserve, (unsigned long)ceiling);
 			continue;
 		}
+		if (!room_for_connection(s)) {
+			close(fd);
+			moat__rpc_server_report(s, 1, "refused a connection: %s", s->connections_limit);
+			continue;
+		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails harmlessly on unix */
+		count_connection(s, fd);
 		grpc_server_add_channel_from_fd(s->server, fd, s->fd_creds);
 	}
 }

@@ -226,6 +226,13 @@ typedef struct moat_rpc_server_opts {
 	 * 1.51 offers nothing else).
 	 */
 	unsigned int fd_reserve;
+	/*
+	 * With the server's own listener (fd_reserve set): at most this many
+	 * connections open at once (0: no limit); one more is closed at once,
+	 * and connections_limit (naming the option) goes to report.
+	 */
+	unsigned int max_connections;
+	const char *connections_limit;
 	/* Called (from any thread) with a line for the log: refused connections and the like. May be NULL. */
 	void (*report)(void *ctx, int error, const char *msg);
 } moat_rpc_server_opts;

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -156,6 +157,10 @@ struct moat_rpc_server {
 	grpc_server_credentials *fd_creds;
 	pthread_t acceptor;
 	int accepting;
+	/* The connections handed to gRPC, as the accept thread last saw them (listen.c). */
+	struct rpc_conn *conns;
+	unsigned int n_conns, max_connections;
+	const char *connections_limit;
 	volatile int accept_stop;
 };
 
@@ -179,6 +184,13 @@ int moat__rpc_event_recv(moat_rpc_call *c, uint8_t **buf, size_t *len, moat_rpc_
 void moat__rpc_event_release(moat_rpc_call *c);
 /* server.c: run a call's handler on a thread of its own (the limits checked first). */
 void moat__rpc_start_worker(moat_rpc_server *s, moat_rpc_call *c);
+
+/* A connection handed to gRPC: its descriptor and socket inode tell whether it is still open. */
+typedef struct rpc_conn {
+	int fd;
+	dev_t dev;
+	ino_t ino;
+} rpc_conn;
 
 /* Log through the server's report function (printf-style). */
 void moat__rpc_server_report(moat_rpc_server *s, int error, const char *fmt, ...)

@@ -119,6 +119,8 @@ static void copy_opts(moat_rpc_server *s, const moat_rpc_server_opts *o)
 	    o->recv_timeout_message ? o->recv_timeout_message : "the request did not arrive in time";
 	s->report = o->report;
 	s->fd_reserve = o->tls_cert_file ? 0 : o->fd_reserve;
+	s->max_connections = o->max_connections;
+	s->connections_limit = o->connections_limit ? o->connections_limit : "too many connections";
 }
 
 /* TLS (or plaintext) credentials from o's files. Returns them, or NULL with err filled. */
@@ -540,6 +542,7 @@ void moat__rpc_server_free(moat_rpc_server *s)
 	if (s->fd_creds)
 		grpc_server_credentials_release(s->fd_creds);
 	pthread_mutex_destroy(&s->lock);
+	free(s->conns);
 	free(s->methods);
 	free(s->registered);
 	free(s->slots);

@@ -86,6 +86,8 @@ static int start_limited(void)
 	argv[a++] = "3000";
 	argv[a++] = "--max-health-watches";
 	argv[a++] = "8";
+	argv[a++] = "--max-connections";
+	argv[a++] = "50";
 	argv[a++] = "--log-level";
 	argv[a++] = "warn";
 	argv[a] = NULL;
@@ -281,6 +283,72 @@ static void test_second_request_refused(void **state)
 	moat__rpc_channel_close(ch);
 }
 
+/* A Health/Check on ch: the gRPC status (or a negative code). */
+static int health_check(moat_rpc_channel *ch)
+{
+	moat_rpc_status st;
+	uint8_t *resp = NULL;
+	size_t len = 0;
+	int rc = moat__rpc_unary(ch, "/grpc.health.v1.Health/Check", NULL, "", 0, &resp, &len, 5000, &st);
+
+	free(resp);
+	return rc;
+}
+
+/* Does moatd's log hold text? */
+static int log_has(const char *text)
+{
+	static char buf[1 << 20];
+	FILE *f = fopen(log_path, "r");
+	size_t n;
+
+	if (!f)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	return strstr(buf, text) != NULL;
+}
+
+/*
+ * At most --max-connections connections are open at once: one more is
+ * closed on arrival (the host sees UNAVAILABLE, moatd's log names the
+ * limit), and a closed one makes room again.
+ */
+static void test_connections_bounded(void **state)
+{
+	enum { MAX = 50 };
+	moat_rpc_channel *chans[MAX], *extra;
+	int i, tries, rc = -1;
+
+	(void)state;
+	for (i = 0; i < MAX; i++) {
+		chans[i] = open_channel();
+		assert_non_null(chans[i]);
+		/* The earlier tests' connections are forgotten once moatd's gRPC closed them. */
+		for (tries = 0; tries < 50 && (rc = health_check(chans[i])) != MOAT_RPC_OK; tries++)
+			test_sleep_ms(100);
+		assert_int_equal(rc, MOAT_RPC_OK);
+	}
+	extra = open_channel();
+	assert_non_null(extra);
+	rc = health_check(extra);
+	print_message("connection %d: status %d\n", MAX + 1, rc);
+	assert_int_equal(rc, MOAT_RPC_UNAVAILABLE);
+	assert_true(log_has("--max-connections 50"));
+	moat__rpc_channel_close(extra);
+	for (i = 0; i < 10; i++)
+		moat__rpc_channel_close(chans[i]);
+	extra = open_channel();
+	for (tries = 0; tries < 50 && (rc = health_check(extra)) != MOAT_RPC_OK; tries++)
+		test_sleep_ms(100);
+	print_message("after closing 10: status %d (%d tries)\n", rc, tries);
+	assert_int_equal(rc, MOAT_RPC_OK);
+	moat__rpc_channel_close(extra);
+	for (i = 10; i < MAX; i++)
+		moat__rpc_channel_close(chans[i]);
+}
+
 /* Attach streams that fail authentication are answered by the rpc loop: no thread is started for them. */
 static void test_unauthenticated_attach_holds_no_thread(void **state)
 {
@@ -402,6 +470,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_second_request_refused),
 	    cmocka_unit_test(test_unauthenticated_attach_holds_no_thread),
 	    cmocka_unit_test(test_watches_are_parked_and_bounded),
+	    cmocka_unit_test(test_connections_bounded),
 	    cmocka_unit_test(test_flood_keeps_serving),
 	};
 	ssize_t n;
