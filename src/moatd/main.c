@@ -133,6 +133,8 @@ static int write_ready(const char *file, const char *addr)
 #define FDS_PER_SESSION 16
 #define FDS_PER_THREAD  1
 #define FDS_HEADROOM    64
+/* With TLS gRPC accepts by itself, and connections past --max-connections are shut a moment later. */
+#define FDS_TLS_BURST 1024
 
 /* Descriptors kept from connections for the sessions' own (the accept thread's reserve). */
 static unsigned int fd_reserve;
@@ -165,7 +167,7 @@ static int check_fd_limit(const moatd_config *c)
 	if (attached > c->max_attached)
 		attached = c->max_attached;
 	need = sessions * FDS_PER_SESSION + (attached + c->max_pending + c->max_watches) * FDS_PER_THREAD +
-	       FDS_HEADROOM;
+	       FDS_HEADROOM + (c->tls_cert ? FDS_TLS_BURST : 0);
 	fd_reserve = (unsigned int)(sessions * FDS_PER_SESSION + FDS_HEADROOM < have / 2
 	                                ? sessions * FDS_PER_SESSION + FDS_HEADROOM
 	                                : have / 2);
@@ -177,12 +179,13 @@ static int check_fd_limit(const moatd_config *c)
 		return 0;
 	moatd_log(c->ignore_fd_limit ? MOATD_LOG_WARN : MOATD_LOG_ERROR,
 	          "the limits need up to %llu file descriptors (%s sessions x %u + %llu attached threads "
-	          "(--max-attached-threads) + %u pending calls + %u health watches + %u) but RLIMIT_NOFILE "
-	          "allows %llu: lower "
+	          "(--max-attached-threads) + %u pending calls + %u health watches + %u%s) but "
+	          "RLIMIT_NOFILE allows %llu: lower "
 	          "--max-sessions, --max-attached-threads or --max-pending-calls, or raise the hard limit "
 	          "(ulimit -Hn)%s",
 	          need, c->max_sessions ? "--max-sessions" : "unlimited", FDS_PER_SESSION, attached,
-	          c->max_pending, c->max_watches, FDS_HEADROOM, have,
+	          c->max_pending, c->max_watches, FDS_HEADROOM,
+	          c->tls_cert ? " + 1024 for a burst of TLS connections" : "", have,
 	          c->ignore_fd_limit ? "; going on (--ignore-fd-limit): connections past the limit are "
 	                               "refused"
 	                             : "; or start with --ignore-fd-limit to go on anyway");

@@ -6,6 +6,7 @@
  */
 #include "rpc/rpc_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -178,6 +179,78 @@ static void accept_ready(moat_rpc_server *s)
 		count_connection(s, fd);
 		grpc_server_add_channel_from_fd(s->server, fd, s->fd_creds);
 	}
+}
+
+/* Is fd a connection accepted on gRPC's own listener? */
+static int grpc_connection(const moat_rpc_server *s, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int listening = 0;
+	socklen_t ol = sizeof(listening);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ol) < 0 || listening)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port) == s->grpc_port;
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) == s->grpc_port;
+	if (ss.ss_family == AF_UNIX)
+		return s->grpc_path[0] && strcmp(((struct sockaddr_un *)&ss)->sun_path, s->grpc_path) == 0;
+	return 0;
+}
+
+static int by_fd_desc(const void *a, const void *b)
+{
+	return *(const int *)b - *(const int *)a;
+}
+
+/*
+ * gRPC's own listener (TLS: gRPC 1.51 takes no TLS connection from us)
+ * accepts by itself, so --max-connections is enforced after the fact:
+ * every 250 ms, when the process has more descriptors open than
+ * max_connections, its connections are counted and the newest past the
+ * limit shut down (gRPC sees the peer leave). A burst between two checks
+ * is what the descriptor headroom checked at start is for.
+ */
+void moat__rpc_shed_connections(moat_rpc_server *s)
+{
+	struct timespec ts;
+	struct dirent *e;
+	unsigned int n = 0, cap = 0, i;
+	int64_t now;
+	int *fds = NULL;
+	DIR *d;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (!s->max_connections || now - s->last_shed_ms < 250)
+		return;
+	s->last_shed_ms = now;
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL)
+		cap += e->d_name[0] != '.';
+	if (cap > s->max_connections && (fds = malloc(cap * sizeof(*fds))) != NULL) {
+		rewinddir(d);
+		while ((e = readdir(d)) != NULL && n < cap) {
+			int fd = (int)strtol(e->d_name, NULL, 10);
+
+			if (e->d_name[0] != '.' && fd != dirfd(d) && grpc_connection(s, fd))
+				fds[n++] = fd;
+		}
+	}
+	closedir(d);
+	if (n > s->max_connections) {
+		qsort(fds, n, sizeof(*fds), by_fd_desc);
+		for (i = 0; i < n - s->max_connections; i++)
+			shutdown(fds[i], SHUT_RDWR);
+		moat__rpc_server_report(s, 1, "closed %u connections: %s", n - s->max_connections,
+		                        s->connections_limit);
+	}
+	free(fds);
 }
 
 void *moat__rpc_acceptor_main(void *arg)

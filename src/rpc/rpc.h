@@ -227,9 +227,10 @@ typedef struct moat_rpc_server_opts {
 	 */
 	unsigned int fd_reserve;
 	/*
-	 * With the server's own listener (fd_reserve set): at most this many
-	 * connections open at once (0: no limit); one more is closed at once,
-	 * and connections_limit (naming the option) goes to report.
+	 * At most this many connections open at once (0: no limit). With the
+	 * server's own listener (fd_reserve set) one more is closed on
+	 * arrival; with gRPC's (TLS) the newest past the limit are shut down
+	 * within 250 ms. connections_limit (naming the option) goes to report.
 	 */
 	unsigned int max_connections;
 	const char *connections_limit;

@@ -161,6 +161,10 @@ struct moat_rpc_server {
 	struct rpc_conn *conns;
 	unsigned int n_conns, max_connections;
 	const char *connections_limit;
+	/* gRPC's own listener (TLS): where it listens, so that its connections can be told apart. */
+	int grpc_port;
+	char grpc_path[108];
+	int64_t last_shed_ms;
 	volatile int accept_stop;
 };
 
@@ -200,5 +204,7 @@ int moat__rpc_own_listener(const char *addr, int *port);
 /* The accept thread (arg: the server), and stopping it. */
 void *moat__rpc_acceptor_main(void *arg);
 void moat__rpc_stop_accepting(moat_rpc_server *s);
+/* With gRPC's own listener: shut the newest connections past max_connections (every loop turn). */
+void moat__rpc_shed_connections(moat_rpc_server *s);
 
 #endif

@@ -211,6 +211,9 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 	} else {
 		*port = grpc_server_add_http2_port(s->server, o->listen, creds);
 		grpc_server_credentials_release(creds);
+		s->grpc_port = *port;
+		if (strncmp(o->listen, "unix:", 5) == 0)
+			snprintf(s->grpc_path, sizeof(s->grpc_path), "%s", o->listen + 5);
 	}
 	if (*port == 0) {
 		snprintf(err, err_len, "cannot listen on '%s' (address in use, bad address or bad TLS files)",
@@ -483,6 +486,8 @@ void moat__rpc_server_run(moat_rpc_server *s, volatile int *stop)
 		if (ev.type == GRPC_OP_COMPLETE)
 			dispatch(s, &ev, !*stop);
 		moat__rpc_event_expire(s);
+		if (s->listen_fd < 0)
+			moat__rpc_shed_connections(s);
 		if (s->tick)
 			s->tick(s->ctx);
 		reap_workers(s, 0);
