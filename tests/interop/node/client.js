@@ -24,7 +24,8 @@ for (let i = 2; i < process.argv.length; i += 2) {
   args[k.slice(2)] = process.argv[i + 1];
 }
 function usage() {
-  console.error('usage: client.js --target ADDR --enclave-dir DIR [--target-key HEX] [--proto-dir DIR]');
+  console.error('usage: client.js --target ADDR --enclave-dir DIR [--target-key HEX] [--proto-dir DIR]\n' +
+    '                 [--max-nesting N] [--max-message-bytes N]   (what moatd runs with; default 4 and 2 MiB)');
   process.exit(2);
 }
 if (!args.target || !args['enclave-dir']) usage();
@@ -45,6 +46,9 @@ const E = {
 };
 const ORIGIN = { NONE: 0, API: 1, TRANSPORT: 2, TARGET: 3, ENCLAVE: 4 };
 const DEADLINE_MS = 10000;
+// What run.sh starts moatd with (--max-nesting, --max-message-bytes).
+const MAX_NESTING = Number(args['max-nesting'] || 4);
+const MAX_MSG = Number(args['max-message-bytes'] || 2 * 1024 * 1024);
 
 // ---------------------------------------------------------------- checks and output
 let checks = 0;
@@ -205,7 +209,7 @@ class Attach {
     let r;
     if (!h) r = { code: E.ENOHANDLER, message: `no exit handler for selector ${sel}` };
     else r = (await h(c.items, this, sel)) || {};
-    const ret = { seq: c.seq, code: r.code || 0, origin: r.code ? ORIGIN.API : 0, message: r.message || '', items: r.code ? [] : r.items || [] };
+    const ret = { seq: c.seq, code: r.code || 0, origin: r.code ? ORIGIN.API : 0, message: r.message || '', items: r.items || [] };
     this.send({ ret });
     exitLog.push({ stream: this.name, selector: sel, items: c.items, code: ret.code });
   }
@@ -359,7 +363,7 @@ const sha256 = (b) => crypto.createHash('sha256').update(b).digest();
 function upload(image, sha, total, chunk = 32 * 1024) {
   return new Promise((resolve) => {
     const call = target.Upload({ deadline: deadline(30000) }, (err, resp) => resolve({ err, resp }));
-    for (let off = 0; off === 0 || off < image.length; off += chunk) {
+    for (let off = 0; chunk && (off === 0 || off < image.length); off += chunk) {
       const m = { data: image.subarray(off, off + chunk) };
       if (off === 0) Object.assign(m, { sha256: sha, total_size: total });
       call.write(m);
@@ -389,6 +393,7 @@ async function main() {
   eq(s.measurement, imageSha, 'measurement is the SHA-256 of the image file');
   ok(`Load "${IMAGE_NAME}": session ${s.id}, measurement ${s.measurement.toString('hex').slice(0, 16)}..., ` +
     `isolation 0x${s.resp.isolation.toString(16)}, max_message_bytes ${s.resp.max_message_bytes}, max_threads ${s.resp.max_threads}`);
+  eq(s.resp.max_message_bytes, MAX_MSG, 'Load: max_message_bytes (moatd --max-message-bytes)');
   ok(`report: ${s.report.format}, backend ${s.report.backend}, hardware_rooted ${s.report.hardware_rooted}, ` +
     `Ed25519 signature by ${s.targetKey.toString('hex').slice(0, 16)}... verified, nonce and session match`);
   sessionForSpawn = s;
@@ -452,6 +457,44 @@ async function main() {
   eq(JSON.stringify(got), JSON.stringify(['level 3 depth 3', 'level 2 depth 2', 'level 1 depth 1']), 'nested: items');
   ok(`nested: entry -> exit 5000 -> entry -> exit -> entry -> exit, answered LIFO: ${JSON.stringify(got)}`);
 
+  // Deeper than moatd's --max-nesting: the innermost entry call is answered -17 by the target, not run.
+  let refused = null;
+  let deepest = 0;
+  const DEEP = 5002;
+  const deepHandlers = {
+    ...defaultHandlers,
+    [DEEP]: async (_items, stream) => {
+      deepest = Math.max(deepest, stream.depth);
+      const inner = await stream.enter(T.EXIT, [u64(DEEP)], deepHandlers);
+      if (inner.end) fail('deep nesting: stream ended');
+      if (inner.ret.code !== 0) refused = { ...inner.ret, depth: stream.depth + 1 };
+      return {};
+    },
+  };
+  r = await entryOk(a, T.EXIT, [u64(DEEP)], 'T_EXIT(deep)', deepHandlers);
+  check(refused, 'deep nesting: no call was refused');
+  eq(refused.code, E.ELIMIT, 'too deep: code');
+  eq(refused.origin, ORIGIN.TARGET, 'too deep: origin');
+  eq(refused.depth, MAX_NESTING + 1, 'too deep: the refused entry call\'s depth');
+  check(refused.message.includes('--max-nesting'), `too deep: message "${refused.message}" does not name --max-nesting`);
+  ok(`nesting: ${deepest} entry calls nested ran; call ${refused.depth} answered ${refused.code}, origin ${refused.origin} (target): "${refused.message}"`);
+
+  // A host's failed Return to an exit call: the enclave sees the code only (items dropped, origin not passed on).
+  const HFAIL = 5001;
+  r = await entryOk(a, T.EXIT, [u64(HFAIL)], 'T_EXIT(host fails)', {
+    ...defaultHandlers,
+    [HFAIL]: () => ({ code: E.ENOENT, message: 'host says no', items: [Buffer.from('dropped')] }),
+  });
+  eq(itemI64(r[0], 'T_EXIT result'), BigInt(E.ENOENT), 'host failure: what the enclave saw');
+  eq(r.length, 1, 'host failure: reply items reach the enclave');
+  ok('exit call answered code -3 with an item: the enclave saw -3 and no item');
+
+  // A frame larger than max_message_bytes: gRPC refuses it (RESOURCE_EXHAUSTED, no moat-error), ending that stream.
+  const huge = new Attach(sessionMd(s), 'oversized');
+  huge.send({ call: { seq: 1, selector: T.ECHO, items: [Buffer.alloc(MAX_MSG)] } });
+  await huge.expectEnd(`a Call frame of ${MAX_MSG}+ bytes`, grpc.status.RESOURCE_EXHAUSTED, undefined);
+  eq(itemU64((await entryOk(a, T.ADD, [u64(7), u64(0)], 'T_ADD after the oversized frame'))[1], 'sum'), 11n, 'session after oversized frame');
+
   // 7. Errors carried in a Return.
   let e = await a.enter(9999, []);
   if (e.end) fail('unknown selector: stream ended');
@@ -505,6 +548,12 @@ async function main() {
   await expectRefused('Load with a wrong expected_target_key', target, 'Load',
     { protocol_major: 1, name: IMAGE_NAME, nonce: crypto.randomBytes(32), expected_target_key: Buffer.alloc(32, 1) }, null,
     grpc.status.PERMISSION_DENIED, -21);
+  // The name may carry the .so suffix too.
+  const s3 = await load({ name: IMAGE_NAME + '.so' }, { targetKeyHex });
+  eq(s3.measurement, imageSha, 'Load "test_enclave.so": measurement');
+  const { err: d3 } = await unary(target, 'Destroy', {}, sessionMd(s3));
+  if (d3) fail(`Destroy: ${statusName(d3.code)} "${d3.details}"`);
+  ok(`Load "${IMAGE_NAME}.so": the same image; its session destroyed at once (no lease, no Attach)`);
   // A protocol error: a Return when no exit call waits.
   const pe = new Attach(sessionMd(s), 'protocol-error');
   pe.send({ ret: { seq: 1, code: 0 } });
@@ -520,13 +569,13 @@ async function main() {
   eq(e.ret.code, 0, 'destroy call: Return code');
   check(finiSeen !== null, 'destroy: the finalizer\'s exit call did not reach this stream');
   ok(`destroy (Call selector 0): finalizer's exit call ${FINI} answered (thread start in finalizer gave ${finiSeen}), Return 0`);
-  a.close();
-  await waitFor(() => a.status, 'the destroying stream to end');
-  ok(`the destroying Attach stream, half-closed: ${statusName(a.status.code)} "${a.status.details}"`);
+  await a.expectEnd('the destroying Attach stream after its Return', grpc.status.OK);
   const gone = new Attach(sessionMd(s), 'after-destroy');
   await gone.expectEnd('Attach after destroy', grpc.status.NOT_FOUND, E.ETARGET);
   await waitFor(() => lease.status, 'the lease ended by destroy');
-  ok(`lease stream ended by the destroy: ${statusName(lease.status.code)} "${lease.status.details}"`);
+  eq(statusName(lease.status.code), 'CANCELLED', 'lease after destroy: status');
+  eq(moatError(lease.status), undefined, 'lease after destroy: moat-error');
+  ok(`lease stream ended by the destroy: ${statusName(lease.status.code)}, no moat-error, "${lease.status.details}"`);
 
   // 11. Upload an image and load it by SHA-256; then the unary Destroy.
   const up = await upload(imageBytes, imageSha, imageBytes.length);
@@ -549,6 +598,8 @@ async function main() {
   ok('Destroy (unary): OK');
   await expectRefused('Destroy again', target, 'Destroy', {}, sessionMd(s2), grpc.status.NOT_FOUND, E.ETARGET);
   await waitFor(() => lease2.status, 'the second lease ended by Destroy');
+  eq(statusName(lease2.status.code), 'CANCELLED', 'lease after unary Destroy: status');
+  ok(`lease stream ended by the unary Destroy: ${statusName(lease2.status.code)}, no moat-error`);
 
   // Upload refusals: a hash that does not match, a size that does not match; Load of an unknown hash.
   const bad = await upload(Buffer.from('not really an image'), Buffer.alloc(32), 19);
@@ -556,9 +607,17 @@ async function main() {
   ok(`Upload with a wrong SHA-256: ${statusName(bad.err.code)}, moat-error ${moatError(bad.err)}, "${bad.err.details}"`);
   eq(statusName(bad.err.code), 'FAILED_PRECONDITION', 'Upload with a wrong SHA-256: status');
   eq(moatError(bad.err), E.EMEASUREMENT, 'Upload with a wrong SHA-256: moat-error');
-  const short = await upload(imageBytes, imageSha, imageBytes.length + 1);
-  check(short.err, 'Upload with a wrong total_size succeeded');
-  ok(`Upload with total_size one more than sent: ${statusName(short.err.code)}, moat-error ${moatError(short.err)}, "${short.err.details}"`);
+  const upErr = async (what, res, code, moatCode) => {
+    if (!res.err) fail(`${what}: succeeded`);
+    eq(statusName(res.err.code), code, `${what}: status`);
+    eq(moatError(res.err), moatCode, `${what}: moat-error`);
+    ok(`${what}: ${statusName(res.err.code)}, moat-error ${moatError(res.err)}, "${res.err.details}"`);
+  };
+  await upErr('Upload with total_size one more than sent', await upload(imageBytes, imageSha, imageBytes.length + 1), 'FAILED_PRECONDITION', E.EMEASUREMENT);
+  await upErr('Upload with total_size one less than sent', await upload(imageBytes, imageSha, imageBytes.length - 1), 'RESOURCE_EXHAUSTED', E.ELIMIT);
+  await upErr('Upload without a chunk', await upload(Buffer.alloc(0), null, 0, 0), 'FAILED_PRECONDITION', E.EPROTO);
+  await upErr('Upload whose first chunk has a 5-byte sha256', await upload(imageBytes, imageSha.subarray(0, 5), imageBytes.length), 'FAILED_PRECONDITION', E.EPROTO);
+  await upErr(`Upload in one ${MAX_MSG + 1000}-byte chunk (over max_message_bytes)`, await upload(crypto.randomBytes(MAX_MSG + 1000), imageSha, MAX_MSG + 1000, MAX_MSG + 1000), 'RESOURCE_EXHAUSTED', undefined);
   await expectRefused('Load of an unknown sha256', target, 'Load', { protocol_major: 1, sha256: Buffer.alloc(32, 7), nonce: crypto.randomBytes(32) }, null,
     grpc.status.NOT_FOUND, E.ENOENT);
 

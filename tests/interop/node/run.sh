@@ -42,7 +42,7 @@ trap stop EXIT
 trap 'exit 130' INT TERM
 
 "$moatd" --listen 127.0.0.1:0 --state-dir "$tmp/state" --enclave-dir "$enclaves" --allow-upload \
-	--ready-file "$tmp/ready" --log-level info >"$tmp/moatd.out" 2>"$tmp/moatd.err" &
+	--max-nesting 4 --max-message-bytes 2097152 --ready-file "$tmp/ready" --log-level info >"$tmp/moatd.out" 2>"$tmp/moatd.err" &
 pid=$!
 for _ in $(seq 100); do
 	[ -s "$tmp/ready" ] && break
@@ -57,4 +57,4 @@ key=$(sed -n 's/.*identity key ed25519:\([0-9a-f]\{64\}\).*/\1/p' "$tmp/moatd.er
 echo "moatd $pid on $addr, identity key $key"
 
 timeout 150 node "$here/client.js" --target "$addr" --enclave-dir "$enclaves" --target-key "$key" \
-	--proto-dir "$root/proto"
+	--proto-dir "$root/proto" --max-nesting 4 --max-message-bytes 2097152
