@@ -142,6 +142,7 @@ class Attach {
     this.waiters = [];
     this.status = null;
     this.seq = 0; // our own Calls' numbers
+    this.peerSeq = 0; // the target numbers its Calls 1, 2, 3... over the stream's life
     this.depth = 0;
     this.call = target.Attach(md, { deadline: deadline(120000) });
     this.call.on('data', (f) => this._push({ frame: f }));
@@ -205,6 +206,7 @@ class Attach {
   // Answer one exit call of the enclave with one Return of the same seq.
   async answer(c, handlers) {
     const sel = Number(c.selector);
+    eq(Number(c.seq), ++this.peerSeq, `${this.name}: seq of the target's exit call ${sel}`);
     const h = handlers[sel];
     let r;
     if (!h) r = { code: E.ENOHANDLER, message: `no exit handler for selector ${sel}` };
@@ -512,6 +514,20 @@ async function main() {
   eq(e.ret.code, E.EHANDLER, 'T_FAIL(-1) (a handler returning a Moat code): code');
   eq(e.ret.enclave_code, -1n, 'T_FAIL(-1): enclave_code');
   eq(e.ret.origin, ORIGIN.ENCLAVE, 'T_FAIL(-1): origin');
+
+  e = await a.enter(SEL.TIME, []);
+  eq(e.ret.code, E.EINVAL, 'reserved selector 2 as an entry call: code');
+  eq(e.ret.origin, ORIGIN.API, 'reserved selector 2 as an entry call: origin');
+  ok(`reserved selector 2 as an entry call: Return code ${e.ret.code}, origin ${e.ret.origin} (api), "${e.ret.message}"`);
+  e = await a.enter(SEL.DONATE, [u64(123456)]);
+  eq(e.ret.code, E.EHANDLER, 'DONATE of an unknown task: code');
+  ok(`DONATE of a task never queued: Return code ${e.ret.code}, enclave_code ${e.ret.enclave_code}`);
+
+  // A host that cannot start a thread answers SPAWN -17: moat_thread_start fails with it (T_THREADS returns it).
+  e = await a.enter(T.THREADS, [u64(2)], { ...defaultHandlers, [SEL.SPAWN]: () => ({ code: E.ELIMIT }) });
+  eq(e.ret.code, E.EHANDLER, 'T_THREADS with SPAWN refused: code');
+  eq(e.ret.enclave_code, BigInt(E.ELIMIT), 'T_THREADS with SPAWN refused: what moat_thread_start returned');
+  ok(`SPAWN answered -17: the enclave's thread start failed with -17 (Return ${e.ret.code}, enclave_code ${e.ret.enclave_code})`);
 
   // 8. Threads: the enclave starts 3, the host gets SPAWN exit calls and donates a stream each.
   r = await entryOk(a, T.THREADS, [u64(3)], 'T_THREADS(3)');
