@@ -77,6 +77,7 @@ static void tick(void *ctx)
 		}
 	}
 	moatd_tick(d);
+	moatd_health_tick(d);
 }
 
 /* The server loop saw the stop request: calls that would never return must not hold the exit. */
@@ -348,6 +349,7 @@ int main(int argc, char **argv)
 	moat__rpc_set_log(grpc_log);
 	if (start_listener(d, &srv, addr, sizeof(addr)) < 0)
 		goto out_rpc;
+	d->srv = srv;
 	if (announce(d, addr) < 0)
 		goto out_srv;
 

@@ -105,6 +105,8 @@ typedef struct moatd {
 	unsigned int uploads;      /* uploads under way */
 	size_t store_reserved;     /* bytes reserved by uploads under way */
 	unsigned int attached;     /* Attach streams admitted, of every session (guarded by lock) */
+	moat_rpc_server *srv;      /* the rpc server, once it serves */
+	int health_sent;           /* the status last sent to Health/Watch streams (1 SERVING) */
 } moatd;
 
 /* An open call of a session, so that Destroy can end it. */
@@ -175,6 +177,10 @@ void moatd_dropped_call(void *ctx, moat_rpc_call *call);
 void moatd_handle_call(void *ctx, moat_rpc_call *call);
 void moatd_handle_health(moatd *d, moat_rpc_call *call);
 void moatd_handle_health_watch(moatd *d, moat_rpc_call *call);
+/* Is moatd serving new sessions (not stopping, not full)? */
+int moatd_serving(moatd *d);
+/* On every server loop turn: tell Health/Watch streams when that changed. */
+void moatd_health_tick(moatd *d);
 void moatd_handle_load(moatd *d, moat_rpc_call *call);
 void moatd_handle_upload(moatd *d, moat_rpc_call *call);
 /* Serve an admitted Attach stream of session s (a lease, or a host thread). */
