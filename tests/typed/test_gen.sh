@@ -38,9 +38,12 @@ check() { # check WHAT COMMAND...
 mkdir -p "$work/out"
 check "generate options.proto's header" "$protoc" --c_out="$work/out" -I"$options" moat/v1/options.proto \
   google/protobuf/descriptor.proto
-check "generate alltypes, constructs, proto2, host_entry_same" \
-  gen "$work/out" alltypes.proto constructs.proto proto2.proto host_entry_same.proto
-for stem in alltypes constructs proto2 host_entry_same; do
+check "generate alltypes, constructs, proto2, host_entry_same, c_package" \
+  gen "$work/out" alltypes.proto constructs.proto proto2.proto host_entry_same.proto c_package.proto
+check "c_package renames the calls as protobuf-c renames the types" \
+  grep -q "int renamed__pinger__send__call(moat_enclave \*enclave, const Renamed__Ping__Nested \*request" \
+  "$work/out/c_package.moat.h"
+for stem in alltypes constructs proto2 host_entry_same c_package; do
   for side in moat moat-enclave; do
     check "$stem.$side.c as C11" "$cc" "${cflags[@]}" -c "$work/out/$stem.$side.c" -o "$work/$stem.$side.o"
     if [ -n "$cxx" ]; then

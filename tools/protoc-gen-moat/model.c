@@ -83,6 +83,18 @@ static const char *c_package(const file_proto *f, size_t *len)
 	return found;
 }
 
+/* full ("pkg.Name") as protoc-gen-c names it in C: with f's c_package in place of its package. */
+static void c_full_name(gen_buf *out, const file_proto *f, const char *full)
+{
+	size_t plen = f->package ? strlen(f->package) : 0, cplen = 0;
+	const char *cp = c_package(f, &cplen);
+
+	if (cp)
+		gen_buf_printf(out, "%.*s%s%s", (int)cplen, cp, plen ? "" : ".", full + plen);
+	else
+		gen_buf_printf(out, "%s", full);
+}
+
 /* Is ".pkg.Outer.Inner" (full) the message m, whose enclosing scope is scope ("pkg.Outer")? */
 static int find_in(const msg_proto *m, const char *scope, const char *full, gen_buf *path)
 {
@@ -109,26 +121,20 @@ static int type_names(const Google__Protobuf__Compiler__CodeGeneratorRequest *re
 {
 	const char *full = type[0] == '.' ? type + 1 : type;
 	gen_buf path = {0}, renamed = {0};
-	size_t i, j, plen, cplen = 0;
+	size_t i, j;
 	char *lower = NULL;
 	int rc = -1;
 
 	for (i = 0; i < req->n_proto_file; i++) {
 		const file_proto *f = req->proto_file[i];
-		const char *pkg = f->package ? f->package : "", *cp;
+		const char *pkg = f->package ? f->package : "";
 
 		for (j = 0; j < f->n_message_type; j++) {
 			gen_buf_free(&path);
 			gen_buf_printf(&path, "%s", pkg);
 			if (!find_in(f->message_type[j], pkg, full, &path))
 				continue;
-			plen = strlen(pkg);
-			cp = c_package(f, &cplen);
-			if (cp)
-				gen_buf_printf(&renamed, "%.*s%s%s", (int)cplen, cp, plen ? "" : ".",
-				               full + plen);
-			else
-				gen_buf_printf(&renamed, "%s", full);
+			c_full_name(&renamed, f, full);
 			goto found;
 		}
 	}
@@ -201,15 +207,21 @@ static int build_service(gen_service *s, const Google__Protobuf__Compiler__CodeG
                          const file_proto *fd, const Google__Protobuf__ServiceDescriptorProto *sd,
                          gen_buf *err)
 {
-	gen_buf full = {0};
+	gen_buf full = {0}, c = {0};
 	uint64_t host = 0;
 	size_t i;
 
 	gen_buf_printf(&full, "%s%s%s", fd->package ? fd->package : "", fd->package ? "." : "", sd->name);
 	s->full = full.data;
-	if (full.failed || !(s->lower = gen_name(s->full, GEN_LOWER)) ||
-	    !(s->upper = gen_name(s->full, GEN_UPPER)) || !(s->ctype = gen_name(s->full, GEN_CAMEL)))
+	if (full.failed)
 		return -1;
+	c_full_name(&c, fd, s->full);
+	if (c.failed || !(s->lower = gen_name(c.data, GEN_LOWER)) ||
+	    !(s->upper = gen_name(c.data, GEN_UPPER)) || !(s->ctype = gen_name(c.data, GEN_CAMEL))) {
+		gen_buf_free(&c);
+		return -1;
+	}
+	gen_buf_free(&c);
 	s->host = option_varint(sd->options ? &sd->options->base : NULL, GEN_OPTION_FIELD, &host) && host;
 	if (!(s->method = calloc(sd->n_method + 1, sizeof(*s->method))))
 		return -1;
