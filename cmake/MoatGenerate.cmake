@@ -22,6 +22,7 @@ find_program(MOAT_PROTOC_GEN_C protoc-gen-c REQUIRED)
 find_path(MOAT_GOOGLE_PROTO_DIR google/protobuf/descriptor.proto PATHS /usr/include /usr/local/include REQUIRED)
 find_path(MOAT_OPTIONS_PROTO_DIR moat/v1/options.proto
           PATHS ${_moat_generate_dir}/../proto ${_moat_generate_dir}/../../../share/moat/proto
+                ${_moat_generate_dir}/../../../../share/moat/proto
           NO_DEFAULT_PATH REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(MOAT_GEN_PROTOBUF_C REQUIRED IMPORTED_TARGET GLOBAL libprotobuf-c)
@@ -31,7 +32,9 @@ function(_moat_generate_plugin out_var dep_var)
     set(${out_var} $<TARGET_FILE:protoc-gen-moat> PARENT_SCOPE)
     set(${dep_var} protoc-gen-moat PARENT_SCOPE)
   else()
-    find_program(MOAT_PROTOC_GEN_MOAT protoc-gen-moat HINTS ${_moat_generate_dir}/../../../bin REQUIRED)
+    # Installed: <prefix>/lib/cmake/Moat or <prefix>/lib/<multiarch>/cmake/Moat, next to <prefix>/bin.
+    find_program(MOAT_PROTOC_GEN_MOAT protoc-gen-moat
+                 HINTS ${_moat_generate_dir}/../../../bin ${_moat_generate_dir}/../../../../bin REQUIRED)
     set(${out_var} ${MOAT_PROTOC_GEN_MOAT} PARENT_SCOPE)
     set(${dep_var} ${MOAT_PROTOC_GEN_MOAT} PARENT_SCOPE)
   endif()
