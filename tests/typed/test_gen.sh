@@ -10,7 +10,8 @@ src=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/moat-gen-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 fail=0
-cflags=(-std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -I"$include" -I"$work/out")
+cflags=(-std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wcast-qual -Wconversion
+        -I"$include" -I"$work/out")
 cxxflags=(-std=c++17 -Wall -Wextra -Werror -Wshadow -I"$include" -I"$work/out")
 
 gen() { # gen OUTDIR PROTO... -> protoc's exit status, its messages in $work/err
