@@ -60,6 +60,14 @@ for stem in alltypes constructs proto2 host_entry_same c_package; do
   fi
 done
 
+# A .proto named with a directory (typed/proto2.proto): outputs and includes keep the directory.
+check "generate typed/proto2.proto from tests/" \
+  sh -c 'cd "$1/.." && "$2" --plugin=protoc-gen-moat="$3" --c_out="$4" --moat_out="$4" -I. typed/proto2.proto' \
+  sh "$src" "$protoc" "$plugin" "$work/out"
+for f in typed/proto2.moat.c typed/proto2.moat-enclave.c; do
+  check "$f as C11" "$cc" "${cflags[@]}" -c "$work/out/$f" -o "$work/sub.o"
+done
+
 # Selectors are derived from names: adding a method and reordering keep them.
 check "generate stable_v1" gen "$work/v1" stable_v1.proto
 check "generate stable_v2" gen "$work/v2" stable_v2.proto
