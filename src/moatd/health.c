@@ -39,7 +39,7 @@ int moatd_serving(moatd *d)
 	pthread_mutex_lock(&d->lock);
 	full = d->cfg.max_sessions && d->n_sessions >= d->cfg.max_sessions;
 	pthread_mutex_unlock(&d->lock);
-	return !d->stop && !full;
+	return !d->stop && !d->draining && !full;
 }
 
 /* HealthCheckResponse for moatd's state into out (at least 16 bytes); returns its length. */
@@ -92,7 +92,10 @@ void moatd_health_tick(moatd *d)
 	 */
 	if (serving != d->health_sent && d->srv && !d->stop) {
 		moat__rpc_server_broadcast(d->srv, msg, len);
-		moatd_log(MOATD_LOG_INFO, "health: %s", serving ? "SERVING" : "NOT_SERVING (full)");
+		moatd_log(MOATD_LOG_INFO, "health: %s",
+		          serving       ? "SERVING"
+		          : d->draining ? "NOT_SERVING (draining)"
+		                        : "NOT_SERVING (full)");
 	}
 	d->health_sent = serving;
 }

@@ -48,6 +48,13 @@ static void on_signal(int sig)
 	alarm(the_daemon.cfg.shutdown_s);
 }
 
+/* SIGUSR2: drain (no new sessions; stop once the last one ended, or after --shutdown-timeout). */
+static void on_drain(int sig)
+{
+	(void)sig;
+	the_daemon.draining = 1;
+}
+
 static void install_signals(void)
 {
 	struct sigaction sa;
@@ -58,8 +65,33 @@ static void install_signals(void)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_drain;
+	sigaction(SIGUSR2, &sa, NULL);
 	sa.sa_handler = on_shutdown_deadline;
 	sigaction(SIGALRM, &sa, NULL);
+}
+
+/* A drain ends when the last session did, or after --shutdown-timeout; then moatd stops as on SIGTERM. */
+static void drain_tick(moatd *d)
+{
+	static struct timespec since;
+	unsigned int left;
+
+	if (!d->draining || d->stop)
+		return;
+	left = moatd_session_count(d);
+	if (since.tv_sec == 0) {
+		clock_gettime(CLOCK_MONOTONIC, &since);
+		moatd_log(MOATD_LOG_INFO,
+		          "draining: no new sessions; stopping once the %u left have ended "
+		          "(at most %u s)",
+		          left, d->cfg.shutdown_s);
+	}
+	if (left == 0 || moat__ms_since(&since) >= 1000.0 * d->cfg.shutdown_s) {
+		moatd_log(MOATD_LOG_INFO, "drained (%u sessions left): stopping", left);
+		d->stop = 1;
+		alarm(d->cfg.shutdown_s);
+	}
 }
 
 /* Called on every turn of the server loop (every 2-20 ms). */
@@ -77,6 +109,7 @@ static void tick(void *ctx)
 		}
 	}
 	moatd_tick(d);
+	drain_tick(d);
 	moatd_health_tick(d);
 }
 

@@ -21,6 +21,7 @@
 #define MOAT_MOATD_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -95,6 +96,7 @@ typedef struct moatd {
 	EVP_PKEY *key;
 	uint8_t public_key[32];
 	volatile int stop;
+	volatile sig_atomic_t draining; /* SIGUSR2: no new sessions, stop once the last one ended */
 	/* The session table (session.c). lock also guards every session's counters and flags. */
 	pthread_mutex_t lock;
 	session *sessions;

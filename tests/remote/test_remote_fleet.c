@@ -3,8 +3,9 @@
  * (grpc://A,B,C): sessions spread over the targets that take them (gRPC's
  * round_robin with client-side health checks; a full target reports
  * NOT_SERVING and is skipped), and when a target dies only its sessions
- * fail while new loads go to the others. Which target hosts a session is
- * told by the identity key in the session's identity.
+ * fail while new loads go to the others; a drained target takes no new
+ * sessions and stops once its last one ended. Which target hosts a session
+ * is told by the identity key in the session's identity.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -222,10 +224,50 @@ static void test_fleet_spreads_and_survives(void **state)
 		moat_enclave_destroy(e[i]);
 }
 
+/*
+ * A drained target (SIGUSR2) takes no new sessions (the fleet's loads go
+ * elsewhere), keeps serving the ones it has, and stops by itself once the
+ * last one ended. Runs after the first test: the first target is dead.
+ */
+static void test_drain(void **state)
+{
+	moat_enclave *held[2], *e[2];
+	int i, status = -1;
+
+	(void)state;
+	for (i = 0; i < 2; i++) {
+		held[i] = load(targets[1].uri);
+		assert_non_null(held[i]);
+	}
+	assert_int_equal(kill(targets[1].pid, SIGUSR2), 0);
+	test_sleep_ms(100);
+	for (i = 0; i < 2; i++) {
+		e[i] = load(fleet);
+		assert_non_null(e[i]);
+		assert_int_equal(target_of(e[i]), 2);
+		assert_int_equal(echo_works(held[i]), 0);
+	}
+	assert_null(load(targets[1].uri));
+	assert_int_equal(moat_error_last()->code, MOAT_ELIMIT);
+	assert_non_null(strstr(moat_error_last()->message, "draining"));
+	for (i = 0; i < 2; i++) {
+		moat_enclave_destroy(held[i]);
+		moat_enclave_destroy(e[i]);
+	}
+	/* The last session ended: the drained moatd exits on its own, cleanly. */
+	for (i = 0; i < 100 && waitpid(targets[1].pid, &status, WNOHANG) == 0; i++)
+		test_sleep_ms(100);
+	print_message("the drained target exited with status %d after %d00 ms\n", status, i);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	targets[1].pid = 0;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_fleet_spreads_and_survives),
+	    cmocka_unit_test(test_drain),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
