@@ -377,7 +377,17 @@ int moat_enclave_identity(const moat_enclave *e, moat_identity *out)
 	out->has_target_key = e->backend->has_target_key;
 	memcpy(out->target_key, e->backend->target_key, MOAT_TARGET_KEY_LEN);
 	out->isolation = e->backend->isolation;
+	out->debug = e->backend->debug;
+	out->debug_pid = e->backend->debug_pid;
 	return 0;
+}
+
+/* Is the environment variable set to something other than "" or "0"? */
+static int env_on(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v && strcmp(v, "0") != 0;
 }
 
 static void enclave_free(struct moat_enclave *e)
@@ -393,6 +403,7 @@ static void enclave_free(struct moat_enclave *e)
 int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_options *options)
 {
 	static const moat_load_options defaults = MOAT_LOAD_OPTIONS_INIT;
+	moat_load_options opts;
 	moat_backend_params params;
 	moat__backend_uri parsed;
 	struct moat_enclave *e;
@@ -418,6 +429,13 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 	if (options->thread_policy != MOAT_THREADS_WAIT && options->thread_policy != MOAT_THREADS_FAIL)
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "unknown thread_policy %d",
 		                      options->thread_policy);
+	/* The environment can turn debug mode and tracing on for an application that does not ask. */
+	opts = *options;
+	if (env_on("MOAT_DEBUG"))
+		opts.flags |= MOAT_LOAD_DEBUG;
+	if (env_on("MOAT_TRACE"))
+		opts.flags |= MOAT_LOAD_TRACE;
+	options = &opts;
 	uri = options->backend;
 	if (!uri || !*uri)
 		uri = getenv("MOAT_BACKEND");

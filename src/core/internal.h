@@ -95,6 +95,12 @@ void moat__image_close(moat_image *image);
  * will use (for a sandbox that cannot make one later). Returns 0 or -errno.
  */
 int moat__image_reserve_memfd(void);
+/*
+ * Name the reserved memfd's copy /proc/PID/fd/N instead of /proc/self/fd/N
+ * (the proc runner's debug mode: a debugger resolves the name in its own
+ * process, where PID is the runner's pid in its /proc).
+ */
+void moat__image_name_by_pid(long pid);
 
 /* Read a whole file; *out is malloc'd. Records the error and returns a code. */
 int moat__read_file(uint8_t **out, size_t *len, const char *path);

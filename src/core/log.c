@@ -32,8 +32,11 @@ static int env_level(void)
 	const char *v = getenv("MOAT_LOG");
 	int i;
 
-	if (!v)
-		return -1;
+	/* Debug mode asks for the line that says where to attach: warnings go to stderr. */
+	if (!v) {
+		v = getenv("MOAT_DEBUG");
+		return v && *v && strcmp(v, "0") != 0 ? MOAT_LOG_WARN : -1;
+	}
 	for (i = 0; i < 4; i++)
 		if (strcmp(v, names[i]) == 0)
 			return i;

@@ -80,6 +80,26 @@ static int image_open(moatd *d, const Moat__V1__LoadRequest *req, int *fd, char 
 	return -1;
 }
 
+/* A name a host gave for messages: printable, not too long. */
+static int name_printable(const char *name)
+{
+	size_t i;
+
+	if (!name || !*name || strlen(name) > 200)
+		return 0;
+	for (i = 0; name[i]; i++)
+		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+static long debug_pid(session *s)
+{
+	moat_identity id;
+
+	return moat_enclave_identity(s->enclave, &id) == 0 ? id.debug_pid : 0;
+}
+
 /* Check what the host asks for before loading anything. Answers the call and returns -1 when refused. */
 static int check_request(moatd *d, const Moat__V1__LoadRequest *req, moat_rpc_call *call)
 {
@@ -92,6 +112,11 @@ static int check_request(moatd *d, const Moat__V1__LoadRequest *req, moat_rpc_ca
 	if (req->expected_target_key.len && (req->expected_target_key.len != 32 ||
 	                                     memcmp(req->expected_target_key.data, d->public_key, 32) != 0)) {
 		moatd_refuse(call, MOAT_EKEY, "this target's identity key is not the one the host pinned");
+		return -1;
+	}
+	if (req->debug && !d->cfg.allow_debug) {
+		moatd_refuse(call, MOAT_EPERM,
+		             "this target does not allow debug mode (start moatd with --allow-debug)");
 		return -1;
 	}
 	if (req->expected_measurement.len && req->expected_measurement.len != 32) {
@@ -153,6 +178,10 @@ static session *open_session(moatd *d, int fd, const char *path, const char *sho
 	opts.expected_measurement = req->expected_measurement.len ? req->expected_measurement.data : NULL;
 	/* The backend stops a call that runs out of time (proc kills the enclave's process). */
 	opts.call_timeout_ms = req->call_timeout_ms;
+	if (req->debug)
+		opts.flags |= MOAT_LOAD_DEBUG;
+	/* Errors and crash reports name the image as the host did (its path, else how it asked). */
+	opts.image_name = name_printable(req->display_name) ? req->display_name : shown;
 	s = calloc(1, sizeof(*s));
 	if (!s) {
 		moatd_refuse(call, MOAT_ENOMEM, "out of memory");
@@ -212,6 +241,7 @@ static int make_reply(moatd *d, session *s, const Moat__V1__LoadRequest *req, ui
 	rep.backend = (char *)id.backend;
 	rep.isolation = id.isolation;
 	rep.time_unix_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+	rep.debug = id.debug;
 	rlen = moat__v1__load_report__get_packed_size(&rep);
 	report = malloc(rlen + 1);
 	if (!report || moatd_sign(d, sig, report, moat__v1__load_report__pack(&rep, report)) < 0) {
@@ -233,6 +263,8 @@ static int make_reply(moatd *d, session *s, const Moat__V1__LoadRequest *req, ui
 	resp.isolation = id.isolation;
 	resp.max_message_bytes = d->cfg.max_message;
 	resp.max_threads = d->cfg.max_threads;
+	resp.debug = id.debug;
+	resp.debug_pid = id.debug_pid;
 	*reply = malloc(moat__v1__load_response__get_packed_size(&resp) + 1);
 	if (*reply)
 		*len = moat__v1__load_response__pack(&resp, *reply);
@@ -282,6 +314,9 @@ void moatd_handle_load(moatd *d, moat_rpc_call *call)
 	clock_gettime(CLOCK_MONOTONIC, &s->since);
 	moatd_session_add(d, s);
 	moatd_log(MOATD_LOG_INFO, "session %s: loaded %s", s->id, path);
+	if (req->debug)
+		moatd_log(MOATD_LOG_WARN, "session %s: debug mode: attach with: gdb -p %ld", s->id,
+		          debug_pid(s));
 	if (moat__rpc_finish(call, reply, len, MOAT_RPC_OK, 0, NULL) < 0)
 		moatd_log(MOATD_LOG_WARN,
 		          "session %s: the host left before the load answer; reclaiming later", s->id);

@@ -60,6 +60,7 @@ typedef struct moatd_config {
 	const char *ready_file;
 	const char *backend;
 	int allow_upload;
+	int allow_debug;          /* --allow-debug: sessions may run in debug mode */
 	int insecure_upload;      /* --allow-upload on a plaintext listener others can reach */
 	size_t max_store;         /* bytes of uploaded images kept */
 	unsigned int max_uploads; /* uploads received at once */

@@ -29,6 +29,38 @@ static void test_identity(void **state)
 	assert_false(id.isolation & MOAT_ISOLATION_REMOTE);
 	assert_int_equal(moat_measure_file(m, PROBE_PATH), 0);
 	assert_memory_equal(id.measurement, m, sizeof(m));
+	assert_int_equal(id.debug, 0);
+	assert_int_equal(id.debug_pid, 0);
+	moat_enclave_destroy(e);
+}
+
+/* Debug mode: the identity says so and names the runner, which is dumpable and still sandboxed. */
+static void test_debug_identity(void **state)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e = NULL;
+	moat_identity id;
+	char path[64], line[256];
+	int seccomp_seen = 0, seccomp = -1;
+	FILE *f;
+
+	o.backend = "proc";
+	o.flags = MOAT_LOAD_DEBUG;
+	assert_int_equal(moat_enclave_load(&e, EXAMPLE_PATH("hello"), &o), 0);
+	assert_int_equal(moat_enclave_identity(e, &id), 0);
+	assert_int_equal(id.debug, 1);
+	assert_true(id.debug_pid > 0);
+	assert_true(id.isolation & MOAT_ISOLATION_SECCOMP);
+	/* The pid is the runner's (its command line is the runner's) and it is in seccomp filter mode. */
+	snprintf(path, sizeof(path), "/proc/%ld/status", id.debug_pid);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Seccomp: %d", &seccomp) == 1)
+			seccomp_seen = 1;
+	fclose(f);
+	assert_true(seccomp_seen);
+	assert_int_equal(seccomp, 2);
 	moat_enclave_destroy(e);
 }
 
@@ -451,6 +483,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_identity),
+	    cmocka_unit_test(test_debug_identity),
 	    cmocka_unit_test(test_hello),
 	    cmocka_unit_test(test_fib_nesting),
 	    cmocka_unit_test(test_thread_donation),

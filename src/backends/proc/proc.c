@@ -200,16 +200,15 @@ static int fd_high(int fd)
 static int start_runner(proc_backend *b, const char *runner)
 {
 	char pid_arg[32];
-	char *argv[] = {(char *)runner,
-	                "--moat-proc",
-	                MOAT_PROC_PROTOCOL,
-	                "--parent",
-	                pid_arg,
-	                (b->flags & MOAT_LOAD_ALLOW_JIT) ? "--jit" : NULL,
-	                NULL};
+	char *argv[8] = {(char *)runner, "--moat-proc", MOAT_PROC_PROTOCOL, "--parent", pid_arg};
 	spawn_req r;
-	int sv[2] = {-1, -1}, null_fd, err_fd, rc = 0;
+	int sv[2] = {-1, -1}, null_fd, err_fd, rc = 0, a = 5;
 
+	if (b->flags & MOAT_LOAD_ALLOW_JIT)
+		argv[a++] = "--jit";
+	if (b->flags & MOAT_LOAD_DEBUG)
+		argv[a++] = "--debug";
+	argv[a] = NULL;
 	snprintf(pid_arg, sizeof(pid_arg), "%ld", (long)getpid());
 	null_fd = fd_high(open("/dev/null", O_RDWR | O_CLOEXEC));
 	/*
@@ -494,6 +493,12 @@ static int runner_up(proc_backend *b, const char *runner)
 		    strerror(hello.value));
 	warn_namespaces(&hello);
 	b->parent.isolation = hello.isolation;
+	if (b->flags & MOAT_LOAD_DEBUG) {
+		b->parent.debug = 1;
+		b->parent.debug_pid = hello.pid;
+		moat__log(MOAT_LOG_WARN, "proc: debug mode: %s runs in process %ld; attach with: gdb -p %ld",
+		          b->path, (long)hello.pid, (long)hello.pid);
+	}
 	return 0;
 }
 
@@ -509,7 +514,7 @@ static int runner_load(proc_backend *b, const moat_backend_params *params, const
 	if (!(ch = chan_get(b)))
 		return moat_error_last()->code;
 	if ((rc = moat_msg_new(&load)) < 0 ||
-	    (rc = moat_msg_push_borrowed(load, params->path, strlen(params->path))) < 0 ||
+	    (rc = moat_msg_push_borrowed(load, b->path, strlen(b->path))) < 0 ||
 	    (rc = moat_msg_push_borrowed(load, bytes, len)) < 0 ||
 	    (rc = moat_msg_push_borrowed(load, o->expected_measurement,
 	                                 o->expected_measurement ? MOAT_MEASUREMENT_LEN : 0)) < 0 ||
@@ -540,7 +545,8 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
 		                      "MOAT_LOAD_BY_NAME needs a remote backend");
 	b = calloc(1, sizeof(*b));
-	if (!b || !(b->path = strdup(params->path))) {
+	/* Messages name the image as the application asked (moatd: as its host did). */
+	if (!b || !(b->path = strdup(o->image_name ? o->image_name : params->path))) {
 		free(b);
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	}

@@ -59,7 +59,7 @@ typedef struct moat_proc_note {
 	uint32_t isolation; /* HELLO: MOAT_ISOLATION_* applied */
 	int32_t value;      /* SYSCALL: number; EXEC_FAILED: errno */
 	int32_t ns_errno;   /* HELLO: why new namespaces could not be made, or 0 */
-	int32_t reserved;
+	int32_t pid;        /* HELLO in debug mode: the runner's pid as the host's /proc numbers it */
 } moat_proc_note;
 
 /* A runner to start (spawn.c, libmoat only): the child gets ctl_fd as fd 3, null_fd as 0 and 1, err_fd as 2.

@@ -269,26 +269,61 @@ static void serve_channels(int ctl)
 	}
 }
 
+/* The runner's pid as the host's /proc numbers it (it may be PID 2 of its own namespace); 0 if unknown. */
+static long outer_pid(void)
+{
+	char link[32];
+	ssize_t n = readlink("/proc/self", link, sizeof(link) - 1);
+	char *end;
+	long pid;
+
+	if (n <= 0)
+		return 0;
+	link[n] = '\0';
+	pid = strtol(link, &end, 10);
+	return *end || pid <= 0 ? 0 : pid;
+}
+
+/* Parse "--moat-proc PROTOCOL --parent PID [--jit] [--debug]"; returns the parent's pid or -1. */
+static long parse_args(int argc, char **argv, moat_runner_mode *mode)
+{
+	char *end;
+	long parent;
+	int i;
+
+	memset(mode, 0, sizeof(*mode));
+	if (argc < 5 || strcmp(argv[1], "--moat-proc") != 0 || strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 ||
+	    strcmp(argv[3], "--parent") != 0)
+		return -1;
+	for (i = 5; i < argc; i++) {
+		if (strcmp(argv[i], "--jit") == 0)
+			mode->jit = 1;
+		else if (strcmp(argv[i], "--debug") == 0)
+			mode->debug = 1;
+		else
+			return -1;
+	}
+	parent = strtol(argv[4], &end, 10);
+	return *end || parent <= 0 ? -1 : parent;
+}
+
 int main(int argc, char **argv)
 {
+	moat_runner_mode mode;
 	moat_proc_note hello;
 	unsigned int isolation = 0;
 	int ns_errno = 0, sig, rc, ctl = MOAT_PROC_CTL_FD;
 	sigset_t none;
-	char *end;
-	long parent;
+	long parent = parse_args(argc, argv, &mode);
 
-	if ((argc != 5 && (argc != 6 || strcmp(argv[5], "--jit") != 0)) ||
-	    strcmp(argv[1], "--moat-proc") != 0 || strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 ||
-	    strcmp(argv[3], "--parent") != 0) {
+	if (parent < 0) {
 		fprintf(stderr, "moat-enclave-host: started by libmoat only (protocol %s)\n",
 		        MOAT_PROC_PROTOCOL);
 		return 2;
 	}
-	parent = strtol(argv[4], &end, 10);
 	/* Die with the host; the check after it closes the race with a host that died already. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-	if (*end || getppid() != (pid_t)parent)
+	if (getppid() != (pid_t)parent)
 		return 2;
 	/* Start from default signal handling whatever the host had. */
 	for (sig = 1; sig < NSIG; sig++)
@@ -302,15 +337,18 @@ int main(int argc, char **argv)
 	/* The image copy is made now: inside the sandbox nothing can hold memory outside its limit. */
 	if (rc == 0)
 		rc = moat__image_reserve_memfd();
+	if (mode.debug && (mode.outer_pid = outer_pid()) > 0)
+		moat__image_name_by_pid(mode.outer_pid);
 	prepare();
 	if (rc == 0)
-		rc = moat__runner_sandbox_enter(ctl, argc == 6, &isolation);
+		rc = moat__runner_sandbox_enter(ctl, &mode, &isolation);
 	memset(&hello, 0, sizeof(hello));
 	hello.magic = MOAT_PROC_NOTE_MAGIC;
 	hello.kind = MOAT_PROC_NOTE_HELLO;
 	hello.isolation = isolation;
 	hello.value = rc < 0 ? -rc : 0;
 	hello.ns_errno = ns_errno;
+	hello.pid = (int32_t)mode.outer_pid;
 	if (send(ctl, &hello, sizeof(hello), MSG_NOSIGNAL) != (ssize_t)sizeof(hello) || rc < 0)
 		_exit(1);
 	serve_channels(ctl);

@@ -15,12 +15,20 @@
  */
 unsigned int moat__runner_contain(pid_t parent, int *ns_errno, int *err);
 
+/* How the host asked the runner to start (its command line). */
+typedef struct moat_runner_mode {
+	int jit;   /* writable+executable memory allowed */
+	int debug; /* debug mode: stays dumpable so a debugger of the host's user can attach */
+	/* Debug mode: this process's pid in the host's /proc, which also names the image copy. */
+	long outer_pid;
+} moat_runner_mode;
+
 /*
  * Enter the sandbox (sandbox.c): limits, no capabilities, seccomp. note_fd
- * is where a note goes when a forbidden system call stops the enclave; jit
- * allows writable+executable memory. Adds the layers applied to *isolation.
- * Returns 0, or a negative errno when seccomp could not be set up.
+ * is where a note goes when a forbidden system call stops the enclave.
+ * Adds the layers applied to *isolation. Returns 0, or a negative errno
+ * when seccomp could not be set up.
  */
-int moat__runner_sandbox_enter(int note_fd, int jit, unsigned int *isolation);
+int moat__runner_sandbox_enter(int note_fd, const moat_runner_mode *mode, unsigned int *isolation);
 
 #endif

@@ -80,26 +80,49 @@
 	 CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
 
 static int note_fd = -1;
+/* Debug mode: the runner's pid in the host's /proc (the image copy is loaded as /proc/PID/fd/N), or 0. */
+static long debug_pid;
 
-/* Parse "/proc/self/fd/N"; returns N or -1. Async-signal-safe. */
+/* Parse a decimal number ending at *end (NUL or '/'); returns it or -1. Async-signal-safe. */
+static long parse_number(const char **p)
+{
+	long n = 0;
+
+	if (**p < '0' || **p > '9')
+		return -1;
+	for (; **p >= '0' && **p <= '9'; (*p)++) {
+		if (n > 100000000)
+			return -1;
+		n = n * 10 + (**p - '0');
+	}
+	return n;
+}
+
+/*
+ * Parse "/proc/self/fd/N", or in debug mode "/proc/PID/fd/N" with this
+ * runner's own outer pid; returns N or -1. Async-signal-safe.
+ */
 static int self_fd_path(const char *p)
 {
-	static const char prefix[] = "/proc/self/fd/";
+	static const char prefix[] = "/proc/", self[] = "self";
 	size_t i;
-	int n = 0;
+	long n;
 
 	for (i = 0; i < sizeof(prefix) - 1; i++)
 		if (p[i] != prefix[i])
 			return -1;
 	p += sizeof(prefix) - 1;
-	if (!*p)
+	for (i = 0; i < sizeof(self) - 1 && p[i] == self[i]; i++)
+		;
+	if (i == sizeof(self) - 1)
+		p += i;
+	else if (!debug_pid || parse_number(&p) != debug_pid)
 		return -1;
-	for (; *p; p++) {
-		if (*p < '0' || *p > '9' || n > 100000)
-			return -1;
-		n = n * 10 + (*p - '0');
-	}
-	return n;
+	if (p[0] != '/' || p[1] != 'f' || p[2] != 'd' || p[3] != '/')
+		return -1;
+	p += 4;
+	n = parse_number(&p);
+	return *p || n < 0 || n > 100000 ? -1 : (int)n;
 }
 
 /*
@@ -562,16 +585,22 @@ static int install_filter(int jit)
 	return rc;
 }
 
-int moat__runner_sandbox_enter(int fd, int jit, unsigned int *isolation)
+int moat__runner_sandbox_enter(int fd, const moat_runner_mode *mode, unsigned int *isolation)
 {
 	struct sigaction sa;
-	int rc;
+	int rc, jit = mode->jit;
 
 	note_fd = fd;
+	debug_pid = mode->debug ? mode->outer_pid : 0;
 	*isolation |= set_limits(*isolation);
 	if ((rc = drop_capabilities()) < 0)
 		return rc;
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+	/*
+	 * Not dumpable: no process of the host's user can ptrace it or read its
+	 * memory through /proc. Debug mode keeps it dumpable for exactly that.
+	 */
+	if (prctl(PR_SET_DUMPABLE, mode->debug ? 1 : 0, 0, 0, 0) < 0 ||
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -errno;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = on_sigsys;
