@@ -132,6 +132,9 @@ static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_re
 		res->origin = e->origin;
 		res->enclave_code = e->enclave_code;
 		snprintf(res->message, sizeof(res->message), "%s", e->message);
+		/* The enclave is dead: the target's log keeps the report too. */
+		if (res->code == MOAT_ECRASHED || res->code == MOAT_ESANDBOX)
+			moatd_log(MOATD_LOG_WARN, "session %s: %s", as->s->id, e->message);
 	}
 }
 

@@ -129,11 +129,13 @@ static int check_request(moatd *d, const Moat__V1__LoadRequest *req, moat_rpc_ca
 /*
  * Copy the library's message to out with the image's descriptor path
  * (fdpath) named as the host named the image (shown), and any other
- * absolute path left out: a host learns nothing of moatd's files.
+ * absolute path left out (but for keep, the name the host gave the image):
+ * a host learns nothing of moatd's files.
  */
-static void redact(char *out, size_t cap, const char *msg, const char *fdpath, const char *shown)
+static void redact(char *out, size_t cap, const char *msg, const char *fdpath, const char *shown,
+                   const char *keep)
 {
-	size_t o = 0, flen = strlen(fdpath);
+	size_t o = 0, flen = strlen(fdpath), klen = strlen(keep);
 	const char *p = msg;
 
 	while (*p && o + 1 < cap) {
@@ -142,6 +144,9 @@ static void redact(char *out, size_t cap, const char *msg, const char *fdpath, c
 		if (strncmp(p, fdpath, flen) == 0 && !(p[flen] >= '0' && p[flen] <= '9')) {
 			put = shown;
 			p += flen;
+		} else if (klen && strncmp(p, keep, klen) == 0) {
+			put = keep; /* the image as the host named it (image_name) */
+			p += klen;
 		} else if (*p == '/' && (p == msg || strchr(" ('\"=", p[-1]))) {
 			put = "<path>";
 			while (*p && !strchr(" :,)'\"", *p))
@@ -167,7 +172,7 @@ static session *open_session(moatd *d, int fd, const char *path, const char *sho
                              const Moat__V1__LoadRequest *req, uint8_t token[32], moat_rpc_call *call)
 {
 	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
-	char fdpath[64], msg[384];
+	char fdpath[64], msg[1024];
 	uint8_t raw[16];
 	session *s;
 	int rc;
@@ -195,7 +200,7 @@ static session *open_session(moatd *d, int fd, const char *path, const char *sho
 	if (rc < 0) {
 		moatd_log(MOATD_LOG_INFO, "cannot load %s (%s): %s", path, fdpath,
 		          moat_error_last()->message);
-		redact(msg, sizeof(msg), moat_error_last()->message, fdpath, shown);
+		redact(msg, sizeof(msg), moat_error_last()->message, fdpath, shown, opts.image_name);
 		moatd_refuse(call, rc, "%s", msg);
 		goto fail;
 	}

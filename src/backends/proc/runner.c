@@ -88,6 +88,7 @@ static int load(const moat_frame_in *f, moat_origin *origin, char *message, size
 	runtime.size = sizeof(runtime);
 	runtime.exit_call = runner_exit_call;
 	image = img;
+	moat__runner_fault_modules(img->dl);
 	rc = img->entry->start(&runtime, config_len ? config : NULL, config_len);
 	if (rc != 0) {
 		snprintf(message, size, "%s: the enclave's init function failed (%d)", name, rc);
@@ -103,6 +104,11 @@ out:
 /* Run one Call from the host: load, stop, or an entry call into the enclave. */
 static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_result *res)
 {
+	uint64_t outer = moat__runner_selector;
+
+	/* What a crash report names: the innermost Call of this thread. */
+	moat__runner_selector = f->selector;
+	moat__runner_depth++;
 	res->origin = MOAT_ORIGIN_ENCLAVE;
 	if (f->selector == MOAT_PROC_SELECTOR_LOAD) {
 		res->code = load(f, &res->origin, res->message, sizeof(res->message));
@@ -116,6 +122,8 @@ static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_re
 	} else {
 		res->code = image->entry->call(f->selector, f->items, out, &res->enclave_code);
 	}
+	moat__runner_depth--;
+	moat__runner_selector = outer;
 }
 
 static int chan_send(void *io, const moat_frame *f)
@@ -159,9 +167,11 @@ static int runner_exit_call(void *ctx, uint64_t selector, const moat_msg *in, mo
 static void *worker_main(void *arg)
 {
 	channel *ch = arg;
+	void *alt = moat__runner_fault_thread_begin();
 
 	current = ch;
 	moat__conv_serve(&ch->conv);
+	moat__runner_fault_thread_end(alt);
 	/* The host thread behind this channel has gone (or broke the protocol). */
 	current = NULL;
 	close(ch->wire.fd);
@@ -340,6 +350,8 @@ int main(int argc, char **argv)
 	if (mode.debug && (mode.outer_pid = outer_pid()) > 0)
 		moat__image_name_by_pid(mode.outer_pid);
 	prepare();
+	if (rc == 0)
+		rc = moat__runner_fault_init(ctl);
 	if (rc == 0)
 		rc = moat__runner_sandbox_enter(ctl, &mode, &isolation);
 	memset(&hello, 0, sizeof(hello));
