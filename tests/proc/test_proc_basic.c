@@ -431,6 +431,44 @@ static void test_thread_exit_releases(void **state)
 	assert_int_equal(count_children(NULL), 0);
 }
 
+/* A library the image needs is loaded by the runner before its sandbox (the image names it). */
+static void test_needed_library(void **state)
+{
+	moat_enclave *e = load_with(MOAT_TEST_ENCLAVES "/proc_elf_enclave.so", "proc", NULL, 0);
+	moat_msg *out = NULL;
+	uint64_t v = 0;
+
+	assert_non_null(e);
+	assert_int_equal(moat_msg_new(&out), 0);
+	assert_int_equal(moat_enclave_call(e, MOAT_SELECTOR_USER, NULL, out), 0);
+	assert_int_equal(moat_msg_item_u64(out, 0, &v), 0);
+	assert_true(v != 0); /* EV_NONE would mean libelf refused */
+	moat_msg_free(out);
+	moat_enclave_destroy(e);
+}
+
+/* One the runner cannot load fails the load naming it, with sim's code and origin. */
+static void test_missing_library(void **state)
+{
+	const char *path = MOAT_TEST_ENCLAVES "/proc_dep_enclave.so";
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e = NULL;
+
+	/* sim finds it through the image's run path. */
+	o.backend = "sim";
+	assert_int_equal(moat_enclave_load(&e, path, &o), 0);
+	moat_enclave_destroy(e);
+	e = NULL;
+	o.backend = "proc";
+	assert_int_equal(moat_enclave_load(&e, path, &o), MOAT_EBADIMAGE);
+	assert_null(e);
+	assert_int_equal(moat_error_last()->origin, MOAT_ORIGIN_API);
+	fprintf(stderr, "[load] %s\n", moat_error_last()->message);
+	assert_non_null(strstr(moat_error_last()->message, "proc_dep_enclave.so: cannot load"));
+	assert_non_null(strstr(moat_error_last()->message, "libmoat_test_dep.so"));
+	assert_int_equal(count_children(NULL), 0);
+}
+
 /* An enclave that links libm loads: the runner has it before the sandbox closes the file system. */
 static void test_libm_enclave(void **state)
 {
@@ -484,6 +522,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_identity),
 	    cmocka_unit_test(test_debug_identity),
+	    cmocka_unit_test(test_needed_library),
+	    cmocka_unit_test(test_missing_library),
 	    cmocka_unit_test(test_hello),
 	    cmocka_unit_test(test_fib_nesting),
 	    cmocka_unit_test(test_thread_donation),

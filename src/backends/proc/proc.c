@@ -232,6 +232,17 @@ static int read_crash(proc_backend *b, moat_proc_crash *c)
 	return n == (ssize_t)sizeof(*c);
 }
 
+/* The path a SYSCALL note says follows it: bytes up to a NUL. */
+static void read_path(proc_backend *b, char *path, size_t cap)
+{
+	size_t n = 0;
+	char c;
+
+	while (n + 1 < cap && recv(b->ctl, &c, 1, MSG_DONTWAIT) == 1 && c != '\0')
+		path[n++] = c;
+	path[n] = '\0';
+}
+
 /*
  * The runner is gone or must go: reap it once, record why as the instance's
  * fatal error, and return that error for the calling thread.
@@ -242,8 +253,10 @@ static int proc_lost(proc_backend *b, int why, uint64_t selector)
 
 	pthread_mutex_lock(&b->reap_lock);
 	if (!b->reaped) {
-		moat_proc_death d = {b->path, why, -1, 0, -1, selector, b->timeout_ms, NULL, b->image_fd};
+		moat_proc_death d = {b->path,  why,           -1,   0,          -1, NULL,
+		                     selector, b->timeout_ms, NULL, b->image_fd};
 		moat_proc_crash *crash = calloc(1, sizeof(*crash));
+		char path[MOAT_PROC_NOTE_TEXT];
 		moat_proc_note note;
 
 		if (why != MOAT_PROC_LOST_GONE)
@@ -251,10 +264,14 @@ static int proc_lost(proc_backend *b, int why, uint64_t selector)
 		d.status = wait_runner(b, why != MOAT_PROC_LOST_GONE ? 0 : EXIT_GRACE_MS, &d.killed);
 		b->reaped = 1;
 		while (read_note(b, &note, 0)) {
-			if (note.kind == MOAT_PROC_NOTE_SYSCALL)
+			if (note.kind == MOAT_PROC_NOTE_SYSCALL) {
 				d.syscall_nr = note.value;
-			else if (note.kind == MOAT_PROC_NOTE_CRASH && crash && !d.crash &&
-			         read_crash(b, crash))
+				if (note.aux) {
+					read_path(b, path, sizeof(path));
+					d.syscall_path = path;
+				}
+			} else if (note.kind == MOAT_PROC_NOTE_CRASH && crash && !d.crash &&
+			           read_crash(b, crash))
 				d.crash = crash;
 		}
 		code = moat__proc_describe_death(b->death, sizeof(b->death), &d);
@@ -364,14 +381,33 @@ static void warn_namespaces(const moat_proc_note *hello)
 }
 
 /* Start the runner and wait for its hello: the sandbox layers it applied. Records the error. */
-static int runner_up(proc_backend *b, const char *runner)
+static int runner_up(proc_backend *b, const char *runner, const uint8_t *bytes, size_t len)
 {
 	moat_proc_note hello;
+	char **needed = NULL;
+	size_t n_needed = 0;
 	int rc;
 
-	if ((rc = moat__proc_start_runner(runner, b->flags, &b->ctl, &b->pid)) < 0)
+	memset(&hello, 0, sizeof(hello));
+	if ((rc = moat__proc_needed(bytes, len, &needed, &n_needed)) < 0)
+		return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+	rc = moat__proc_start_runner(runner, b->flags, needed, n_needed, &b->ctl, &b->pid);
+	moat__proc_needed_free(needed, n_needed);
+	if (rc < 0)
 		return rc;
-	if (!read_note(b, &hello, START_TIMEOUT_MS) || hello.kind != MOAT_PROC_NOTE_HELLO) {
+	if (read_note(b, &hello, START_TIMEOUT_MS) && hello.kind == MOAT_PROC_NOTE_LIBRARY) {
+		char why[MOAT_PROC_NOTE_TEXT];
+
+		/* As on sim, where the dynamic loader says the same (MOAT_EBADIMAGE, origin api). */
+		if (recv(b->ctl, why, sizeof(why), MSG_WAITALL | MSG_DONTWAIT) != (ssize_t)sizeof(why))
+			why[0] = '\0';
+		why[sizeof(why) - 1] = '\0';
+		return moat_error_set(
+		    MOAT_EBADIMAGE, MOAT_ORIGIN_API,
+		    "%s: cannot load: a library it needs does not load in the proc runner: %s", b->path,
+		    *why ? why : "(no detail)");
+	}
+	if (hello.magic != MOAT_PROC_NOTE_MAGIC || hello.kind != MOAT_PROC_NOTE_HELLO) {
 		int exec_errno =
 		    hello.magic == MOAT_PROC_NOTE_MAGIC && hello.kind == MOAT_PROC_NOTE_EXEC_FAILED
 		        ? hello.value
@@ -390,9 +426,9 @@ static int runner_up(proc_backend *b, const char *runner)
 	b->parent.isolation = hello.isolation;
 	if (b->flags & MOAT_LOAD_DEBUG) {
 		b->parent.debug = 1;
-		b->parent.debug_pid = hello.pid;
+		b->parent.debug_pid = hello.aux;
 		moat__log(MOAT_LOG_WARN, "proc: debug mode: %s runs in process %ld; attach with: gdb -p %ld",
-		          b->path, (long)hello.pid, (long)hello.pid);
+		          b->path, (long)hello.aux, (long)hello.aux);
 	}
 	return 0;
 }
@@ -488,7 +524,7 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 	/* The identity comes from the bytes the host read, never from what the runner says. */
 	moat__sha256(b->parent.measurement, bytes, len);
 	b->image_fd = image_copy(bytes, len);
-	if ((rc = runner_up(b, runner)) < 0 || (rc = runner_load(b, params, bytes, len)) < 0)
+	if ((rc = runner_up(b, runner, bytes, len)) < 0 || (rc = runner_load(b, params, bytes, len)) < 0)
 		goto fail;
 	free(bytes);
 	*out = &b->parent;

@@ -50,8 +50,13 @@ enum {
 	MOAT_PROC_NOTE_HELLO = 1,       /* sandbox is up: isolation, ns_errno */
 	MOAT_PROC_NOTE_SYSCALL = 2,     /* the sandbox stopped a system call: value (written from inside) */
 	MOAT_PROC_NOTE_EXEC_FAILED = 3, /* the runner could not be executed: value is errno */
-	MOAT_PROC_NOTE_CRASH = 4        /* a fatal signal: a moat_proc_crash follows (written from inside) */
+	MOAT_PROC_NOTE_CRASH = 4,       /* a fatal signal: a moat_proc_crash follows (written from inside) */
+	MOAT_PROC_NOTE_LIBRARY =
+	    5 /* a library the image needs did not load: MOAT_PROC_NOTE_TEXT bytes follow */
 };
+
+/* The text that follows a LIBRARY note, and the longest path after a SYSCALL note. */
+#define MOAT_PROC_NOTE_TEXT 256
 
 /* A fixed-size record on the control socket, runner to host. */
 typedef struct moat_proc_note {
@@ -60,7 +65,12 @@ typedef struct moat_proc_note {
 	uint32_t isolation; /* HELLO: MOAT_ISOLATION_* applied */
 	int32_t value;      /* SYSCALL: number; EXEC_FAILED: errno */
 	int32_t ns_errno;   /* HELLO: why new namespaces could not be made, or 0 */
-	int32_t pid;        /* HELLO in debug mode: the runner's pid as the host's /proc numbers it */
+	/*
+	 * HELLO in debug mode: the runner's pid as the host's /proc numbers it.
+	 * SYSCALL: 1 when the call's path follows (up to a NUL, at most
+	 * MOAT_PROC_NOTE_TEXT bytes).
+	 */
+	int32_t aux;
 } moat_proc_note;
 
 /* Frames and module name length of a crash report. */
@@ -111,6 +121,7 @@ typedef struct moat_proc_death {
 	int status;                   /* its wait status, or -1 when it could not be had */
 	int killed;                   /* the host had to kill it after it closed its channel */
 	int syscall_nr;               /* the SYSCALL note's number, or -1 */
+	const char *syscall_path;     /* the path it reported for that call, or NULL */
 	uint64_t selector;            /* TIMEOUT: the call */
 	unsigned int timeout_ms;      /* TIMEOUT: the limit */
 	const moat_proc_crash *crash; /* the CRASH note's report, or NULL */
@@ -136,11 +147,24 @@ typedef struct spawn_req {
 void moat__proc_spawn(spawn_req *r);
 
 /*
- * Start the runner at path with the load's MOAT_LOAD_* flags (spawn.c):
- * *ctl gets the host's end of its control socket, *pid the process.
- * Records the error and returns a code.
+ * Start the runner at path with the load's MOAT_LOAD_* flags and the
+ * libraries it must load before its sandbox (spawn.c): *ctl gets the host's
+ * end of its control socket, *pid the process. Records the error and
+ * returns a code.
  */
-int moat__proc_start_runner(const char *path, unsigned int flags, int *ctl, pid_t *pid);
+int moat__proc_start_runner(const char *path, unsigned int flags, char *const *needed, size_t n_needed,
+                            int *ctl, pid_t *pid);
+
+/* Most DT_NEEDED libraries the runner loads for an image before its sandbox. */
+#define MOAT_PROC_MAX_NEEDED 32
+
+/*
+ * The plain names (no directory) of the libraries the image in bytes needs
+ * (needed.c); *out is freed with moat__proc_needed_free(). Returns 0 (an
+ * empty list for what is not an ELF file) or MOAT_ENOMEM.
+ */
+int moat__proc_needed(const uint8_t *bytes, size_t len, char ***out, size_t *count);
+void moat__proc_needed_free(char **names, size_t count);
 
 /* Buffered reader of length-prefixed frames on one socket. */
 typedef struct moat_proc_wire {

@@ -197,16 +197,15 @@ static int describe_sigsys(char *out, size_t cap, const moat_proc_death *d)
 	 * That it died by SIGSYS comes from the kernel; which call it was comes
 	 * from a note the enclave's own process wrote, so say so.
 	 */
+	snprintf(out, cap, "%s: the enclave made a forbidden system call and was stopped (killed by SIGSYS",
+	         d->path);
 	if (d->syscall_nr >= 0)
-		snprintf(
-		    out, cap,
-		    "%s: the enclave made a forbidden system call and was stopped (killed by SIGSYS; the "
-		    "call, as the enclave's process reported it: %d, %s)",
-		    d->path, d->syscall_nr, name ? name : "?");
-	else
-		snprintf(out, cap,
-		         "%s: the enclave made a forbidden system call and was stopped (killed by SIGSYS)",
-		         d->path);
+		append(out, cap, "; the call, as the enclave's process reported it: %d, %s", d->syscall_nr,
+		       name ? name : "?");
+	/* A path call names the path, so a missing file or a library's data file is plain to see. */
+	if (d->syscall_nr >= 0 && d->syscall_path)
+		append(out, cap, " \"%s\"", d->syscall_path);
+	append(out, cap, ")");
 	free(name);
 	return MOAT_ESANDBOX;
 }

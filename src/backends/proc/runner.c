@@ -16,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/sysinfo.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "backends/proc/runner.h"
@@ -243,6 +244,31 @@ static void prepare(void)
 	mallopt(M_TRIM_THRESHOLD, 128 << 20);
 }
 
+/*
+ * Before the sandbox: load the libraries the image needs, which cannot be
+ * opened from disk inside it. A library that does not load is reported on
+ * the control socket by name and reason; the load then fails in the host.
+ * Returns 0 or -1.
+ */
+static int load_needed(const moat_runner_mode *mode, int ctl)
+{
+	static const moat_proc_note head = {MOAT_PROC_NOTE_MAGIC, MOAT_PROC_NOTE_LIBRARY, 0, 0, 0, 0};
+	char why[MOAT_PROC_NOTE_TEXT];
+	struct iovec iov[2] = {{(void *)&head, sizeof(head)}, {why, sizeof(why)}};
+	int i;
+
+	for (i = 0; i < mode->n_needed; i++) {
+		if (dlopen(mode->needed[i], RTLD_NOW | RTLD_LOCAL))
+			continue;
+		memset(why, 0, sizeof(why));
+		snprintf(why, sizeof(why), "%s", dlerror());
+		/* The host learns of it from the note, or from the runner's exit when even that failed. */
+		(void)!writev(ctl, iov, 2);
+		return -1;
+	}
+	return 0;
+}
+
 /* A worker thread for each channel the host passes, until the host closes the control socket. */
 static void serve_channels(int ctl)
 {
@@ -294,7 +320,11 @@ static long outer_pid(void)
 	return *end || pid <= 0 ? 0 : pid;
 }
 
-/* Parse "--moat-proc PROTOCOL --parent PID [--jit] [--debug]"; returns the parent's pid or -1. */
+/*
+ * Parse "--moat-proc PROTOCOL --parent PID [--jit] [--debug] [--needed NAME
+ * --needed NAME ...]"; returns the parent's pid or -1. The needed names
+ * are collected at the end of argv.
+ */
 static long parse_args(int argc, char **argv, moat_runner_mode *mode)
 {
 	char *end;
@@ -305,11 +335,14 @@ static long parse_args(int argc, char **argv, moat_runner_mode *mode)
 	if (argc < 5 || strcmp(argv[1], "--moat-proc") != 0 || strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 ||
 	    strcmp(argv[3], "--parent") != 0)
 		return -1;
+	mode->needed = argv + 5;
 	for (i = 5; i < argc; i++) {
 		if (strcmp(argv[i], "--jit") == 0)
 			mode->jit = 1;
 		else if (strcmp(argv[i], "--debug") == 0)
 			mode->debug = 1;
+		else if (strcmp(argv[i], "--needed") == 0 && i + 1 < argc && !strchr(argv[i + 1], '/'))
+			mode->needed[mode->n_needed++] = argv[++i];
 		else
 			return -1;
 	}
@@ -350,6 +383,8 @@ int main(int argc, char **argv)
 	if (mode.debug && (mode.outer_pid = outer_pid()) > 0)
 		moat__image_name_by_pid(mode.outer_pid);
 	prepare();
+	if (rc == 0 && load_needed(&mode, ctl) < 0)
+		_exit(1);
 	if (rc == 0)
 		rc = moat__runner_fault_init(ctl);
 	if (rc == 0)
@@ -360,7 +395,7 @@ int main(int argc, char **argv)
 	hello.isolation = isolation;
 	hello.value = rc < 0 ? -rc : 0;
 	hello.ns_errno = ns_errno;
-	hello.pid = (int32_t)mode.outer_pid;
+	hello.aux = (int32_t)mode.outer_pid;
 	if (send(ctl, &hello, sizeof(hello), MSG_NOSIGNAL) != (ssize_t)sizeof(hello) || rc < 0)
 		_exit(1);
 	serve_channels(ctl);

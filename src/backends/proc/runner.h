@@ -21,6 +21,9 @@ typedef struct moat_runner_mode {
 	int debug; /* debug mode: stays dumpable so a debugger of the host's user can attach */
 	/* Debug mode: this process's pid in the host's /proc, which also names the image copy. */
 	long outer_pid;
+	/* The libraries the image needs (DT_NEEDED names), loaded before the sandbox. */
+	char **needed;
+	int n_needed;
 } moat_runner_mode;
 
 /*

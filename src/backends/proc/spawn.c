@@ -142,17 +142,24 @@ static int fd_high(int fd)
 	return hi;
 }
 
-int moat__proc_start_runner(const char *runner, unsigned int flags, int *ctl, pid_t *pid)
+int moat__proc_start_runner(const char *runner, unsigned int flags, char *const *needed, size_t n_needed,
+                            int *ctl, pid_t *pid)
 {
 	char pid_arg[32];
-	char *argv[8] = {(char *)runner, "--moat-proc", MOAT_PROC_PROTOCOL, "--parent", pid_arg};
+	char *argv[8 + 2 * MOAT_PROC_MAX_NEEDED] = {(char *)runner, "--moat-proc", MOAT_PROC_PROTOCOL,
+	                                            "--parent", pid_arg};
 	spawn_req r;
 	int sv[2] = {-1, -1}, null_fd, err_fd, rc = 0, a = 5;
+	size_t i;
 
 	if (flags & MOAT_LOAD_ALLOW_JIT)
 		argv[a++] = "--jit";
 	if (flags & MOAT_LOAD_DEBUG)
 		argv[a++] = "--debug";
+	for (i = 0; i < n_needed && i < MOAT_PROC_MAX_NEEDED; i++) {
+		argv[a++] = "--needed";
+		argv[a++] = needed[i];
+	}
 	argv[a] = NULL;
 	snprintf(pid_arg, sizeof(pid_arg), "%ld", (long)getpid());
 	null_fd = fd_high(open("/dev/null", O_RDWR | O_CLOEXEC));

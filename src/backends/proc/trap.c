@@ -148,6 +148,55 @@ static int broker(int nr, ucontext_t *uc, long *res)
 	return 0;
 }
 
+/* The argument that holds a path, for the calls that take one; -1 for the others. */
+static int path_arg(int nr)
+{
+	switch (nr) {
+#ifdef __NR_open
+	case __NR_open:
+	case __NR_stat:
+	case __NR_lstat:
+	case __NR_access:
+	case __NR_readlink:
+	case __NR_mkdir:
+	case __NR_unlink:
+	case __NR_creat:
+	case __NR_rename:
+#endif
+	case __NR_execve:
+	case __NR_chdir:
+	case __NR_truncate: return 0;
+	case __NR_openat:
+	case __NR_newfstatat:
+	case __NR_faccessat:
+	case __NR_readlinkat:
+	case __NR_mkdirat:
+	case __NR_unlinkat:
+	case __NR_statx:
+	case __NR_execveat:
+	case __NR_renameat:
+	case __NR_openat2: return 1;
+	default: return -1;
+	}
+}
+
+/*
+ * Send the forbidden call's path to the host after its note, byte by byte
+ * up to a NUL: the kernel copies each byte from the enclave's memory and
+ * fails the send cleanly (EFAULT) where that memory is not readable, so a
+ * bad pointer cannot fault in this handler. Async-signal-safe.
+ */
+static void send_path(const char *path)
+{
+	static const char end = '\0';
+	int i;
+
+	for (i = 0; path && i < MOAT_PROC_NOTE_TEXT - 1; i++)
+		if (send(note_fd, path + i, 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1 || path[i] == '\0')
+			return;
+	send(note_fd, &end, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 {
 	ucontext_t *uc = ucv;
@@ -166,7 +215,10 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 	note.magic = MOAT_PROC_NOTE_MAGIC;
 	note.kind = MOAT_PROC_NOTE_SYSCALL;
 	note.value = si->si_code == SYS_SECCOMP ? si->si_syscall : -1;
-	send(note_fd, &note, sizeof(note), MSG_DONTWAIT | MSG_NOSIGNAL);
+	note.aux = note.value >= 0 && path_arg(note.value) >= 0;
+	if (send(note_fd, &note, sizeof(note), MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(note) &&
+	    note.aux)
+		send_path((const char *)REG_ARG(uc, path_arg(note.value)));
 	/* Die by SIGSYS so the host sees what stopped the enclave. */
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_DFL;
