@@ -51,6 +51,7 @@ struct moat_enclave {
 	size_t n_failed;
 	int ready; /* the backend is open: threads may enter */
 	int closing;
+	int trace; /* MOAT_LOAD_TRACE: log every entry and exit call */
 };
 
 /*
@@ -146,7 +147,15 @@ int moat_enclave_call(moat_enclave *e, uint64_t selector, const moat_msg *in, mo
 	frame.prev = current_frame;
 	current_frame = &frame;
 	moat_error_clear();
-	rc = e->vtable->call(e->backend, selector, in, out);
+	if (e->trace) {
+		int64_t start = moat__trace_now();
+		size_t had = out ? moat_msg_count(out) : 0;
+
+		rc = e->vtable->call(e->backend, selector, in, out);
+		moat__trace(e->vtable->name, "entry", selector, in, out, had, rc, start);
+	} else {
+		rc = e->vtable->call(e->backend, selector, in, out);
+	}
 	current_frame = frame.prev;
 	if (counted)
 		slot_release(e);
@@ -293,6 +302,7 @@ static int exit_dispatch(void *ctx, uint64_t selector, const moat_msg *in, moat_
 	moat_msg scratch = MOAT__MSG_INIT;
 	void *payload = NULL;
 	size_t i, had;
+	int64_t start;
 	int rc;
 
 	pthread_rwlock_rdlock(&e->handlers_lock);
@@ -312,7 +322,10 @@ static int exit_dispatch(void *ctx, uint64_t selector, const moat_msg *in, moat_
 	if (!out)
 		out = &scratch;
 	had = moat_msg_count(out);
+	start = e->trace ? moat__trace_now() : 0;
 	rc = fn ? fn(payload, selector, in, out) : builtin_service(e, selector, in, out);
+	if (e->trace)
+		moat__trace(e->vtable->name, "exit", selector, in, out, had, rc, start);
 	/* A failed exit call delivers no reply, even if the handler appended some before failing. */
 	if (rc != 0)
 		moat__msg_truncate(out, had);
@@ -449,6 +462,7 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->slot_free, NULL);
 	e->max_threads = options->max_threads;
+	e->trace = (options->flags & MOAT_LOAD_TRACE) != 0;
 	e->thread_policy = options->thread_policy;
 	if ((rc = moat__backend_parse(&parsed, uri)) < 0)
 		goto fail;

@@ -68,6 +68,11 @@ int moat__find_helper(char *out, size_t cap, const char *name, const char *env);
 /* A diagnostic for the application's log function (log.c); printf-style, one line. */
 void moat__log(moat_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Tracing (trace.c): a monotonic clock in ns, and one line for a finished call ("entry" or "exit"). */
+int64_t moat__trace_now(void);
+void moat__trace(const char *backend, const char *kind, uint64_t selector, const moat_msg *in,
+                 const moat_msg *out, size_t out_before, int rc, int64_t start_ns);
+
 /* Is this code fatal for the instance (every later call must fail with it)? */
 int moat__code_is_fatal(int code);
 

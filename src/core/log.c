@@ -25,6 +25,14 @@ void moat_log_set(moat_log_fn fn, void *payload)
 	pthread_mutex_unlock(&sink_lock);
 }
 
+/* Is the environment variable set to something other than "" or "0"? */
+static int env_on(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v && strcmp(v, "0") != 0;
+}
+
 /* The level $MOAT_LOG asks for, or -1 for none. */
 static int env_level(void)
 {
@@ -32,10 +40,14 @@ static int env_level(void)
 	const char *v = getenv("MOAT_LOG");
 	int i;
 
-	/* Debug mode asks for the line that says where to attach: warnings go to stderr. */
+	/*
+	 * Tracing asks for its lines (debug level) and debug mode for the one
+	 * that says where to attach (a warning): without $MOAT_LOG they go to stderr.
+	 */
 	if (!v) {
-		v = getenv("MOAT_DEBUG");
-		return v && *v && strcmp(v, "0") != 0 ? MOAT_LOG_WARN : -1;
+		if (env_on("MOAT_TRACE"))
+			return MOAT_LOG_DEBUG;
+		return env_on("MOAT_DEBUG") ? MOAT_LOG_WARN : -1;
 	}
 	for (i = 0; i < 4; i++)
 		if (strcmp(v, names[i]) == 0)

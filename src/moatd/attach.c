@@ -34,6 +34,11 @@ typedef struct attach_stream {
 /* The Attach stream served by this thread, for the exit-call forwarder. */
 static _Thread_local attach_stream *current_stream;
 
+const char *moatd_current_session(void)
+{
+	return current_stream ? current_stream->s->id : NULL;
+}
+
 /* Send the pending frame with no receive (the last Return of a stream). */
 static int stream_flush(attach_stream *as)
 {

@@ -6,6 +6,7 @@
  * names it the way the host did, never by moatd's own paths.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,29 @@ static int image_open(moatd *d, const Moat__V1__LoadRequest *req, int *fd, char 
 	}
 	moatd_refuse(call, MOAT_EINVAL, "LoadRequest names no image");
 	return -1;
+}
+
+/*
+ * libmoat's own diagnostics (and, at --log-level debug, its trace of every
+ * entry and exit call) go to moatd's log, named by the session whose stream
+ * the thread serves.
+ */
+static void libmoat_log(void *payload, moat_log_level level, const char *message)
+{
+	const char *id = moatd_current_session();
+
+	(void)payload;
+	if (id)
+		moatd_log((int)level, "session %s: %s", id, message);
+	else
+		moatd_log((int)level, "%s", message);
+}
+
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+
+static void libmoat_log_init(void)
+{
+	moat_log_set(libmoat_log, NULL);
 }
 
 /* A name a host gave for messages: printable, not too long. */
@@ -185,6 +209,10 @@ static session *open_session(moatd *d, int fd, const char *path, const char *sho
 	opts.call_timeout_ms = req->call_timeout_ms;
 	if (req->debug)
 		opts.flags |= MOAT_LOAD_DEBUG;
+	/* At debug level every entry and exit call of the session is logged (libmoat's trace). */
+	if (moatd_log_level >= MOATD_LOG_DEBUG)
+		opts.flags |= MOAT_LOAD_TRACE;
+	pthread_once(&log_once, libmoat_log_init);
 	/* Errors and crash reports name the image as the host did (its path, else how it asked). */
 	opts.image_name = name_printable(req->display_name) ? req->display_name : shown;
 	s = calloc(1, sizeof(*s));

@@ -1093,6 +1093,82 @@ static void test_identity(void **state)
 	moat_enclave_destroy(e);
 }
 
+/* ---- tracing ---- */
+
+typedef struct trace_capture {
+	pthread_mutex_t lock;
+	char lines[16][256];
+	int n;
+} trace_capture;
+
+static void capture_trace(void *payload, moat_log_level level, const char *message)
+{
+	trace_capture *c = payload;
+
+	if (level != MOAT_LOG_DEBUG || strncmp(message, "trace ", 6) != 0)
+		return;
+	pthread_mutex_lock(&c->lock);
+	if (c->n < 16)
+		snprintf(c->lines[c->n++], sizeof(c->lines[0]), "%s", message);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* The traced line that starts with prefix, or NULL. */
+static const char *trace_find(trace_capture *c, const char *prefix)
+{
+	int i;
+
+	for (i = 0; i < c->n; i++)
+		if (strncmp(c->lines[i], prefix, strlen(prefix)) == 0)
+			return c->lines[i];
+	return NULL;
+}
+
+/* MOAT_LOAD_TRACE: every entry and exit call, with the backend, sizes and result, through the log. */
+static void test_trace(void **state)
+{
+	static trace_capture cap = {PTHREAD_MUTEX_INITIALIZER, {{0}}, 0};
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_msg *in = test_msg(), *out = test_msg();
+	char want[128];
+	const char *line;
+	moat_identity id;
+	moat_enclave *e;
+
+	o.flags = MOAT_LOAD_TRACE;
+	e = test_load(TEST_ENCLAVE("hello_enclave"), &o);
+	assert_moat_ok(moat_enclave_identity(e, &id));
+	moat_log_set(capture_trace, &cap);
+	assert_int_equal(moat_msg_push_str(in, "trace"), 0);
+	assert_moat_ok(moat_enclave_call(e, MOAT_SELECTOR_RUN, in, out));
+	assert_int_equal(moat_enclave_call(e, MOAT_SELECTOR_USER + 999, NULL, NULL), MOAT_ENOSELECTOR);
+	moat_log_set(NULL, NULL);
+	moat_enclave_destroy(e);
+	/* "Hello, trace!" (13 bytes) for "trace" (5 bytes); the greeting's log line is an exit call. */
+	snprintf(want, sizeof(want), "trace %s: entry call 1024: in 1 item 5 B, out 1 item 13 B, result 0, ",
+	         id.backend);
+	line = trace_find(&cap, want);
+	if (!line)
+		fprintf(stderr, "no '%s' among %d traced lines (first: '%s')\n", want, cap.n, cap.lines[0]);
+	assert_non_null(line);
+	assert_non_null(strstr(line, " us"));
+	snprintf(want, sizeof(want), "trace %s: exit call 1: in 1 item ", id.backend);
+	assert_non_null(trace_find(&cap, want));
+	snprintf(want, sizeof(want),
+	         "trace %s: entry call 2023: in 0 items 0 B, out 0 items 0 B, result -10 (", id.backend);
+	assert_non_null(trace_find(&cap, want));
+	/* Without the flag nothing is traced. */
+	cap.n = 0;
+	e = test_load(TEST_ENCLAVE("hello_enclave"), NULL);
+	moat_log_set(capture_trace, &cap);
+	assert_moat_ok(moat_enclave_call(e, MOAT_SELECTOR_RUN, in, NULL));
+	moat_log_set(NULL, NULL);
+	moat_enclave_destroy(e);
+	assert_int_equal(cap.n, 0);
+	moat_msg_free(in);
+	moat_msg_free(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1122,6 +1198,7 @@ int main(void)
 	    cmocka_unit_test(test_finalizer_exit_call),
 	    cmocka_unit_test(test_host_time),
 	    cmocka_unit_test(test_identity),
+	    cmocka_unit_test(test_trace),
 	};
 	const char *env = getenv("MOAT_BACKEND");
 	moat_enclave *e = NULL;

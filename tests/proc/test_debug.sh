@@ -2,7 +2,8 @@
 # Debug mode (MOAT_LOAD_DEBUG, MOAT_DEBUG=1): `moat debug` on proc and on a
 # private moatd (local) waits for gdb, which attaches to the enclave's process,
 # stops at a breakpoint in the enclave and resolves its frames; a moatd
-# started without --allow-debug refuses debug mode.
+# started without --allow-debug refuses debug mode; at --log-level debug
+# moatd traces every call of a session.
 # test_debug.sh MOAT MOATD ENCLAVE_DIR
 set -u
 moat=$1
@@ -66,13 +67,18 @@ MOAT_DEBUG=1 "$moat" run --backend "unix:$work/sock" --by-name hello_enclave.so 
 grep -q -- "--allow-debug" "$work/err" || fail "the refusal does not name --allow-debug: $(cat "$work/err")"
 "$moat" run --backend "unix:$work/sock" --by-name hello_enclave.so x >"$work/out" 2>&1 || fail "a plain session failed: $(cat "$work/out")"
 stop_moatd
-start_moatd --allow-debug
+start_moatd --allow-debug --log-level debug
 MOAT_DEBUG=1 "$moat" run --backend "unix:$work/sock" --by-name hello_enclave.so x >"$work/out" 2>"$work/err" ||
 	fail "moatd --allow-debug refused: $(cat "$work/err")"
 grep -qx "Hello, x!" "$work/out" || fail "debug session output: $(cat "$work/out")"
 stop_moatd
 grep -qE "session [0-9a-f]+: debug mode: attach with: gdb -p [0-9]+" "$work/moatd.err" ||
 	fail "moatd did not log the debug session: $(cat "$work/moatd.err")"
+# At --log-level debug moatd traces every call of each session (libmoat's MOAT_LOAD_TRACE).
+grep -qE "session [0-9a-f]+: trace proc: entry call 1024: in 1 item 1 B, out 1 item 9 B, result 0, " "$work/moatd.err" ||
+	fail "moatd did not trace the entry call: $(cat "$work/moatd.err")"
+grep -qE "session [0-9a-f]+: trace proc: exit call 1: in 1 item " "$work/moatd.err" ||
+	fail "moatd did not trace the exit call: $(cat "$work/moatd.err")"
 
 if [ $failures -eq 0 ]; then
 	echo "debug mode: all checks passed"
