@@ -1093,6 +1093,42 @@ static void test_identity(void **state)
 	moat_enclave_destroy(e);
 }
 
+/* ---- one error model ---- */
+
+/* Load path with a pin (or none) and expect code and origin, whatever the backend. */
+static void expect_load(const char *path, const uint8_t *pin, int code, moat_origin origin)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e = NULL;
+	int rc;
+
+	o.expected_measurement = pin;
+	rc = moat_enclave_load(&e, path, &o);
+	if (rc != code || moat_error_last()->origin != origin)
+		fprintf(stderr, "%s: %d, origin %s: %s\n", path, rc,
+		        moat_origin_name(moat_error_last()->origin), moat_error_last()->message);
+	assert_int_equal(rc, code);
+	assert_int_equal(moat_error_last()->origin, origin);
+	assert_null(e);
+}
+
+/*
+ * The same failure has the same code and origin on every backend: what is
+ * wrong with the image the application gave (or its pin) is the
+ * application's (api), what the enclave's own code did is the enclave's.
+ */
+static void test_error_model(void **state)
+{
+	uint8_t pin[MOAT_MEASUREMENT_LEN];
+
+	expect_load(TEST_ENCLAVE("no_such_enclave"), NULL, MOAT_ENOENT, MOAT_ORIGIN_API);
+	expect_load(MOAT_TEST_SOURCE_DIR "/README.md", NULL, MOAT_EBADIMAGE, MOAT_ORIGIN_API);
+	expect_load(TEST_ENCLAVE("test_noentry"), NULL, MOAT_ENOENTRY, MOAT_ORIGIN_API);
+	expect_load(TEST_ENCLAVE("test_abi"), NULL, MOAT_EABI, MOAT_ORIGIN_API);
+	memset(pin, 0xab, sizeof(pin));
+	expect_load(TEST_ENCLAVE("test_enclave"), pin, MOAT_EMEASUREMENT, MOAT_ORIGIN_API);
+}
+
 /* ---- tracing ---- */
 
 typedef struct trace_capture {
@@ -1199,6 +1235,7 @@ int main(void)
 	    cmocka_unit_test(test_host_time),
 	    cmocka_unit_test(test_identity),
 	    cmocka_unit_test(test_trace),
+	    cmocka_unit_test(test_error_model),
 	};
 	const char *env = getenv("MOAT_BACKEND");
 	moat_enclave *e = NULL;
