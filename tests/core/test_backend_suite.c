@@ -1093,6 +1093,36 @@ static void test_identity(void **state)
 	moat_enclave_destroy(e);
 }
 
+/* ---- the enclave's view of its host ---- */
+
+/* moat_host_identity(): the backend and layers the host's identity reports, from inside. */
+static void test_host_identity(void **state)
+{
+	moat_enclave *e = test_load(TEST_ENCLAVE("test_enclave"), NULL);
+	moat_msg *out = test_msg();
+	moat_identity id;
+	const void *d;
+	size_t len;
+	char backend[16];
+
+	assert_moat_ok(moat_enclave_identity(e, &id));
+	assert_moat_ok(moat_enclave_call(e, T_HOST, NULL, out));
+	assert_int_equal(moat_msg_item(out, 0, &d, &len), 0);
+	snprintf(backend, sizeof(backend), "%.*s", (int)len, (const char *)d);
+	if (strcmp(id.backend, "remote") == 0) {
+		/* On a target server the enclave sees the target's local backend and its layers. */
+		assert_true(strcmp(backend, "proc") == 0 || strcmp(backend, "sim") == 0);
+		assert_int_equal(test_item_u64(out, 1), id.isolation & ~MOAT_ISOLATION_REMOTE);
+	} else {
+		assert_string_equal(backend, id.backend);
+		assert_int_equal(test_item_u64(out, 1), id.isolation);
+	}
+	assert_int_equal(test_item_u64(out, 2), 0);
+	assert_int_equal(test_item_u64(out, 3), 1);
+	moat_msg_free(out);
+	moat_enclave_destroy(e);
+}
+
 /* ---- one error model ---- */
 
 /* Load path with a pin (or none) and expect code and origin, whatever the backend. */
@@ -1236,6 +1266,7 @@ int main(void)
 	    cmocka_unit_test(test_identity),
 	    cmocka_unit_test(test_trace),
 	    cmocka_unit_test(test_error_model),
+	    cmocka_unit_test(test_host_identity),
 	};
 	const char *env = getenv("MOAT_BACKEND");
 	moat_enclave *e = NULL;

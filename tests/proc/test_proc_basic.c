@@ -13,6 +13,7 @@
 
 #include "fib/fib.h"
 #include "proc_test.h"
+#include "test_enclave.h"
 
 static void test_identity(void **state)
 {
@@ -42,6 +43,8 @@ static void test_debug_identity(void **state)
 	moat_identity id;
 	char path[64], line[256];
 	int seccomp_seen = 0, seccomp = -1;
+	moat_msg *out;
+	uint64_t debug = 0;
 	FILE *f;
 
 	o.backend = "proc";
@@ -61,6 +64,15 @@ static void test_debug_identity(void **state)
 	fclose(f);
 	assert_true(seccomp_seen);
 	assert_int_equal(seccomp, 2);
+	moat_enclave_destroy(e);
+	/* The enclave knows it too (moat_host_identity). */
+	assert_int_equal(moat_enclave_load(&e, MOAT_TEST_ENCLAVES "/test_enclave.so", &o), 0);
+	out = NULL;
+	assert_int_equal(moat_msg_new(&out), 0);
+	assert_int_equal(moat_enclave_call(e, T_HOST, NULL, out), 0);
+	assert_int_equal(moat_msg_item_u64(out, 2, &debug), 0);
+	assert_int_equal(debug, 1);
+	moat_msg_free(out);
 	moat_enclave_destroy(e);
 }
 

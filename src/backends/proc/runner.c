@@ -32,6 +32,9 @@ typedef struct channel {
 static moat_image *image;
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct moat_runtime runtime;
+/* What the enclave learns of where it runs (moat_host_identity): the layers this runner applied. */
+static unsigned int runner_isolation;
+static int runner_debug;
 /* The channel of the worker running on this thread; enclave exit calls go there. */
 static _Thread_local channel *current;
 
@@ -88,6 +91,9 @@ static int load(const moat_frame_in *f, moat_origin *origin, char *message, size
 	runtime.abi_version = MOAT_ENCLAVE_ABI_VERSION;
 	runtime.size = sizeof(runtime);
 	runtime.exit_call = runner_exit_call;
+	runtime.backend = "proc";
+	runtime.isolation = runner_isolation;
+	runtime.flags = runner_debug ? MOAT_RUNTIME_DEBUG : 0;
 	image = img;
 	moat__runner_fault_modules(img->dl);
 	rc = img->entry->start(&runtime, config_len ? config : NULL, config_len);
@@ -396,6 +402,8 @@ int main(int argc, char **argv)
 	hello.value = rc < 0 ? -rc : 0;
 	hello.ns_errno = ns_errno;
 	hello.aux = (int32_t)mode.outer_pid;
+	runner_isolation = isolation;
+	runner_debug = mode.debug;
 	if (send(ctl, &hello, sizeof(hello), MSG_NOSIGNAL) != (ssize_t)sizeof(hello) || rc < 0)
 		_exit(1);
 	serve_channels(ctl);

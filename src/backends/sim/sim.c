@@ -65,6 +65,9 @@ static int sim_open(moat_backend **out, const moat_backend_params *params)
 	s->runtime.size = sizeof(s->runtime);
 	s->runtime.ctx = s;
 	s->runtime.exit_call = sim_exit_call;
+	s->runtime.backend = "sim";
+	s->runtime.isolation = 0;
+	s->runtime.flags = (o->flags & MOAT_LOAD_DEBUG) ? MOAT_RUNTIME_DEBUG : 0;
 	rc = s->image->entry->start(&s->runtime, o->config, o->config_len);
 	if (rc != 0) {
 		rc = moat_error_set(MOAT_EINIT, MOAT_ORIGIN_ENCLAVE,
