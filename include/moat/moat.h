@@ -218,7 +218,9 @@ typedef void (*moat_log_fn)(void *payload, moat_log_level level, const char *mes
 /**
  * Route libmoat's diagnostics to fn (NULL restores the default). By default
  * libmoat writes nothing, unless $MOAT_LOG names a level ("error", "warn",
- * "info", "debug"): then lines at that level or above go to stderr. What an
+ * "info", "debug"): then lines at that level or above go to stderr. Without
+ * $MOAT_LOG, $MOAT_TRACE=1 sends debug lines (the call trace) there and
+ * $MOAT_DEBUG=1 warnings (the line that says where to attach a debugger). What an
  * enclave logs with moat_host_log() is not a diagnostic: it goes to stderr
  * unless the application answers MOAT_SELECTOR_LOG itself.
  */
