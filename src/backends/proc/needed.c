@@ -15,6 +15,12 @@
 #include "backends/proc/proc.h"
 #include "core/internal.h"
 
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define NATIVE_DATA ELFDATA2LSB
+#else
+#define NATIVE_DATA ELFDATA2MSB
+#endif
+
 /* A name the runner may be given on its command line. */
 static int plain_name(const char *name)
 {
@@ -63,8 +69,14 @@ int moat__proc_needed(const uint8_t *bytes, size_t len, char ***out, size_t *cou
 	if (!list)
 		return MOAT_ENOMEM;
 	elf_version(EV_CURRENT);
-	/* Not an ELF file, or a damaged one: the runner's own checks report it. */
-	elf = elf_memory((char *)bytes, len);
+	/*
+	 * Not an ELF file, a damaged one or one of the other byte order (which
+	 * libelf would convert in place, in bytes the runner still measures):
+	 * the runner's own checks report it.
+	 */
+	elf = len > EI_DATA && memcmp(bytes, ELFMAG, SELFMAG) == 0 && bytes[EI_DATA] == NATIVE_DATA
+	          ? elf_memory((char *)bytes, len)
+	          : NULL;
 	while (elf && rc == 0 && (scn = elf_nextscn(elf, scn)) != NULL) {
 		GElf_Shdr sh;
 

@@ -174,7 +174,9 @@ static int path_arg(int nr)
 	case __NR_unlinkat:
 	case __NR_statx:
 	case __NR_execveat:
+#ifdef __NR_renameat
 	case __NR_renameat:
+#endif
 	case __NR_openat2: return 1;
 	default: return -1;
 	}
