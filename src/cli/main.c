@@ -8,6 +8,7 @@
 
 #include "util/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -167,21 +168,51 @@ static int run_options(int argc, char **argv, moat_load_options *opts, uint8_t *
 	return -1;
 }
 
-/* Is a debugger attached to process pid (TracerPid in /proc/PID/status)? */
-static int traced(long pid)
+/* The tracer of one task (TracerPid in its status), 0 for none, -1 when it is gone. */
+static long tracer_of(const char *status)
 {
-	char path[64], line[256];
-	long tracer = 0;
-	FILE *f;
+	char line[256];
+	long tracer = -1;
+	FILE *f = fopen(status, "r");
 
-	snprintf(path, sizeof(path), "/proc/%ld/status", pid);
-	if (!(f = fopen(path, "r")))
+	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f))
 		if (sscanf(line, "TracerPid: %ld", &tracer) == 1)
 			break;
 	fclose(f);
-	return tracer != 0;
+	return tracer;
+}
+
+/*
+ * Is a debugger attached to every thread of process pid? A debugger attaches
+ * thread by thread: until it has them all, one of them could still run the
+ * call past a breakpoint that is not set yet. Returns 1, 0, or -1 when the
+ * process is gone.
+ */
+static int traced(long pid)
+{
+	char path[320];
+	struct dirent *de;
+	int all = 1, any = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%ld/task", pid);
+	if (!(d = opendir(path)))
+		return -1;
+	while ((de = readdir(d)) != NULL && all) {
+		long t;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/task/%.32s/status", pid, de->d_name);
+		t = tracer_of(path);
+		any = 1;
+		if (t == 0)
+			all = 0;
+	}
+	closedir(d);
+	return any ? all : -1;
 }
 
 /* Debug mode: say where to attach and wait until a debugger has. Returns 0, or 1 when it cannot. */

@@ -3,7 +3,8 @@
 # private moatd (local) waits for gdb, which attaches to the enclave's process,
 # stops at a breakpoint in the enclave and resolves its frames; a moatd
 # started without --allow-debug refuses debug mode; at --log-level debug
-# moatd traces every call of a session.
+# moatd traces every call of a session; a crash on moatd is reported to the
+# host and logged with its session.
 # test_debug.sh MOAT MOATD ENCLAVE_DIR
 set -u
 moat=$1
@@ -71,7 +72,17 @@ start_moatd --allow-debug --log-level debug
 MOAT_DEBUG=1 "$moat" run --backend "unix:$work/sock" --by-name hello_enclave.so x >"$work/out" 2>"$work/err" ||
 	fail "moatd --allow-debug refused: $(cat "$work/err")"
 grep -qx "Hello, x!" "$work/out" || fail "debug session output: $(cat "$work/out")"
+# A crash: the host's error names the image as the host did and carries the backtrace; moatd logs it.
+"$moat" run --backend "unix:$work/sock" --by-name proc_crash_enclave.so >"$work/out" 2>"$work/err" &&
+	fail "the crash enclave did not crash"
+grep -q "proc_crash_enclave.so: the enclave crashed in entry call 1024: killed by signal 11 (SIGSEGV" "$work/err" ||
+	fail "crash error: $(cat "$work/err")"
+grep -q "backtrace: #0 store (crash_enclave.c:10) #1 remember (crash_enclave.c:15) #2 run (crash_enclave.c:21)" "$work/err" ||
+	fail "crash backtrace: $(cat "$work/err")"
+grep -qE "/proc/self/fd|images/" "$work/err" && fail "the error names moatd's files: $(cat "$work/err")"
 stop_moatd
+grep -qE "warn: session [0-9a-f]+: proc_crash_enclave.so: the enclave crashed in entry call 1024: .*backtrace: #0 store" \
+	"$work/moatd.err" || fail "moatd did not log the crash: $(cat "$work/moatd.err")"
 grep -qE "session [0-9a-f]+: debug mode: attach with: gdb -p [0-9]+" "$work/moatd.err" ||
 	fail "moatd did not log the debug session: $(cat "$work/moatd.err")"
 # At --log-level debug moatd traces every call of each session (libmoat's MOAT_LOAD_TRACE).

@@ -1,0 +1,30 @@
+/* An enclave whose run handler writes through NULL two calls down: crash reports on the command line. */
+#include <moat/enclave.h>
+
+/* Volatile: the compiler cannot see it is NULL and leave the store out. */
+static int *volatile nowhere;
+
+/* Each call keeps its frame (no inlining, cloning or tail call), so the backtrace is the same at any -O. */
+static void __attribute__((noinline, noclone)) store(int *to, int value)
+{
+	*to = value;
+}
+
+static void __attribute__((noinline, noclone)) remember(int value)
+{
+	store(nowhere, value);
+	__asm__ volatile("");
+}
+
+static int run(void *p, const moat_msg *in, moat_msg *out)
+{
+	remember(42);
+	return 0;
+}
+
+static int init(const void *cfg, size_t len)
+{
+	return moat_entry_register(MOAT_SELECTOR_RUN, run, NULL);
+}
+
+MOAT_ENCLAVE(init)
