@@ -395,14 +395,6 @@ int moat_enclave_identity(const moat_enclave *e, moat_identity *out)
 	return 0;
 }
 
-/* Is the environment variable set to something other than "" or "0"? */
-static int env_on(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v && *v && strcmp(v, "0") != 0;
-}
-
 static void enclave_free(struct moat_enclave *e)
 {
 	pthread_rwlock_destroy(&e->handlers_lock);
@@ -444,9 +436,9 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 		                      options->thread_policy);
 	/* The environment can turn debug mode and tracing on for an application that does not ask. */
 	opts = *options;
-	if (env_on("MOAT_DEBUG"))
+	if (moat__env_on("MOAT_DEBUG"))
 		opts.flags |= MOAT_LOAD_DEBUG;
-	if (env_on("MOAT_TRACE"))
+	if (moat__env_on("MOAT_TRACE"))
 		opts.flags |= MOAT_LOAD_TRACE;
 	options = &opts;
 	uri = options->backend;

@@ -65,6 +65,9 @@ int moat__error_from_enclave(int code, uint64_t selector, int64_t handler_code, 
  */
 int moat__find_helper(char *out, size_t cap, const char *name, const char *env);
 
+/* Is the environment variable name set to something other than "" or "0"? (log.c) */
+int moat__env_on(const char *name);
+
 /* A diagnostic for the application's log function (log.c); printf-style, one line. */
 void moat__log(moat_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -25,8 +25,7 @@ void moat_log_set(moat_log_fn fn, void *payload)
 	pthread_mutex_unlock(&sink_lock);
 }
 
-/* Is the environment variable set to something other than "" or "0"? */
-static int env_on(const char *name)
+int moat__env_on(const char *name)
 {
 	const char *v = getenv(name);
 
@@ -45,9 +44,9 @@ static int env_level(void)
 	 * that says where to attach (a warning): without $MOAT_LOG they go to stderr.
 	 */
 	if (!v) {
-		if (env_on("MOAT_TRACE"))
+		if (moat__env_on("MOAT_TRACE"))
 			return MOAT_LOG_DEBUG;
-		return env_on("MOAT_DEBUG") ? MOAT_LOG_WARN : -1;
+		return moat__env_on("MOAT_DEBUG") ? MOAT_LOG_WARN : -1;
 	}
 	for (i = 0; i < 4; i++)
 		if (strcmp(v, names[i]) == 0)
