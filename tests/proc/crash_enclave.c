@@ -1,8 +1,11 @@
-/* An enclave whose run handler writes through NULL two calls down: crash reports on the command line. */
+/* An enclave whose run handler writes to an unmapped address two calls down: crash reports on the command line. */
 #include <moat/enclave.h>
 
-/* Volatile: the compiler cannot see it is NULL and leave the store out. */
-static int *volatile nowhere;
+/*
+ * An unmapped address the compiler cannot see (volatile), so the store stays;
+ * not NULL, which UBSan builds would report before the fault.
+ */
+static int *volatile nowhere = (int *)8;
 
 /* Each call keeps its frame (no inlining, cloning or tail call), so the backtrace is the same at any -O. */
 static void __attribute__((noinline, noclone)) store(int *to, int value)

@@ -77,7 +77,7 @@ grep -qx "Hello, x!" "$work/out" || fail "debug session output: $(cat "$work/out
 	fail "the crash enclave did not crash"
 grep -q "proc_crash_enclave.so: the enclave crashed in entry call 1024: killed by signal 11 (SIGSEGV" "$work/err" ||
 	fail "crash error: $(cat "$work/err")"
-grep -q "backtrace: #0 store (crash_enclave.c:10) #1 remember (crash_enclave.c:15) #2 run (crash_enclave.c:21)" "$work/err" ||
+grep -q "backtrace: #0 store (crash_enclave.c:13) #1 remember (crash_enclave.c:18) #2 run (crash_enclave.c:24)" "$work/err" ||
 	fail "crash backtrace: $(cat "$work/err")"
 grep -qE "/proc/self/fd|images/" "$work/err" && fail "the error names moatd's files: $(cat "$work/err")"
 stop_moatd
