@@ -1,4 +1,4 @@
-/* An enclave whose run handler writes to an unmapped address two calls down: crash reports on the command line. */
+/* An enclave that faults two calls below its run handler: crash reports from the command line. */
 #include <moat/enclave.h>
 
 /*
