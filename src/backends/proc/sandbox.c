@@ -1,8 +1,9 @@
 /*
  * The runner's sandbox: its own user, PID, IPC, UTS, mount and network
  * namespaces where the kernel allows, an unprivileged identity, resource
- * limits, no capabilities, no new privileges, not dumpable, and a seccomp
- * allow-list that checks arguments where a call could reach outside.
+ * limits, no capabilities, no new privileges, not dumpable (but in debug
+ * mode, for a debugger to attach), and a seccomp allow-list that checks
+ * arguments where a call could reach outside.
  *
  * In its own PID namespace the runner cannot be PID 1: the kernel drops the
  * signals PID 1 sends itself, so abort() or a trapped system call would not
