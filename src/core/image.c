@@ -24,6 +24,13 @@
 #include "core/internal.h"
 
 static int reserved_memfd = -1;
+/* The pid that names a reserved memfd's copy (/proc/PID/fd/N) instead of "self", or 0. */
+static long reserved_pid;
+
+void moat__image_name_by_pid(long pid)
+{
+	reserved_pid = pid;
+}
 
 int moat__image_reserve_memfd(void)
 {
@@ -147,9 +154,12 @@ int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, cons
 	 * In the host (sim) the copy is named by this process's pid, not
 	 * "self": a debugger resolves the name in its own process, where
 	 * /proc/self/fd/N is some file of the debugger's (gdb then hangs reading
-	 * a pipe). The proc runner's sandbox answers only /proc/self/fd/N.
+	 * a pipe). The proc runner's sandbox answers only /proc/self/fd/N, and
+	 * in debug mode /proc/PID/fd/N with its pid as the debugger sees it.
 	 */
-	if (sandboxed)
+	if (sandboxed && reserved_pid)
+		snprintf(fdpath, sizeof(fdpath), "/proc/%ld/fd/%d", reserved_pid, img->fd);
+	else if (sandboxed)
 		snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", img->fd);
 	else
 		snprintf(fdpath, sizeof(fdpath), "/proc/%ld/fd/%d", (long)getpid(), img->fd);

@@ -67,6 +67,7 @@ typedef struct moatd_config {
 	const char *ready_file;
 	const char *backend;
 	int allow_upload;
+	int allow_debug;          /* --allow-debug: sessions may run in debug mode */
 	int insecure_upload;      /* --allow-upload on a plaintext listener others can reach */
 	size_t max_store;         /* bytes of uploaded images kept */
 	unsigned int max_uploads; /* uploads received at once */
@@ -148,6 +149,8 @@ struct session {
 enum { MOATD_LOG_ERROR, MOATD_LOG_WARN, MOATD_LOG_INFO, MOATD_LOG_DEBUG };
 
 void moatd_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The id of the session whose Attach stream this thread serves, or NULL (attach.c). */
+const char *moatd_current_session(void);
 /* Process-wide, like stderr itself; set once from the command line. */
 extern int moatd_log_level;
 

@@ -181,6 +181,8 @@ static int send_load(remote_backend *r, const moat_backend_params *params, uint8
 	req.nonce.data = (uint8_t *)nonce;
 	req.nonce.len = 32;
 	req.call_timeout_ms = o->call_timeout_ms;
+	req.debug = (o->flags & MOAT_LOAD_DEBUG) != 0;
+	req.display_name = (char *)(o->image_name ? o->image_name : params->path);
 	n = moat__v1__load_request__get_packed_size(&req);
 	if (!(buf = malloc(n + 1)))
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
@@ -220,6 +222,8 @@ static int check_answer(remote_backend *r, const moat_load_options *o, const Moa
 	memcpy(r->parent.target_key, resp->target_key.data, 32);
 	r->parent.has_target_key = 1;
 	r->parent.isolation = MOAT_ISOLATION_REMOTE | resp->isolation;
+	r->parent.debug = resp->debug;
+	r->parent.debug_pid = (long)resp->debug_pid;
 	r->max_message = resp->max_message_bytes;
 	return 0;
 }
