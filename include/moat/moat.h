@@ -47,7 +47,8 @@ typedef enum moat_thread_policy {
  */
 #define MOAT_LOAD_TRACE 0x8u
 
-#define MOAT_LOAD_OPTIONS_VERSION 1
+/* 2 added image_name; libmoat still takes version 1 structs (without it). */
+#define MOAT_LOAD_OPTIONS_VERSION 2
 
 /**
  * Options for moat_enclave_load(). Initialise with MOAT_LOAD_OPTIONS_INIT and

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -423,10 +424,10 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_load: no image path");
 	if (!options)
 		options = &defaults;
-	if (options->version != MOAT_LOAD_OPTIONS_VERSION)
+	if (options->version != MOAT_LOAD_OPTIONS_VERSION && options->version != 1)
 		return moat_error_set(
 		    MOAT_EVERSION, MOAT_ORIGIN_API,
-		    "moat_load_options version %u is not supported (this library speaks %u); "
+		    "moat_load_options version %u is not supported (this library speaks 1 to %u); "
 		    "initialise options with MOAT_LOAD_OPTIONS_INIT",
 		    options->version, MOAT_LOAD_OPTIONS_VERSION);
 	if (options->config_len && !options->config)
@@ -435,7 +436,13 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "unknown thread_policy %d",
 		                      options->thread_policy);
 	/* The environment can turn debug mode and tracing on for an application that does not ask. */
-	opts = *options;
+	/* Version 1 ends before image_name: read no further than the caller's struct goes. */
+	if (options->version == 1) {
+		memset(&opts, 0, sizeof(opts));
+		memcpy(&opts, options, offsetof(moat_load_options, image_name));
+	} else {
+		opts = *options;
+	}
 	if (moat__env_on("MOAT_DEBUG"))
 		opts.flags |= MOAT_LOAD_DEBUG;
 	if (moat__env_on("MOAT_TRACE"))
