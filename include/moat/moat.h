@@ -47,8 +47,8 @@ typedef enum moat_thread_policy {
  */
 #define MOAT_LOAD_TRACE 0x8u
 
-/* 2 added image_name; libmoat still takes version 1 structs (without it). */
-#define MOAT_LOAD_OPTIONS_VERSION 2
+/* 2 added image_name, 3 target_keys; libmoat still takes the older structs. */
+#define MOAT_LOAD_OPTIONS_VERSION 3
 
 /**
  * Options for moat_enclave_load(). Initialise with MOAT_LOAD_OPTIONS_INIT and
@@ -92,12 +92,20 @@ typedef struct moat_load_options {
 	 * did, not by its own files.
 	 */
 	const char *image_name;
+	/**
+	 * Remote: n_target_keys 32-byte Ed25519 public keys, one after another,
+	 * any of which the target may have (a fleet whose targets each have
+	 * their own key); with target_key set too, that one also counts. A
+	 * fleet's load skips a target with another key and tries the next.
+	 */
+	const uint8_t *target_keys;
+	size_t n_target_keys;
 } moat_load_options;
 
 #define MOAT_LOAD_OPTIONS_INIT                                                                               \
 	{                                                                                                    \
 		MOAT_LOAD_OPTIONS_VERSION, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, \
-		    NULL                                                                                     \
+		    NULL, NULL, 0                                                                            \
 	}
 
 /* Sandbox layers (MOAT_ISOLATION_*) are defined in common.h, shared with enclave.h. */

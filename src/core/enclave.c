@@ -424,7 +424,7 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_load: no image path");
 	if (!options)
 		options = &defaults;
-	if (options->version != MOAT_LOAD_OPTIONS_VERSION && options->version != 1)
+	if (options->version < 1 || options->version > MOAT_LOAD_OPTIONS_VERSION)
 		return moat_error_set(
 		    MOAT_EVERSION, MOAT_ORIGIN_API,
 		    "moat_load_options version %u is not supported (this library speaks 1 to %u); "
@@ -436,13 +436,15 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "unknown thread_policy %d",
 		                      options->thread_policy);
 	/* The environment can turn debug mode and tracing on for an application that does not ask. */
-	/* Version 1 ends before image_name: read no further than the caller's struct goes. */
-	if (options->version == 1) {
-		memset(&opts, 0, sizeof(opts));
-		memcpy(&opts, options, offsetof(moat_load_options, image_name));
-	} else {
-		opts = *options;
-	}
+	/* An older struct ends before the fields added since: read no further than it goes. */
+	memset(&opts, 0, sizeof(opts));
+	memcpy(&opts, options,
+	       options->version == 1   ? offsetof(moat_load_options, image_name)
+	       : options->version == 2 ? offsetof(moat_load_options, target_keys)
+	                               : sizeof(opts));
+	if (opts.n_target_keys && !opts.target_keys)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                      "n_target_keys is set but target_keys is NULL");
 	if (moat__env_on("MOAT_DEBUG"))
 		opts.flags |= MOAT_LOAD_DEBUG;
 	if (moat__env_on("MOAT_TRACE"))

@@ -492,6 +492,12 @@ out:
 		moat_error_clear();
 }
 
+void moat__remote_end_session(remote_backend *r)
+{
+	destroy_session(r);
+	r->session_id[0] = '\0';
+}
+
 /*
  * moat_enclave_abort, from any thread: the core has marked the handle dead
  * (MOAT_ECANCELED). Cancel this handle's streams so that host threads
