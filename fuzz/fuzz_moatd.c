@@ -791,10 +791,13 @@ static void op_health(fz *z)
 		Grpc__Health__V1__HealthCheckResponse *r =
 		    grpc__health__v1__health_check_response__unpack(NULL, o.reply_len, o.reply);
 
+		/* NOT_SERVING while moatd stops, drains or is full (max sessions), so balancers skip it. */
+		int down = z->w->d.stop || z->w->d.draining ||
+		           (z->w->d.cfg.max_sessions && z->w->d.n_sessions >= z->w->d.cfg.max_sessions);
+
 		CHECK(r != NULL);
-		CHECK(r->status == (z->w->d.stop
-		                        ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
-		                        : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING));
+		CHECK(r->status == (down ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+		                         : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING));
 		grpc__health__v1__health_check_response__free_unpacked(r, NULL);
 	}
 	free(o.reply);
