@@ -279,7 +279,7 @@ static int start_listener(moatd *d, moat_rpc_server **srv, char *addr, size_t ca
 static int announce(moatd *d, const char *addr)
 {
 	const moatd_config *c = &d->cfg;
-	char keyhex[65];
+	char keyhex[65], uri[4300];
 
 	moat__hex(keyhex, d->public_key, 32);
 	if (moatd_log_level >= MOATD_LOG_WARN)
@@ -288,9 +288,11 @@ static int announce(moatd *d, const char *addr)
 		moatd_log(MOATD_LOG_ERROR, "cannot write %s: %s", c->ready_file, strerror(errno));
 		return -1;
 	}
-	printf("%s\n", addr);
+	/* stdout says what a host passes as its backend; the ready file keeps the bare address. */
+	moatd_listen_uri(c, addr, uri, sizeof(uri));
+	printf("%s\n", uri);
 	fflush(stdout);
-	moatd_log(MOATD_LOG_INFO, "serving on %s (backend %s%s%s)", addr, c->backend,
+	moatd_log(MOATD_LOG_INFO, "serving on %s (backend %s%s%s)", uri, c->backend,
 	          c->tls_cert ? ", TLS" : "", c->tls_client_ca ? ", client certificates required" : "");
 	return 0;
 }
@@ -317,6 +319,7 @@ int main(int argc, char **argv)
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	install_signals();
+	moatd_startup_warnings(c);
 	if (check_fd_limit(c) < 0)
 		return 2;
 

@@ -7,6 +7,7 @@
  * layer's ctx. The files, one job each:
  *   main.c      signals and the server loop
  *   options.c   the command line
+ *   startup.c   the default state directory, the URI to announce, start-up warnings
  *   log.c       the log
  *   identity.c  the Ed25519 identity key and signing
  *   service.c   method dispatch and the reply helpers every handler uses
@@ -142,6 +143,22 @@ extern int moatd_log_level;
 
 /* Fill c from argv. Returns 0 to go on, 1 when done (--help, --version), 2 on a usage error (reported). */
 int moatd_options_parse(moatd_config *c, int argc, char **argv);
+
+/* ---- Start-up conventions (startup.c) ---- */
+
+/* The state directory of moatd run as root, when systemd does not name one. */
+#define MOATD_SYSTEM_STATE_DIR "/var/lib/moatd"
+
+/*
+ * Set c->state_dir to the default: $STATE_DIRECTORY (systemd), /var/lib/moatd
+ * as root, else $XDG_STATE_HOME/moatd or ~/.local/state/moatd (parents made).
+ * Returns 0, or -1 when there is none (reported on stderr).
+ */
+int moatd_state_dir_default(moatd_config *c);
+/* The URI a host dials to reach bound address addr: grpc://, grpcs:// or unix:. */
+void moatd_listen_uri(const moatd_config *c, const char *addr, char *out, size_t cap);
+/* Warn about a configuration that can serve nothing (no enclave directory, no uploads). */
+void moatd_startup_warnings(const moatd_config *c);
 
 /* ---- Identity key (identity.c) ---- */
 

@@ -120,7 +120,11 @@ static void usage(FILE *f)
 	        "  --shutdown-timeout S          on SIGTERM/SIGINT, exit anyway after S seconds if an "
 	        "enclave call\n"
 	        "                                still runs (default 10; a second signal exits at once)\n"
-	        "  --state-dir DIR               identity key and uploaded images (default ./moatd-state)\n"
+	        "  --state-dir DIR               identity key and uploaded images (default $STATE_DIRECTORY "
+	        "under\n"
+	        "                                systemd, " MOATD_SYSTEM_STATE_DIR " as root, else "
+	        "$XDG_STATE_HOME/moatd or\n"
+	        "                                ~/.local/state/moatd)\n"
 	        "  --ready-file F                write the bound address to F once serving (default: none)\n"
 	        "  --socket-mode MODE            mode of a unix: listener's socket, octal (default %04o, "
 	        "owner only)\n"
@@ -257,6 +261,8 @@ static int check(moatd_config *c)
 		fprintf(stderr, "moatd: --backend must be sim or proc\n");
 		return 2;
 	}
+	if (!c->state_dir && moatd_state_dir_default(c) < 0)
+		return 2;
 	if (c->max_message < 65536) {
 		/* Image uploads come in 32 KiB chunks. */
 		fprintf(stderr, "moatd: --max-message-bytes must be at least 65536\n");
@@ -288,7 +294,6 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 	c->max_image = 256u << 20;
 	c->grace_ms = 2000;
 	c->shutdown_s = 10;
-	c->state_dir = "moatd-state";
 	c->parent_fd = -1;
 	c->log_level = MOATD_LOG_WARN;
 	c->max_attached = 1024;
