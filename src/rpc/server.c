@@ -72,7 +72,6 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 	grpc_channel_args ca;
 	grpc_server_credentials *creds = NULL;
 	moat_rpc_server *s;
-	char *cert = NULL, *key = NULL, *client_ca = NULL;
 	int n = 0, rc = MOAT_EINVAL;
 
 	*out = NULL;
@@ -113,26 +112,11 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 	grpc_server_register_completion_queue(s->server, s->cq, NULL);
 
 	if (o->tls_cert_file) {
-		grpc_ssl_pem_key_cert_pair pair;
-		grpc_ssl_server_certificate_config *cfg;
-		grpc_ssl_server_credentials_options *opts;
-
-		if (moat__rpc_read_pem(&cert, o->tls_cert_file, "TLS certificate") < 0 ||
-		    moat__rpc_read_pem(&key, o->tls_key_file, "TLS key") < 0 ||
-		    (o->tls_client_ca &&
-		     moat__rpc_read_pem(&client_ca, o->tls_client_ca, "TLS client CA") < 0)) {
-			snprintf(err, err_len, "%s", moat_error_last()->message);
+		/* Reloadable (server_tls.c). */
+		if (!(creds = moat__rpc_server_tls_creds(o, err, err_len))) {
 			rc = MOAT_EIO;
 			goto fail;
 		}
-		pair.private_key = key;
-		pair.cert_chain = cert;
-		cfg = grpc_ssl_server_certificate_config_create(client_ca, &pair, 1);
-		opts = grpc_ssl_server_credentials_create_options_using_config(
-		    client_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-		              : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
-		    cfg);
-		creds = grpc_ssl_server_credentials_create_with_options(opts);
 	} else {
 		creds = grpc_insecure_server_credentials_create();
 	}
@@ -176,12 +160,6 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 	*out = s;
 	s = NULL;
 fail:
-	free(cert);
-	if (key) {
-		memset(key, 0, strlen(key));
-		free(key);
-	}
-	free(client_ca);
 	if (s)
 		moat__rpc_server_free(s);
 	return rc;
@@ -428,6 +406,7 @@ void moat__rpc_server_free(moat_rpc_server *s)
 	grpc_completion_queue_destroy(s->cq);
 	if (s->fd_creds)
 		grpc_server_credentials_release(s->fd_creds);
+	moat__rpc_server_tls_free();
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
