@@ -3,7 +3,8 @@
 # does nothing when every package is already there.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
-      libssl-dev libseccomp-dev libcmocka-dev valgrind openssl clang gdb)
+      libssl-dev libseccomp-dev libcmocka-dev valgrind openssl clang gdb
+      libsystemd-dev libinih-dev help2man)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -48,6 +48,13 @@ static void on_signal(int sig)
 	alarm(the_daemon.cfg.shutdown_s);
 }
 
+/* SIGHUP: reload on the server loop's next turn (reload.c). */
+static void on_reload(int sig)
+{
+	(void)sig;
+	moatd_reload_request();
+}
+
 static void install_signals(void)
 {
 	struct sigaction sa;
@@ -60,6 +67,8 @@ static void install_signals(void)
 	sigaction(SIGINT, &sa, NULL);
 	sa.sa_handler = on_shutdown_deadline;
 	sigaction(SIGALRM, &sa, NULL);
+	sa.sa_handler = on_reload;
+	sigaction(SIGHUP, &sa, NULL);
 }
 
 /* Called on every turn of the server loop (every 2-20 ms). */
@@ -76,6 +85,8 @@ static void tick(void *ctx)
 			alarm(d->cfg.shutdown_s);
 		}
 	}
+	moatd_reload_poll(d);
+	moatd_notify_tick();
 	moatd_tick(d);
 }
 
@@ -294,6 +305,7 @@ static int announce(moatd *d, const char *addr)
 	fflush(stdout);
 	moatd_log(MOATD_LOG_INFO, "serving on %s (backend %s%s%s)", uri, c->backend,
 	          c->tls_cert ? ", TLS" : "", c->tls_client_ca ? ", client certificates required" : "");
+	moatd_notify_ready(uri);
 	return 0;
 }
 
@@ -306,10 +318,14 @@ int main(int argc, char **argv)
 	int rc;
 
 	rc = moatd_options_parse(c, argc, argv);
-	if (rc)
+	if (rc) {
+		moatd_config_file_free();
 		return rc == 1 ? 0 : rc;
+	}
 	rc = 1;
 	moatd_log_level = c->log_level;
+	moatd_log_set_format(c->log_format);
+	moatd_reload_init(argc, argv);
 
 	/*
 	 * Large call items are allocated and freed on every call; above glibc's
@@ -335,6 +351,7 @@ int main(int argc, char **argv)
 		goto out_srv;
 
 	moat__rpc_server_run(srv, &d->stop);
+	moatd_notify_stopping();
 	moatd_log(MOATD_LOG_INFO, "stopping: %u sessions left", moatd_session_count(d));
 	moatd_target_shutdown(d);
 	rc = 0;
@@ -351,5 +368,6 @@ out_rpc:
 	moat__rpc_shutdown();
 out:
 	EVP_PKEY_free(d->key);
+	moatd_config_file_free();
 	return rc;
 }

@@ -30,7 +30,9 @@ static void make_parents(const char *path)
 
 int moatd_state_dir_default(moatd_config *c)
 {
+	/* A reload computes it again: the same text, written only when it differs. */
 	static char dir[PATH_MAX];
+	char fresh[PATH_MAX];
 	const char *v = getenv("STATE_DIRECTORY");
 	int n;
 
@@ -38,23 +40,26 @@ int moatd_state_dir_default(moatd_config *c)
 		/* systemd's StateDirectory=: a colon-separated list, moatd's is the first. */
 		const char *colon = strchr(v, ':');
 
-		n = snprintf(dir, sizeof(dir), "%.*s", colon ? (int)(colon - v) : (int)strlen(v), v);
+		n = snprintf(fresh, sizeof(fresh), "%.*s", colon ? (int)(colon - v) : (int)strlen(v), v);
 	} else if (geteuid() == 0) {
-		n = snprintf(dir, sizeof(dir), "%s", MOATD_SYSTEM_STATE_DIR);
+		n = snprintf(fresh, sizeof(fresh), "%s", MOATD_SYSTEM_STATE_DIR);
 	} else if ((v = getenv("XDG_STATE_HOME")) && v[0] == '/') {
-		n = snprintf(dir, sizeof(dir), "%s/moatd", v);
+		n = snprintf(fresh, sizeof(fresh), "%s/moatd", v);
 	} else if ((v = getenv("HOME")) && v[0] == '/') {
-		n = snprintf(dir, sizeof(dir), "%s/.local/state/moatd", v);
+		n = snprintf(fresh, sizeof(fresh), "%s/.local/state/moatd", v);
 	} else {
 		fprintf(stderr, "moatd: give --state-dir (no $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME to "
 		                "find a default)\n");
 		return -1;
 	}
-	if (n < 0 || (size_t)n >= sizeof(dir)) {
+	if (n < 0 || (size_t)n >= sizeof(fresh)) {
 		fprintf(stderr, "moatd: the default state directory's path is too long; give --state-dir\n");
 		return -1;
 	}
-	make_parents(dir);
+	if (strcmp(fresh, dir) != 0) {
+		make_parents(fresh);
+		memcpy(dir, fresh, (size_t)n + 1);
+	}
 	c->state_dir = dir;
 	return 0;
 }
