@@ -113,6 +113,7 @@ void moatd_handle_call(void *ctx, moat_rpc_call *call)
 	moatd *d = ctx;
 	const char *m = moat__rpc_call_method(call);
 
+	moatd_log(MOATD_LOG_DEBUG, "call %s", m);
 	if (strcmp(m, "/moat.v1.Target/Attach") == 0)
 		attach(d, call);
 	else if (strcmp(m, "/moat.v1.Target/Load") == 0)
