@@ -42,4 +42,20 @@ foreach(pc moat moat-enclave)
   install(FILES ${PROJECT_BINARY_DIR}/${pc}.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT libmoat-dev)
 endforeach()
 
+# moatd as a service: the systemd unit and the configuration file it names. For the /usr prefix
+# of the Debian packages the file is /etc/moatd/moatd.conf; elsewhere it stays inside the prefix.
+if(CMAKE_INSTALL_PREFIX STREQUAL "/usr")
+  set(MOAT_CONF_DIR /etc/moatd)
+else()
+  set(MOAT_CONF_DIR ${CMAKE_INSTALL_SYSCONFDIR}/moatd)
+endif()
+if(IS_ABSOLUTE ${MOAT_CONF_DIR})
+  set(MOAT_CONF_FILE ${MOAT_CONF_DIR}/moatd.conf)
+else()
+  set(MOAT_CONF_FILE ${CMAKE_INSTALL_PREFIX}/${MOAT_CONF_DIR}/moatd.conf)
+endif()
+configure_file(packaging/moatd.service.in ${PROJECT_BINARY_DIR}/moatd.service @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/moatd.service DESTINATION lib/systemd/system COMPONENT moatd)
+install(FILES packaging/moatd.conf DESTINATION ${MOAT_CONF_DIR} COMPONENT moatd)
+
 include(cmake/MoatPackage.cmake)

@@ -36,4 +36,12 @@ set(CPACK_COMPONENT_MOATD_DEPENDS libmoat0)
 set(CPACK_DEBIAN_MOATD_DESCRIPTION
     "Moat target server and command-line tool\nmoatd hosts Moat enclaves for remote hosts (gRPC service moat.v1.Target),\neach in a sandboxed process; a systemd unit runs it as a service. The\nmoat command runs and measures enclave images.")
 
+# The unit comes with the package, neither enabled nor started; the configuration file is the
+# admin's (a conffile dpkg keeps across upgrades).
+file(WRITE ${PROJECT_BINARY_DIR}/packaging/conffiles "${MOAT_CONF_FILE}\n")
+set(CPACK_DEBIAN_MOATD_PACKAGE_CONTROL_EXTRA
+    ${PROJECT_BINARY_DIR}/packaging/conffiles ${PROJECT_SOURCE_DIR}/packaging/debian/postinst
+    ${PROJECT_SOURCE_DIR}/packaging/debian/prerm ${PROJECT_SOURCE_DIR}/packaging/debian/postrm)
+set(CPACK_DEBIAN_MOATD_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+
 include(CPack)

@@ -36,10 +36,12 @@ run_host() {
   used "$tmp/err" | grep -qx "$prefix/bin/moatd" || fail "local did not start $prefix/bin/moatd: $(cat "$tmp/err")"
 }
 
-# check PREFIX: everything a user does with an installed Moat.
+# check PREFIX [ROOT]: everything a user does with an installed Moat (files outside the prefix,
+# /etc for a /usr install, under ROOT).
 check() {
-  local prefix pcdir b
+  local prefix pcdir b root
   prefix=$(realpath "$1")
+  root=${2:-$prefix}
   pcdir=$(dirname "$(find "$prefix" -name moat.pc | head -n 1)")
   [ -f "$pcdir/moat.pc" ] && [ -f "$pcdir/moat-enclave.pc" ] || fail "no moat.pc and moat-enclave.pc under $prefix"
   export PKG_CONFIG_PATH=$pcdir
@@ -75,6 +77,27 @@ check() {
   done
   [ "$("$prefix/bin/moat" measure "$tmp/cm/greeter.so")" = "$(sha256sum "$tmp/cm/greeter.so" | cut -d' ' -f1)" ] ||
     fail "moat measure"
+
+  # The installed moatd as its unit starts it (the installed config file; $STATE_DIRECTORY as systemd
+  # sets it; a free port instead of the file's), and the pkg-config host on the URI it printed.
+  local conf unit pid uri
+  conf=$(find "$root/" -path '*/moatd/moatd.conf' | head -n 1)
+  unit=$(find "$root/" -name moatd.service | head -n 1)
+  [ -f "$conf" ] && [ -f "$unit" ] || fail "no moatd.conf or moatd.service under $root"
+  grep -q "^ExecStart=.*/moatd --config .*/moatd/moatd.conf$" "$unit" || fail "unit: $(grep ExecStart "$unit")"
+  mkdir -m 700 "$tmp/svc"
+  STATE_DIRECTORY=$tmp/svc/state "$prefix/bin/moatd" --config "$conf" --listen 127.0.0.1:0 \
+    --ready-file "$tmp/svc/ready" >"$tmp/svc/out" 2>"$tmp/svc/err" &
+  pid=$!
+  for _ in $(seq 1 200); do [ -s "$tmp/svc/ready" ] && break; sleep 0.05; done
+  uri=$(cat "$tmp/svc/out")
+  [ "$uri" = "grpc://$(cat "$tmp/svc/ready" 2>/dev/null)" ] || { kill "$pid"; wait "$pid"; fail "moatd printed '$uri': $(cat "$tmp/svc/err")"; }
+  MOAT_BACKEND=$uri "$tmp/pc/host" "$tmp/pc/greeter.so" service >"$tmp/out" 2>"$tmp/err"
+  rc=$?
+  kill -TERM "$pid"
+  wait "$pid" || fail "moatd exited with $? on SIGTERM"
+  [ $rc -eq 0 ] && [ "$(cat "$tmp/out")" = "Hello, service, from C++!" ] || fail "host on $uri: $(cat "$tmp/err")"
+  [ -f "$tmp/svc/state/identity.pem" ] || fail "moatd did not keep its state in \$STATE_DIRECTORY"
 }
 
 # deb_has DEB PATH...: the package holds each path.
@@ -119,7 +142,16 @@ deb)
   for d in "$lib" "$dev" "$srv"; do
     dpkg-deb -x "$d" "$tmp/root" || fail "dpkg-deb -x $d"
   done
-  check "$tmp/root/usr"
+  deb_has "$srv" etc/moatd/moatd.conf usr/lib/systemd/system/moatd.service
+  dpkg-deb -I "$srv" conffiles | grep -qx /etc/moatd/moatd.conf || fail "moatd.conf is not a conffile"
+  check "$tmp/root/usr" "$tmp/root"
+  # The unit, with its paths moved into the scratch root, passes systemd's own check.
+  if command -v systemd-analyze >/dev/null; then
+    sed "s|/usr/bin/moatd|$tmp/root/usr/bin/moatd|; s|/etc/moatd/|$tmp/root/etc/moatd/|g" \
+      "$tmp/root/usr/lib/systemd/system/moatd.service" >"$tmp/moatd.service"
+    systemd-analyze verify --man=no "$tmp/moatd.service" >"$tmp/verify.log" 2>&1 || fail "systemd-analyze verify: $(cat "$tmp/verify.log")"
+    [ ! -s "$tmp/verify.log" ] || fail "systemd-analyze verify: $(cat "$tmp/verify.log")"
+  fi
   ;;
 *)
   echo "usage: test_install.sh prefix BUILD_DIR | deb PKG_DIR" >&2
