@@ -58,4 +58,32 @@ configure_file(packaging/moatd.service.in ${PROJECT_BINARY_DIR}/moatd.service @O
 install(FILES ${PROJECT_BINARY_DIR}/moatd.service DESTINATION lib/systemd/system COMPONENT moatd)
 install(FILES packaging/moatd.conf DESTINATION ${MOAT_CONF_DIR} COMPONENT moatd)
 
+# moatd(8) and moat(1), generated from the programs' --help (help2man) plus packaging/man/*.h2m.
+find_program(MOAT_HELP2MAN help2man)
+if(MOAT_HELP2MAN)
+  set(MOAT_MAN_DIR ${PROJECT_BINARY_DIR}/man)
+  set(man_pages)
+  foreach(page moatd:8:moatd: moat_cli:1:moat:run\;measure)
+    string(REPLACE ":" ";" parts "${page}")
+    list(GET parts 0 target)
+    list(GET parts 1 section)
+    list(GET parts 2 name)
+    list(SUBLIST parts 3 -1 subs)
+    string(REPLACE ";" "\\;" subs "${subs}")
+    add_custom_command(
+      OUTPUT ${MOAT_MAN_DIR}/${name}.${section}.gz
+      COMMAND ${CMAKE_COMMAND} -DHELP2MAN=${MOAT_HELP2MAN} -DPROGRAM=$<TARGET_FILE:${target}> -DSECTION=${section}
+              -DINCLUDE=${PROJECT_SOURCE_DIR}/packaging/man/${name}.h2m -DOUT=${MOAT_MAN_DIR}/${name}.${section}.gz
+              "-DSUBCOMMANDS=${subs}" -P ${PROJECT_SOURCE_DIR}/cmake/MoatMan.cmake
+      DEPENDS ${target} ${PROJECT_SOURCE_DIR}/packaging/man/${name}.h2m ${PROJECT_SOURCE_DIR}/cmake/MoatMan.cmake
+      COMMENT "help2man ${name}(${section})")
+    list(APPEND man_pages ${MOAT_MAN_DIR}/${name}.${section}.gz)
+    install(FILES ${MOAT_MAN_DIR}/${name}.${section}.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man${section}
+            COMPONENT moatd)
+  endforeach()
+  add_custom_target(man ALL DEPENDS ${man_pages})
+else()
+  message(STATUS "help2man not found: no man pages (scripts/deps.sh installs it)")
+endif()
+
 include(cmake/MoatPackage.cmake)

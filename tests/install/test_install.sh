@@ -124,7 +124,7 @@ deb)
   v=$(sed -n 's/^project(moat VERSION \([0-9.]*\).*/\1/p' "$src/CMakeLists.txt")
   lib=$arg/libmoat0_$v-1_amd64.deb dev=$arg/libmoat-dev_$v-1_amd64.deb srv=$arg/moatd_$v-1_amd64.deb
   deb_has "$lib" usr/lib/x86_64-linux-gnu/libmoat.so.0 usr/libexec/moat-enclave-host
-  deb_has "$dev" usr/include/moat/moat.h usr/lib/x86_64-linux-gnu/libmoat.so usr/lib/x86_64-linux-gnu/libmoat_enclave.a \
+  deb_has "$dev" usr/include/moat/moat.h usr/include/moat/moat.hpp usr/lib/x86_64-linux-gnu/libmoat.so usr/lib/x86_64-linux-gnu/libmoat_enclave.a \
     usr/lib/x86_64-linux-gnu/pkgconfig/moat.pc usr/lib/x86_64-linux-gnu/pkgconfig/moat-enclave.pc \
     usr/lib/x86_64-linux-gnu/cmake/Moat/MoatConfig.cmake usr/share/moat/proto/moat/v1/target.proto
   deb_has "$srv" usr/bin/moatd usr/bin/moat usr/lib/x86_64-linux-gnu/cmake/Moat/MoatToolsTargets.cmake
@@ -142,7 +142,10 @@ deb)
   for d in "$lib" "$dev" "$srv"; do
     dpkg-deb -x "$d" "$tmp/root" || fail "dpkg-deb -x $d"
   done
-  deb_has "$srv" etc/moatd/moatd.conf usr/lib/systemd/system/moatd.service
+  deb_has "$srv" etc/moatd/moatd.conf usr/lib/systemd/system/moatd.service usr/share/man/man8/moatd.8.gz \
+    usr/share/man/man1/moat.1.gz
+  dpkg-deb --fsys-tarfile "$srv" | tar -xO ./usr/share/man/man8/moatd.8.gz | zcat | grep -Eq -- 'log\\?-format' ||
+    fail "moatd(8) does not list the options of moatd --help"
   dpkg-deb -I "$srv" conffiles | grep -qx /etc/moatd/moatd.conf || fail "moatd.conf is not a conffile"
   check "$tmp/root/usr" "$tmp/root"
   # The unit, with its paths moved into the scratch root, passes systemd's own check.
