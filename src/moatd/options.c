@@ -143,12 +143,12 @@ static void usage(FILE *f)
 	        "line, keys\n"
 	        "                                named as the options (allow-upload = true); the command "
 	        "line wins\n"
-	        "SIGHUP reloads the log level and format, the enclave directory and the TLS files "
-	        "(from the\n"
-	        "command line and --config FILE again) without ending sessions.\n"
 	        "  --parent-fd FD                internal (local provisioning): stop when FD reports "
 	        "hang-up\n"
-	        "  --help, -h, --version\n",
+	        "  --help, -h, --version\n"
+	        "SIGHUP reloads the log level and format, the enclave directory and the TLS files "
+	        "(from the\n"
+	        "command line and --config FILE again) without ending sessions.\n",
 	        MOATD_DEFAULT_MAX_STORE, MOATD_DEFAULT_MAX_UPLOADS, MOATD_DEFAULT_BACKEND,
 	        MOATD_DEFAULT_MAX_NESTING, MOATD_DEFAULT_SOCKET_MODE);
 }
