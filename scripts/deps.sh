@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
       libssl-dev libseccomp-dev libcmocka-dev valgrind openssl clang gdb
-      libsystemd-dev libinih-dev help2man)
+      libsystemd-dev libinih-dev help2man libmicrohttpd-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

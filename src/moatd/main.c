@@ -347,7 +347,7 @@ int main(int argc, char **argv)
 	moat__rpc_set_log(grpc_log);
 	if (start_listener(d, &srv, addr, sizeof(addr)) < 0)
 		goto out_rpc;
-	if (announce(d, addr) < 0)
+	if ((c->metrics_listen && moatd_metrics_start(d, c->metrics_listen) < 0) || announce(d, addr) < 0)
 		goto out_srv;
 
 	moat__rpc_server_run(srv, &d->stop);
@@ -356,6 +356,7 @@ int main(int argc, char **argv)
 	moatd_target_shutdown(d);
 	rc = 0;
 out_srv:
+	moatd_metrics_stop();
 	moat__rpc_server_free(srv);
 	if (c->ready_file && rc == 0)
 		unlink(c->ready_file);

@@ -11,6 +11,7 @@
  *   config.c    the configuration file (--config)
  *   reload.c    SIGHUP: what can change while serving
  *   notify.c    systemd: readiness, reload, watchdog
+ *   metrics.c   counters and the Prometheus text; metrics_http.c serves it (--metrics-listen)
  *   log.c       the log
  *   identity.c  the Ed25519 identity key and signing
  *   service.c   method dispatch and the reply helpers every handler uses
@@ -76,9 +77,10 @@ typedef struct moatd_config {
 	unsigned int grace_ms;
 	unsigned int shutdown_s;
 	int parent_fd;
-	int log_level;           /* 0 error, 1 warn, 2 info, 3 debug */
-	int log_format;          /* MOATD_LOG_TEXT or MOATD_LOG_JSON */
-	const char *config_file; /* --config FILE, read before the command line */
+	int log_level;              /* 0 error, 1 warn, 2 info, 3 debug */
+	int log_format;             /* MOATD_LOG_TEXT or MOATD_LOG_JSON */
+	const char *config_file;    /* --config FILE, read before the command line */
+	const char *metrics_listen; /* --metrics-listen HOST:PORT, or NULL */
 	/* The serving core's bounds (main.c, service.c). */
 	unsigned int max_attached;       /* attached streams (host threads and leases) in all */
 	unsigned int max_pending;        /* calls waiting for their request or being authenticated */
@@ -172,6 +174,23 @@ int moatd_option_set(moatd_config *c, const char *name, const char *value);
  * (reported). */
 int moatd_config_file_load(moatd_config *c, const char *path);
 void moatd_config_file_free(void);
+
+/* ---- Metrics (metrics.c, metrics_http.c) ---- */
+
+/* Count a call of gRPC method (its full path). */
+void moatd_metrics_call(const char *method);
+/* Count a refusal with Moat code code. */
+void moatd_metrics_refusal(int code);
+/* Count an entry call that ended with code after ns nanoseconds, and its items' bytes. */
+void moatd_metrics_entry(int code, uint64_t ns, const moat_msg *in, const moat_msg *out);
+void moatd_metrics_reload(void);
+/* The metrics in the Prometheus text format (malloc'd, *len bytes), or NULL. */
+char *moatd_metrics_render(moatd *d, size_t *len);
+/* Attach streams served now (service.c). */
+unsigned int moatd_attached_count(void);
+/* Serve GET /metrics on listen (HOST:PORT) from a thread of its own. Returns 0 or -1 (logged). */
+int moatd_metrics_start(moatd *d, const char *listen);
+void moatd_metrics_stop(void);
 
 /* ---- SIGHUP (reload.c) and systemd (notify.c) ---- */
 

@@ -43,7 +43,8 @@ enum {
 	OPT_SOCKET_MODE,
 	/* Operating it (config.c, log.c). */
 	OPT_CONFIG,
-	OPT_LOG_FORMAT
+	OPT_LOG_FORMAT,
+	OPT_METRICS_LISTEN
 };
 
 static const struct option long_options[] = {
@@ -77,6 +78,7 @@ static const struct option long_options[] = {
     {"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+    {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
     {NULL, 0, NULL, 0}};
 
 static void usage(FILE *f)
@@ -139,6 +141,9 @@ static void usage(FILE *f)
 	        "  --log-format F                text (time, level, message; the journal's own form "
 	        "under\n"
 	        "                                systemd) or json, one object per line (default text)\n"
+	        "  --metrics-listen ADDR         serve metrics for Prometheus on http://ADDR/metrics "
+	        "(HOST:PORT;\n"
+	        "                                port 0 picks a free one; default: none)\n"
 	        "  --config FILE                 read options from FILE first: one \"key = value\" per "
 	        "line, keys\n"
 	        "                                named as the options (allow-upload = true); the command "
@@ -236,6 +241,7 @@ static int apply(moatd_config *c, int opt, const char *v)
 	case OPT_LOG_LEVEL: return parse_log_level(v, &c->log_level);
 	case OPT_LOG_FORMAT: return parse_log_format(v, &c->log_format);
 	case OPT_CONFIG: return 0; /* read before the command line (moatd_options_parse) */
+	case OPT_METRICS_LISTEN: c->metrics_listen = v; return 0;
 	case OPT_MAX_ATTACHED: return parse_uint(v, &c->max_attached) < 0 || c->max_attached == 0 ? -1 : 0;
 	case OPT_MAX_PENDING: return parse_uint(v, &c->max_pending) < 0 || c->max_pending == 0 ? -1 : 0;
 	case OPT_REQUEST_TIMEOUT:

@@ -47,6 +47,7 @@ static const struct {
     FIELD("--backend", backend, 1),
     FIELD("--state-dir", state_dir, 1),
     FIELD("--ready-file", ready_file, 1),
+    FIELD("--metrics-listen", metrics_listen, 1),
     FIELD("--allow-upload", allow_upload, 0),
     FIELD("--insecure-upload", insecure_upload, 0),
     FIELD("--ignore-fd-limit", ignore_fd_limit, 0),
@@ -166,6 +167,7 @@ void moatd_reload_poll(moatd *d)
 		return;
 	requested = 0;
 	moatd_notify_reloading(0);
+	moatd_metrics_reload();
 	reload(d);
 	moatd_notify_reloading(1);
 }

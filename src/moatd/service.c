@@ -43,6 +43,7 @@ void moatd_refuse(moat_rpc_call *call, int code, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	moatd_log(MOATD_LOG_INFO, "%s refused: %s", moat__rpc_call_method(call), msg);
+	moatd_metrics_refusal(code);
 	moat__rpc_finish(call, NULL, 0, status_for(code), code, msg);
 }
 
@@ -83,6 +84,16 @@ int moatd_recv_one(moat_rpc_call *call, uint8_t **buf, size_t *len)
 static pthread_mutex_t attached_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned int attached; /* Attach streams being served, of every session */
 
+unsigned int moatd_attached_count(void)
+{
+	unsigned int n;
+
+	pthread_mutex_lock(&attached_lock);
+	n = attached;
+	pthread_mutex_unlock(&attached_lock);
+	return n;
+}
+
 /* Serve an Attach stream if --max-attached-threads allows one more, else refuse it. */
 static void attach(moatd *d, moat_rpc_call *call)
 {
@@ -114,6 +125,7 @@ void moatd_handle_call(void *ctx, moat_rpc_call *call)
 	const char *m = moat__rpc_call_method(call);
 
 	moatd_log(MOATD_LOG_DEBUG, "call %s", m);
+	moatd_metrics_call(m);
 	if (strcmp(m, "/moat.v1.Target/Attach") == 0)
 		attach(d, call);
 	else if (strcmp(m, "/moat.v1.Target/Load") == 0)

@@ -80,20 +80,29 @@ check() {
 
   # The installed moatd as its unit starts it (the installed config file; $STATE_DIRECTORY as systemd
   # sets it; a free port instead of the file's), and the pkg-config host on the URI it printed.
-  local conf unit pid uri
+  local conf unit pid uri port
   conf=$(find "$root/" -path '*/moatd/moatd.conf' | head -n 1)
   unit=$(find "$root/" -name moatd.service | head -n 1)
   [ -f "$conf" ] && [ -f "$unit" ] || fail "no moatd.conf or moatd.service under $root"
   grep -q "^ExecStart=.*/moatd --config .*/moatd/moatd.conf$" "$unit" || fail "unit: $(grep ExecStart "$unit")"
   mkdir -m 700 "$tmp/svc"
   STATE_DIRECTORY=$tmp/svc/state "$prefix/bin/moatd" --config "$conf" --listen 127.0.0.1:0 \
-    --ready-file "$tmp/svc/ready" >"$tmp/svc/out" 2>"$tmp/svc/err" &
+    --metrics-listen 127.0.0.1:0 --ready-file "$tmp/svc/ready" >"$tmp/svc/out" 2>"$tmp/svc/err" &
   pid=$!
   for _ in $(seq 1 200); do [ -s "$tmp/svc/ready" ] && break; sleep 0.05; done
   uri=$(cat "$tmp/svc/out")
   [ "$uri" = "grpc://$(cat "$tmp/svc/ready" 2>/dev/null)" ] || { kill "$pid"; wait "$pid"; fail "moatd printed '$uri': $(cat "$tmp/svc/err")"; }
   MOAT_BACKEND=$uri "$tmp/pc/host" "$tmp/pc/greeter.so" service >"$tmp/out" 2>"$tmp/err"
   rc=$?
+  # Scraped as Prometheus would (bash's /dev/tcp: no HTTP client needed).
+  port=$(sed -n 's|.*metrics on http://127.0.0.1:\([0-9]*\)/metrics$|\1|p' "$tmp/svc/err")
+  if [ -n "$port" ] && exec 3<>"/dev/tcp/127.0.0.1/$port"; then
+    printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+    tr -d '\r' <&3 >"$tmp/svc/metrics"
+    exec 3<&-
+  fi
+  grep -q '^moatd_entry_call_seconds_count{result="ok"} 1$' "$tmp/svc/metrics" 2>/dev/null ||
+    { kill "$pid"; wait "$pid"; fail "metrics: $(cat "$tmp/svc/metrics" "$tmp/svc/err" 2>/dev/null)"; }
   kill -TERM "$pid"
   wait "$pid" || fail "moatd exited with $? on SIGTERM"
   [ $rc -eq 0 ] && [ "$(cat "$tmp/out")" = "Hello, service, from C++!" ] || fail "host on $uri: $(cat "$tmp/err")"
