@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # moatd --metrics-listen: Prometheus text on GET /metrics (fetched with bash's /dev/tcp, no client
-# needed) counting calls, entry calls and their latency histogram, refusals by reason, the limits.
+# needed) counting calls, entry calls and their latency histogram, refusals by reason, the limits;
+# and --log-level debug logging every call, session event and refusal.
 set -u
 moatd=$1 moat=$2 enclaves=$3
 dir=$(mktemp -d "${TMPDIR:-/tmp}/moat-metrics-XXXXXX")
@@ -21,7 +22,7 @@ get() {
 value() { sed -n "s/^$1 \([0-9.e+-]*\)$/\1/p" "$dir/resp"; }
 
 "$moatd" --listen "unix:$dir/sock" --state-dir "$dir/state" --ready-file "$dir/ready" --enclave-dir "$enclaves" \
-  --metrics-listen 127.0.0.1:0 --max-sessions 5 --log-level info >"$dir/out" 2>"$dir/err" &
+  --metrics-listen 127.0.0.1:0 --max-sessions 5 --log-level debug >"$dir/out" 2>"$dir/err" &
 pid=$!
 for _ in $(seq 1 200); do [ -s "$dir/ready" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
 [ -s "$dir/ready" ] || fail "moatd did not serve: $(cat "$dir/err")"
@@ -49,6 +50,12 @@ get "$port" /metrics
 # Cumulative buckets never decrease.
 grep '^moatd_entry_call_seconds_bucket{result="ok"' "$dir/resp" | awk '{ if ($2 < last) exit 1; last = $2 }' ||
   fail "buckets are not cumulative"
+for line in 'debug: call /moat.v1.Target/Load' 'debug: session [0-9a-f]*: a host thread attached (1 now)' \
+            'debug: session [0-9a-f]*: a host thread detached (0 left)' 'debug: session [0-9a-f]*: lease opened' \
+            'info: session [0-9a-f]*: loaded ' 'info: session [0-9a-f]*: destroyed by the host' \
+            'info: /moat.v1.Target/Load refused: '; do
+  grep -q "$line" "$dir/err" || fail "the debug log has no '$line': $(cat "$dir/err")"
+done
 kill -HUP "$pid"
 for _ in $(seq 1 100); do grep -q 'reloaded (SIGHUP)' "$dir/err" && break; sleep 0.05; done
 get "$port" /metrics
