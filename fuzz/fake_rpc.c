@@ -23,6 +23,7 @@ struct moat_rpc_call {
 	fake_outcome *out;
 	int ended;    /* the peer's stream ended (END was returned) */
 	int end_code; /* ... with this code */
+	void *data;   /* moat__rpc_call_set_data */
 };
 
 static char *copy_str(const char *s)
@@ -111,9 +112,25 @@ int moat__rpc_recv(moat_rpc_call *c, uint8_t **buf, size_t *len, moat_rpc_status
 	return moat__rpc_exchange(c, NULL, 0, buf, len, 0, st);
 }
 
-void moat__rpc_call_admit(moat_rpc_call *c)
+void moat__rpc_call_set_data(moat_rpc_call *c, void *data)
 {
-	(void)c;
+	c->data = data;
+}
+
+void *moat__rpc_call_data(const moat_rpc_call *c)
+{
+	return c->data;
+}
+
+int moat__rpc_park(moat_rpc_call *c, const void *first, size_t first_len, const void *at_stop,
+                   size_t at_stop_len)
+{
+	/* As the real layer would end it: the first message, then (the server stopping) the last and OK. */
+	CHECK(!c->out->finished);
+	if (c->ops->sent)
+		c->ops->sent(c->peer, first, first_len);
+	c->out->sent++;
+	return moat__rpc_finish(c, at_stop, at_stop_len, MOAT_RPC_OK, 0, NULL);
 }
 
 int moat__rpc_watch(moat_rpc_call *c, moat_rpc_status *st)

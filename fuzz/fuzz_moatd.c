@@ -453,7 +453,11 @@ static void run_call(fz *z, const char *method, const char *const *md, peer *pr,
 {
 	moat_rpc_call *call = fake_call_new(method, md, &peer_ops, pr, o);
 
-	moatd_handle_call(&z->w->d, call);
+	/* As the rpc loop does: a stream is admitted first, and a refused one is answered and freed. */
+	if (moatd_admit_call(&z->w->d, call) == 0)
+		moatd_handle_call(&z->w->d, call);
+	else
+		moat__rpc_call_free(call);
 	peer_free(pr);
 	if (trace)
 		fprintf(stderr,

@@ -238,27 +238,15 @@ static void serve_stream(session *s, moat_rpc_call *call)
 	free(as.pending);
 }
 
-void moatd_handle_attach(moatd *d, moat_rpc_call *call)
+void moatd_handle_attach(moatd *d, moat_rpc_call *call, session *s, int lease)
 {
-	const char *kind;
 	stream_ref ref;
-	session *s;
 
-	s = moatd_session_auth(d, call);
-	if (!s)
-		return;
-	kind = moat__rpc_call_md(call, MOAT_MD_STREAM);
+	(void)d;
 	moatd_session_track(s, &ref, call);
-	if (kind && strcmp(kind, MOAT_MD_LEASE) == 0) {
+	if (lease)
 		moatd_session_serve_lease(s, call);
-	} else if (moatd_session_attach_thread(s) < 0) {
-		moatd_refuse(call, MOAT_ELIMIT,
-		             "session already has %u host threads attached (--max-threads-per-session %u)",
-		             d->cfg.max_threads, d->cfg.max_threads);
-	} else {
+	else
 		serve_stream(s, call);
-		moatd_session_detach_thread(s);
-	}
 	moatd_session_untrack(s, &ref);
-	moatd_session_unref(s);
 }

@@ -3,11 +3,11 @@
  * "moat.v1.Target"; both are SERVING while moatd serves and NOT_SERVING
  * once it stops. Check answers once; Watch sends the status, and again when
  * it changes, until the client goes away. Any other service name is
- * NOT_FOUND, as the health protocol says.
+ * NOT_FOUND, as the health protocol says. Both run on the rpc loop (they
+ * never block).
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "moatd/moatd.h"
@@ -45,31 +45,26 @@ static size_t status_message(const moatd *d, uint8_t *out, int *serving)
 
 void moatd_handle_health_watch(moatd *d, moat_rpc_call *call)
 {
-	uint8_t *buf = NULL, msg[16];
+	Grpc__Health__V1__HealthCheckResponse down = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	uint8_t *buf = NULL, now[16], last[16];
 	moat_rpc_status st;
-	size_t len;
-	int sent = -1, serving;
+	size_t len, last_len;
+	int serving;
 
-	/* A server-streaming call: one request; the client may keep its side open. */
+	/*
+	 * A server-streaming call: one request (the client may keep its side
+	 * open). The status now, then NOT_SERVING when moatd stops; meanwhile
+	 * the call is parked in the rpc loop and holds no thread.
+	 */
 	if (moat__rpc_recv(call, &buf, &len, &st) != 0 || known_service(buf, len, call) < 0)
 		goto out;
-	/* The status now and at every change, until the client leaves (checked every 100 ms) or moatd stops.
-	 */
-	while (!moat__rpc_call_cancelled(call)) {
-		struct timespec nap = {0, 100 * 1000 * 1000};
-
-		len = status_message(d, msg, &serving);
-		if (serving != sent) {
-			if (moat__rpc_exchange(call, msg, len, NULL, NULL, 0, &st) != 0)
-				goto out;
-			sent = serving;
-		}
-		if (!serving)
-			break;
-		nanosleep(&nap, NULL);
-	}
-	if (!moat__rpc_call_cancelled(call))
-		moat__rpc_finish(call, NULL, 0, MOAT_RPC_OK, 0, NULL);
+	len = status_message(d, now, &serving);
+	down.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+	last_len = grpc__health__v1__health_check_response__pack(&down, last);
+	if (!serving)
+		moat__rpc_finish(call, now, len, MOAT_RPC_OK, 0, NULL);
+	else
+		moat__rpc_park(call, now, len, last, last_len);
 out:
 	free(buf);
 }

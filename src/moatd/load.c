@@ -46,8 +46,10 @@ static int image_open(moatd *d, const Moat__V1__LoadRequest *req, int *fd, char 
 			return -1;
 		}
 		if (!name_ok(req->name)) {
-			moatd_refuse(call, MOAT_EINVAL, "'%s' is not an image name (no directories allowed)",
-			             req->name);
+			moatd_refuse(
+			    call, MOAT_EINVAL,
+			    "'%.64s%s' is not an image name (1 to %d characters, no '/', not '.' or '..')",
+			    req->name, strlen(req->name) > 64 ? "..." : "", 255);
 			return -1;
 		}
 		snprintf(shown, 300, "'%s'", req->name);
@@ -76,7 +78,11 @@ static int image_open(moatd *d, const Moat__V1__LoadRequest *req, int *fd, char 
 		memcpy(image, hex, sizeof(hex));
 		return 0;
 	}
-	moatd_refuse(call, MOAT_EINVAL, "LoadRequest names no image");
+	if (req->image_case == MOAT__V1__LOAD_REQUEST__IMAGE_SHA256)
+		moatd_refuse(call, MOAT_EINVAL, "LoadRequest.sha256 must be 32 bytes, not %zu",
+		             req->sha256.len);
+	else
+		moatd_refuse(call, MOAT_EINVAL, "LoadRequest names no image");
 	return -1;
 }
 
@@ -89,8 +95,11 @@ static int check_request(moatd *d, const Moat__V1__LoadRequest *req, moat_rpc_ca
 		             MOAT__V1__PROTOCOL_VERSION__PROTOCOL_MAJOR, PROTOCOL_MINOR);
 		return -1;
 	}
-	if (req->expected_target_key.len && (req->expected_target_key.len != 32 ||
-	                                     memcmp(req->expected_target_key.data, d->public_key, 32) != 0)) {
+	if (req->expected_target_key.len && req->expected_target_key.len != 32) {
+		moatd_refuse(call, MOAT_EINVAL, "expected_target_key must be 32 bytes");
+		return -1;
+	}
+	if (req->expected_target_key.len && memcmp(req->expected_target_key.data, d->public_key, 32) != 0) {
 		moatd_refuse(call, MOAT_EKEY, "this target's identity key is not the one the host pinned");
 		return -1;
 	}

@@ -138,12 +138,14 @@ static int write_ready(const char *file, const char *addr)
  * File descriptors moatd may need, by what holds them: a session (its
  * enclave's process and pipes with --backend proc, and the up to 8
  * connections plus lease of its host), an attached host thread or a
- * pending call (at worst a connection each), and a headroom for gRPC
+ * pending call or health watch (at worst a connection each), and a headroom for gRPC
  * itself, the log and the state directory's files.
  */
 #define FDS_PER_SESSION 16
 #define FDS_PER_THREAD  1
 #define FDS_HEADROOM    64
+/* With TLS gRPC accepts by itself, and connections past --max-connections are shut a moment later. */
+#define FDS_TLS_BURST 1024
 
 /* Descriptors kept from connections for the sessions' own (the accept thread's reserve). */
 static unsigned int fd_reserve;
@@ -175,7 +177,8 @@ static int check_fd_limit(const moatd_config *c)
 	have = rl.rlim_cur == RLIM_INFINITY ? (1ull << 30) : (unsigned long long)rl.rlim_cur;
 	if (attached > c->max_attached)
 		attached = c->max_attached;
-	need = sessions * FDS_PER_SESSION + (attached + c->max_pending) * FDS_PER_THREAD + FDS_HEADROOM;
+	need = sessions * FDS_PER_SESSION + (attached + c->max_pending + c->max_watches) * FDS_PER_THREAD +
+	       FDS_HEADROOM + (c->tls_cert ? FDS_TLS_BURST : 0);
 	fd_reserve = (unsigned int)(sessions * FDS_PER_SESSION + FDS_HEADROOM < have / 2
 	                                ? sessions * FDS_PER_SESSION + FDS_HEADROOM
 	                                : have / 2);
@@ -187,11 +190,13 @@ static int check_fd_limit(const moatd_config *c)
 		return 0;
 	moatd_log(c->ignore_fd_limit ? MOATD_LOG_WARN : MOATD_LOG_ERROR,
 	          "the limits need up to %llu file descriptors (%s sessions x %u + %llu attached threads "
-	          "(--max-attached-threads) + %u pending calls + %u) but RLIMIT_NOFILE allows %llu: lower "
+	          "(--max-attached-threads) + %u pending calls + %u health watches + %u%s) but "
+	          "RLIMIT_NOFILE allows %llu: lower "
 	          "--max-sessions, --max-attached-threads or --max-pending-calls, or raise the hard limit "
 	          "(ulimit -Hn)%s",
 	          need, c->max_sessions ? "--max-sessions" : "unlimited", FDS_PER_SESSION, attached,
-	          c->max_pending, FDS_HEADROOM, have,
+	          c->max_pending, c->max_watches, FDS_HEADROOM,
+	          c->tls_cert ? " + 1024 for a burst of TLS connections" : "", have,
 	          c->ignore_fd_limit ? "; going on (--ignore-fd-limit): connections past the limit are "
 	                               "refused"
 	                             : "; or start with --ignore-fd-limit to go on anyway");
@@ -217,7 +222,8 @@ static int start_server(moatd *d, moat_rpc_server **srv, char *addr, size_t cap)
 	const moatd_config *c = &d->cfg;
 	moat_rpc_server_opts so = {0};
 	/* The server keeps pointers to these: they live as long as the process. */
-	static char pending_limit[200], calls_limit[200], timeout_message[120];
+	static char pending_limit[200], calls_limit[200], parked_limit[160], conn_limit[120],
+	    timeout_message[120];
 	char err[512];
 	int port;
 
@@ -227,23 +233,37 @@ static int start_server(moatd *d, moat_rpc_server **srv, char *addr, size_t cap)
 	so.tls_client_ca = c->tls_client_ca;
 	so.max_receive_bytes = (long)c->max_message;
 	so.handler = moatd_handle_call;
+	so.methods = moatd_methods;
+	so.n_methods = moatd_n_methods;
+	so.admit = moatd_admit_call;
+	so.dropped = moatd_dropped_call;
+	so.thread_stack_bytes = moatd_stack_bytes(c->max_nesting);
+	so.max_parked = c->max_watches;
 	so.ctx = d;
 	so.tick = tick;
 	so.stopping = stopping;
 	so.max_pending = c->max_pending;
-	/* Every thread is pending or attached; Load, Destroy and Health end soon after their request. */
+	/* Threads: one per attached stream; Load, Destroy and Upload end soon after their request. */
 	so.max_calls = c->max_pending + c->max_attached + (c->max_sessions ? c->max_sessions : 64);
 	snprintf(pending_limit, sizeof(pending_limit),
 	         "this target already has %u calls waiting for their request or authentication "
 	         "(--max-pending-calls %u)",
 	         c->max_pending, c->max_pending);
 	snprintf(calls_limit, sizeof(calls_limit),
-	         "this target already runs %u calls (--max-attached-threads %u plus --max-pending-calls %u "
-	         "and a call per session)",
+	         "this target already runs %u calls on threads (--max-attached-threads %u plus "
+	         "--max-pending-calls %u and a call per session)",
 	         so.max_calls, c->max_attached, c->max_pending);
 	snprintf(timeout_message, sizeof(timeout_message),
 	         "the request message did not arrive within %u ms (--request-timeout-ms)",
 	         c->request_timeout_ms);
+	snprintf(parked_limit, sizeof(parked_limit),
+	         "this target already has %u Health/Watch streams open (--max-health-watches %u)",
+	         c->max_watches, c->max_watches);
+	so.parked_limit = parked_limit;
+	snprintf(conn_limit, sizeof(conn_limit), "%u connections are open (--max-connections %u)",
+	         c->max_connections, c->max_connections);
+	so.max_connections = c->max_connections;
+	so.connections_limit = conn_limit;
 	so.pending_limit = pending_limit;
 	so.calls_limit = calls_limit;
 	so.recv_timeout_ms = c->request_timeout_ms;

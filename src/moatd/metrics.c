@@ -169,6 +169,7 @@ static void limits(text *t, const moatd_config *c)
 char *moatd_metrics_render(moatd *d, size_t *len)
 {
 	text t = {malloc(8192), 0, 8192, 0};
+	unsigned int attached;
 	size_t i;
 
 	if (!t.buf)
@@ -178,7 +179,10 @@ char *moatd_metrics_render(moatd *d, size_t *len)
 	metric(&t, "sessions", "gauge", "Sessions loaded now (and Loads under way).");
 	put(&t, "moatd_sessions %u\n", moatd_session_count(d));
 	metric(&t, "attached_threads", "gauge", "Attach streams served now (host threads and leases).");
-	put(&t, "moatd_attached_threads %u\n", moatd_attached_count());
+	pthread_mutex_lock(&d->lock);
+	attached = d->attached;
+	pthread_mutex_unlock(&d->lock);
+	put(&t, "moatd_attached_threads %u\n", attached);
 	metric(&t, "calls_total", "counter", "gRPC calls received, by method (Upload counts uploads).");
 	for (i = 0; i < N_METHODS; i++)
 		put(&t, "moatd_calls_total{method=\"%s\"} %llu\n", methods[i],

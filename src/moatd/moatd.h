@@ -45,12 +45,18 @@
 
 /*
  * Default of --max-nesting: the same budget as the proc runner's
- * (MOAT_PROC_MAX_NESTING). Every level lives on the stream's rpc worker
- * thread, whose stack the rpc layer does not let us size (it is the
- * process default, RLIMIT_STACK): with --backend sim a level took about
- * 1.2 KiB there (some 6,800 levels fit in 8 MiB), so 1024 leaves room.
+ * (MOAT_PROC_MAX_NESTING). Every level lives on the stack of the thread
+ * that serves the Attach stream, sized for it: MOATD_STACK_BASE plus
+ * MOATD_STACK_PER_LEVEL a level. With --backend sim a level took about
+ * 1.2 KiB (enclave frames included) in a normal build; sanitizer builds
+ * take several times that, so 8 KiB leaves room (only touched pages cost
+ * memory). tests/remote's nesting test goes to the limit.
  */
 #define MOATD_DEFAULT_MAX_NESTING 1024
+#define MOATD_STACK_BASE          ((size_t)512 << 10)
+#define MOATD_STACK_PER_LEVEL     ((size_t)8 << 10)
+/* The stack of a thread that serves an Attach stream, for --max-nesting levels. */
+#define moatd_stack_bytes(levels) (MOATD_STACK_BASE + (size_t)(levels)*MOATD_STACK_PER_LEVEL)
 
 /* Defaults of --max-store-bytes, --max-uploads and --socket-mode. */
 #define MOATD_DEFAULT_MAX_STORE   ((size_t)1 << 30)
@@ -83,7 +89,9 @@ typedef struct moatd_config {
 	const char *metrics_listen; /* --metrics-listen HOST:PORT, or NULL */
 	/* The serving core's bounds (main.c, service.c). */
 	unsigned int max_attached;       /* attached streams (host threads and leases) in all */
-	unsigned int max_pending;        /* calls waiting for their request or being authenticated */
+	unsigned int max_pending;        /* unary calls waiting for their request */
+	unsigned int max_watches;        /* open Health/Watch streams */
+	unsigned int max_connections;    /* open connections (plaintext listeners) */
 	unsigned int request_timeout_ms; /* longest wait for a request message */
 	int ignore_fd_limit;             /* start even when the limits need more descriptors */
 } moatd_config;
@@ -104,6 +112,7 @@ typedef struct moatd {
 	pthread_cond_t store_slot; /* an upload ended */
 	unsigned int uploads;      /* uploads under way */
 	size_t store_reserved;     /* bytes reserved by uploads under way */
+	unsigned int attached;     /* Attach streams admitted, of every session (guarded by lock) */
 } moatd;
 
 /* An open call of a session, so that Destroy can end it. */
@@ -186,8 +195,6 @@ void moatd_metrics_entry(int code, uint64_t ns, const moat_msg *in, const moat_m
 void moatd_metrics_reload(void);
 /* The metrics in the Prometheus text format (malloc'd, *len bytes), or NULL. */
 char *moatd_metrics_render(moatd *d, size_t *len);
-/* Attach streams served now (service.c). */
-unsigned int moatd_attached_count(void);
 /* Serve GET /metrics on listen (HOST:PORT) from a thread of its own. Returns 0 or -1 (logged). */
 int moatd_metrics_start(moatd *d, const char *listen);
 void moatd_metrics_stop(void);
@@ -233,13 +240,25 @@ int moatd_sign(moatd *d, uint8_t sig[64], const uint8_t *data, size_t len);
 
 /* ---- Service (service.c and the handlers) ---- */
 
+/* The methods moatd serves, and how (for the rpc server). */
+extern const moat_rpc_method moatd_methods[];
+extern const size_t moatd_n_methods;
+/*
+ * The rpc layer's admission of a stream, on its loop (ctx is the moatd):
+ * authenticates an Attach stream and counts it. Returns 0, or a negative
+ * code after answering the call.
+ */
+int moatd_admit_call(void *ctx, moat_rpc_call *call);
+/* An admitted call whose handler will not run: undo its admission. */
+void moatd_dropped_call(void *ctx, moat_rpc_call *call);
 /* The rpc layer's handler: ctx is the moatd. Answers and frees the call. */
 void moatd_handle_call(void *ctx, moat_rpc_call *call);
 void moatd_handle_health(moatd *d, moat_rpc_call *call);
 void moatd_handle_health_watch(moatd *d, moat_rpc_call *call);
 void moatd_handle_load(moatd *d, moat_rpc_call *call);
 void moatd_handle_upload(moatd *d, moat_rpc_call *call);
-void moatd_handle_attach(moatd *d, moat_rpc_call *call);
+/* Serve an admitted Attach stream of session s (a lease, or a host thread). */
+void moatd_handle_attach(moatd *d, moat_rpc_call *call, session *s, int lease);
 void moatd_handle_destroy(moatd *d, moat_rpc_call *call);
 
 /* End the call with the gRPC status that goes with Moat code code, and the message. */

@@ -34,6 +34,8 @@ enum {
 	/* The serving core's bounds. */
 	OPT_MAX_ATTACHED,
 	OPT_MAX_PENDING,
+	OPT_MAX_WATCHES,
+	OPT_MAX_CONNECTIONS,
 	OPT_REQUEST_TIMEOUT,
 	OPT_IGNORE_FD_LIMIT,
 	/* The image store and who may fill it. */
@@ -68,6 +70,8 @@ static const struct option long_options[] = {
     {"parent-fd", required_argument, NULL, OPT_PARENT_FD}, /* internal: local provisioning */
     {"max-attached-threads", required_argument, NULL, OPT_MAX_ATTACHED},
     {"max-pending-calls", required_argument, NULL, OPT_MAX_PENDING},
+    {"max-health-watches", required_argument, NULL, OPT_MAX_WATCHES},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"request-timeout-ms", required_argument, NULL, OPT_REQUEST_TIMEOUT},
     {"ignore-fd-limit", no_argument, NULL, OPT_IGNORE_FD_LIMIT},
     {"help", no_argument, NULL, 'h'},
@@ -112,9 +116,14 @@ static void usage(FILE *f)
 	        "  --max-attached-threads N      most attached host threads (and leases) of all sessions "
 	        "together\n"
 	        "                                (default 1024)\n"
-	        "  --max-pending-calls N         most calls waiting for their request or authentication "
-	        "(default 128);\n"
-	        "                                more are refused with RESOURCE_EXHAUSTED\n"
+	        "  --max-pending-calls N         most calls waiting for their request (default 128); more "
+	        "are\n"
+	        "                                refused with RESOURCE_EXHAUSTED\n"
+	        "  --max-health-watches N        most open grpc.health.v1.Health/Watch streams (default "
+	        "64)\n"
+	        "  --max-connections N           most connections open at once on a plaintext listener "
+	        "(default\n"
+	        "                                1024); more are closed at once\n"
 	        "  --request-timeout-ms N        end a call whose request message does not arrive in time "
 	        "(default 10000)\n"
 	        "  --ignore-fd-limit             start even when the limits above may need more file "
@@ -244,6 +253,9 @@ static int apply(moatd_config *c, int opt, const char *v)
 	case OPT_METRICS_LISTEN: c->metrics_listen = v; return 0;
 	case OPT_MAX_ATTACHED: return parse_uint(v, &c->max_attached) < 0 || c->max_attached == 0 ? -1 : 0;
 	case OPT_MAX_PENDING: return parse_uint(v, &c->max_pending) < 0 || c->max_pending == 0 ? -1 : 0;
+	case OPT_MAX_WATCHES: return parse_uint(v, &c->max_watches) < 0 || c->max_watches == 0 ? -1 : 0;
+	case OPT_MAX_CONNECTIONS:
+		return parse_uint(v, &c->max_connections) < 0 || c->max_connections == 0 ? -1 : 0;
 	case OPT_REQUEST_TIMEOUT:
 		return parse_uint(v, &c->request_timeout_ms) < 0 || c->request_timeout_ms == 0 ? -1 : 0;
 	case OPT_MAX_STORE: return parse_size(v, &c->max_store) < 0 || c->max_store == 0 ? -1 : 0;
@@ -385,6 +397,8 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 	c->log_level = MOATD_LOG_WARN;
 	c->max_attached = 1024;
 	c->max_pending = 128;
+	c->max_watches = 64;
+	c->max_connections = 1024;
 	c->request_timeout_ms = 10000;
 	c->max_store = MOATD_DEFAULT_MAX_STORE;
 	c->max_uploads = MOATD_DEFAULT_MAX_UPLOADS;

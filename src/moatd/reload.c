@@ -59,6 +59,7 @@ static const struct {
     FIELD("--shutdown-timeout", shutdown_s, 0),
     FIELD("--max-attached-threads", max_attached, 0),
     FIELD("--max-pending-calls", max_pending, 0),
+    FIELD("--max-connections", max_connections, 0),
     FIELD("--request-timeout-ms", request_timeout_ms, 0),
     FIELD("--max-uploads", max_uploads, 0),
     FIELD("--max-message-bytes", max_message, 0),

@@ -1,10 +1,12 @@
 /*
- * The moat.v1.Target service's front: every admitted call runs on its own
- * thread (the rpc layer starts one per call, within --max-pending-calls)
- * and goes to its method's handler with the daemon's state; and the reply
- * helpers the handlers share. An Attach stream holds its thread for as
- * long as the host thread behind it lives, so the streams of all sessions
- * together are bounded here (--max-attached-threads) before one is served.
+ * The moat.v1.Target service's front: how each method is served, what is
+ * checked before a call gets a thread, and the reply helpers the handlers
+ * share. Unary calls (Load, Destroy, Health) get a thread only once their
+ * request is in (the rpc loop reads it, within --request-timeout-ms); an
+ * Attach stream is authenticated on the rpc loop, from its metadata, and
+ * counted against --max-attached-threads and --max-threads-per-session
+ * before it gets the thread that serves it for as long as the host thread
+ * behind it lives.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -81,42 +83,94 @@ int moatd_recv_one(moat_rpc_call *call, uint8_t **buf, size_t *len)
 	return -1;
 }
 
-static pthread_mutex_t attached_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned int attached; /* Attach streams being served, of every session */
+const moat_rpc_method moatd_methods[] = {
+    {"/moat.v1.Target/Attach", MOAT_RPC_SERVE_THREAD, 0},
+    {"/moat.v1.Target/Upload", MOAT_RPC_SERVE_THREAD, 0},
+    {"/moat.v1.Target/Load", MOAT_RPC_SERVE_UNARY, 0},
+    {"/moat.v1.Target/Destroy", MOAT_RPC_SERVE_UNARY, 0},
+    {"/grpc.health.v1.Health/Check", MOAT_RPC_SERVE_INLINE, 0},
+    {"/grpc.health.v1.Health/Watch", MOAT_RPC_SERVE_INLINE, 1},
+};
+const size_t moatd_n_methods = sizeof(moatd_methods) / sizeof(moatd_methods[0]);
 
-unsigned int moatd_attached_count(void)
+static int is_lease(moat_rpc_call *call)
 {
-	unsigned int n;
+	const char *kind = moat__rpc_call_md(call, MOAT_MD_STREAM);
 
-	pthread_mutex_lock(&attached_lock);
-	n = attached;
-	pthread_mutex_unlock(&attached_lock);
-	return n;
+	return kind && strcmp(kind, MOAT_MD_LEASE) == 0;
 }
 
-/* Serve an Attach stream if --max-attached-threads allows one more, else refuse it. */
-static void attach(moatd *d, moat_rpc_call *call)
+/* Undo what admit_attach counted: the stream ended, or never got its thread. */
+static void unadmit_attach(moatd *d, moat_rpc_call *call)
 {
+	session *s = moat__rpc_call_data(call);
+
+	if (!is_lease(call))
+		moatd_session_detach_thread(s);
+	pthread_mutex_lock(&d->lock);
+	d->attached--;
+	pthread_mutex_unlock(&d->lock);
+	moatd_session_unref(s);
+	moat__rpc_call_set_data(call, NULL);
+}
+
+/*
+ * An Attach stream is authenticated and counted (all sessions', then its
+ * session's host threads) on the rpc loop, before it gets a thread.
+ */
+static int admit_attach(moatd *d, moat_rpc_call *call)
+{
+	session *s = moatd_session_auth(d, call);
 	int ok;
 
-	pthread_mutex_lock(&attached_lock);
-	ok = attached < d->cfg.max_attached;
+	if (!s)
+		return MOAT_EPERM;
+	pthread_mutex_lock(&d->lock);
+	ok = d->attached < d->cfg.max_attached;
 	if (ok)
-		attached++;
-	pthread_mutex_unlock(&attached_lock);
+		d->attached++;
+	pthread_mutex_unlock(&d->lock);
 	if (!ok) {
+		moatd_session_unref(s);
 		moatd_refuse(
 		    call, MOAT_ELIMIT,
 		    "this target already serves %u attached host threads (--max-attached-threads %u)",
 		    d->cfg.max_attached, d->cfg.max_attached);
-		return;
+		return MOAT_ELIMIT;
 	}
-	/* Authentication needs only the metadata at hand: nothing is waited for before it. */
-	moat__rpc_call_admit(call);
-	moatd_handle_attach(d, call);
-	pthread_mutex_lock(&attached_lock);
-	attached--;
-	pthread_mutex_unlock(&attached_lock);
+	if (!is_lease(call) && moatd_session_attach_thread(s) < 0) {
+		pthread_mutex_lock(&d->lock);
+		d->attached--;
+		pthread_mutex_unlock(&d->lock);
+		moatd_session_unref(s);
+		moatd_refuse(call, MOAT_ELIMIT,
+		             "session already has %u host threads attached (--max-threads-per-session %u)",
+		             d->cfg.max_threads, d->cfg.max_threads);
+		return MOAT_ELIMIT;
+	}
+	moat__rpc_call_set_data(call, s);
+	return 0;
+}
+
+int moatd_admit_call(void *ctx, moat_rpc_call *call)
+{
+	moatd *d = ctx;
+	const char *m = moat__rpc_call_method(call);
+
+	if (strcmp(m, "/moat.v1.Target/Attach") == 0)
+		return admit_attach(d, call);
+	if (strcmp(m, "/moat.v1.Target/Upload") == 0 && !d->cfg.allow_upload) {
+		moatd_refuse(call, MOAT_EPERM,
+		             "uploads are off on this target (start moatd with --allow-upload)");
+		return MOAT_EPERM;
+	}
+	return 0;
+}
+
+void moatd_dropped_call(void *ctx, moat_rpc_call *call)
+{
+	if (moat__rpc_call_data(call))
+		unadmit_attach(ctx, call);
 }
 
 void moatd_handle_call(void *ctx, moat_rpc_call *call)
@@ -126,20 +180,24 @@ void moatd_handle_call(void *ctx, moat_rpc_call *call)
 
 	moatd_log(MOATD_LOG_DEBUG, "call %s", m);
 	moatd_metrics_call(m);
-	if (strcmp(m, "/moat.v1.Target/Attach") == 0)
-		attach(d, call);
-	else if (strcmp(m, "/moat.v1.Target/Load") == 0)
+	if (strcmp(m, "/moat.v1.Target/Attach") == 0) {
+		if (moat__rpc_call_data(call)) {
+			moatd_handle_attach(d, call, moat__rpc_call_data(call), is_lease(call));
+			unadmit_attach(d, call);
+		}
+	} else if (strcmp(m, "/moat.v1.Target/Load") == 0) {
 		moatd_handle_load(d, call);
-	else if (strcmp(m, "/moat.v1.Target/Upload") == 0)
+	} else if (strcmp(m, "/moat.v1.Target/Upload") == 0) {
 		moatd_handle_upload(d, call);
-	else if (strcmp(m, "/moat.v1.Target/Destroy") == 0)
+	} else if (strcmp(m, "/moat.v1.Target/Destroy") == 0) {
 		moatd_handle_destroy(d, call);
-	else if (strcmp(m, "/grpc.health.v1.Health/Check") == 0)
+	} else if (strcmp(m, "/grpc.health.v1.Health/Check") == 0) {
 		moatd_handle_health(d, call);
-	else if (strcmp(m, "/grpc.health.v1.Health/Watch") == 0)
+	} else if (strcmp(m, "/grpc.health.v1.Health/Watch") == 0) {
 		moatd_handle_health_watch(d, call);
-	else
+	} else {
 		moat__rpc_finish(call, NULL, 0, MOAT_RPC_UNIMPLEMENTED, 0, "unknown method");
+	}
 	moat__rpc_call_free(call);
 }
 

@@ -131,7 +131,14 @@ static void upload_store(upload *u)
 	size_t len;
 
 	EVP_DigestFinal_ex(u->md, got, &mdlen);
-	if (u->total != u->expected || memcmp(got, u->declared, 32) != 0) {
+	if (u->total != u->expected) {
+		moatd_refuse(
+		    u->call, MOAT_EMEASUREMENT,
+		    "uploaded image has %zu bytes, not the %zu its first chunk declared (total_size)",
+		    u->total, u->expected);
+		return;
+	}
+	if (memcmp(got, u->declared, 32) != 0) {
 		moat__hex(ghex, got, 32);
 		moatd_refuse(u->call, MOAT_EMEASUREMENT,
 		             "uploaded image (%zu bytes) has SHA-256 %s, not the declared %s", u->total, ghex,

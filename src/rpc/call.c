@@ -60,7 +60,7 @@ grpc_byte_buffer *moat__rpc_buffer_from(const void *data, size_t len)
 }
 
 /* Copy a received message into one malloc'd buffer (a single copy, slice by slice). */
-static int buffer_take(grpc_byte_buffer *bb, uint8_t **out, size_t *len)
+int moat__rpc_buffer_take(grpc_byte_buffer *bb, uint8_t **out, size_t *len)
 {
 	grpc_byte_buffer_reader r;
 	grpc_slice s;
@@ -186,7 +186,7 @@ int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const 
 	if (rc == MOAT_RPC_OK) {
 		if (!recv)
 			rc = MOAT_RPC_INTERNAL;
-		else if (buffer_take(recv, resp, resp_len) < 0)
+		else if (moat__rpc_buffer_take(recv, resp, resp_len) < 0)
 			rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	}
 	if (recv)
@@ -304,7 +304,7 @@ int moat__rpc_exchange(moat_rpc_call *c, const void *send, size_t send_len, uint
 		return call_ended(c, st);
 	}
 	if (c->recv_buf)
-		rc = buffer_take(c->recv_buf, recv, recv_len);
+		rc = moat__rpc_buffer_take(c->recv_buf, recv, recv_len);
 	batch_buffers_free(c);
 	return rc;
 }
@@ -400,7 +400,7 @@ int moat__rpc_stream_finish(moat_rpc_call *c, uint8_t **reply, size_t *reply_len
 	if (rc == MOAT_RPC_OK && reply) {
 		if (!rbuf)
 			rc = MOAT_RPC_INTERNAL;
-		else if (buffer_take(rbuf, reply, reply_len) < 0)
+		else if (moat__rpc_buffer_take(rbuf, reply, reply_len) < 0)
 			rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	}
 	if (rbuf)
@@ -420,6 +420,11 @@ void moat__rpc_call_free(moat_rpc_call *c)
 
 	if (!c)
 		return;
+	if (c->event) {
+		/* The loop frees it once its operations completed (server_event.c). */
+		moat__rpc_event_release(c);
+		return;
+	}
 	if (c->call) {
 		if (c->batch_pending || c->status_pending || c->close_pending || !c->ended)
 			grpc_call_cancel(c->call, NULL);

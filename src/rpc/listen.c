@@ -6,6 +6,7 @@
  */
 #include "rpc/rpc_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,6 +95,44 @@ int moat__rpc_own_listener(const char *addr, int *port)
 }
 
 /*
+ * Is there room for one more connection (max_connections)? Forgets the
+ * connections gRPC closed since: a descriptor that is closed, or now
+ * names another socket, no longer counts.
+ */
+static int room_for_connection(moat_rpc_server *s)
+{
+	unsigned int i = 0;
+
+	if (!s->max_connections)
+		return 1;
+	if (!s->conns) {
+		s->conns = calloc(s->max_connections, sizeof(*s->conns));
+		if (!s->conns)
+			return 0;
+	}
+	while (i < s->n_conns) {
+		struct stat st;
+		rpc_conn *c = &s->conns[i];
+
+		if (fstat(c->fd, &st) == 0 && st.st_dev == c->dev && st.st_ino == c->ino)
+			i++;
+		else
+			*c = s->conns[--s->n_conns];
+	}
+	return s->n_conns < s->max_connections;
+}
+
+/* Count the connection on fd (room_for_connection said there is room). */
+static void count_connection(moat_rpc_server *s, int fd)
+{
+	struct stat st;
+
+	if (!s->max_connections || !s->conns || fstat(fd, &st) < 0)
+		return;
+	s->conns[s->n_conns++] = (rpc_conn){fd, st.st_dev, st.st_ino};
+}
+
+/*
  * Take the connections waiting on the listener. accept returns the lowest
  * free descriptor, so its number is at least the count of descriptors in
  * use: one at or above the soft limit less the reserve is closed again at
@@ -130,9 +170,87 @@ static void accept_ready(moat_rpc_server *s)
 			    s->fd_reserve, (unsigned long)ceiling);
 			continue;
 		}
+		if (!room_for_connection(s)) {
+			close(fd);
+			moat__rpc_server_report(s, 1, "refused a connection: %s", s->connections_limit);
+			continue;
+		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails harmlessly on unix */
+		count_connection(s, fd);
 		grpc_server_add_channel_from_fd(s->server, fd, s->fd_creds);
 	}
+}
+
+/* Is fd a connection accepted on gRPC's own listener? */
+static int grpc_connection(const moat_rpc_server *s, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int listening = 0;
+	socklen_t ol = sizeof(listening);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ol) < 0 || listening)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port) == s->grpc_port;
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) == s->grpc_port;
+	if (ss.ss_family == AF_UNIX)
+		return s->grpc_path[0] && strcmp(((struct sockaddr_un *)&ss)->sun_path, s->grpc_path) == 0;
+	return 0;
+}
+
+static int by_fd_desc(const void *a, const void *b)
+{
+	return *(const int *)b - *(const int *)a;
+}
+
+/*
+ * gRPC's own listener (TLS: gRPC 1.51 takes no TLS connection from us)
+ * accepts by itself, so --max-connections is enforced after the fact:
+ * every 250 ms, when the process has more descriptors open than
+ * max_connections, its connections are counted and the newest past the
+ * limit shut down (gRPC sees the peer leave). A burst between two checks
+ * is what the descriptor headroom checked at start is for.
+ */
+void moat__rpc_shed_connections(moat_rpc_server *s)
+{
+	struct timespec ts;
+	struct dirent *e;
+	unsigned int n = 0, cap = 0, i;
+	int64_t now;
+	int *fds = NULL;
+	DIR *d;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (!s->max_connections || now - s->last_shed_ms < 250)
+		return;
+	s->last_shed_ms = now;
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL)
+		cap += e->d_name[0] != '.';
+	if (cap > s->max_connections && (fds = malloc(cap * sizeof(*fds))) != NULL) {
+		rewinddir(d);
+		while ((e = readdir(d)) != NULL && n < cap) {
+			int fd = (int)strtol(e->d_name, NULL, 10);
+
+			if (e->d_name[0] != '.' && fd != dirfd(d) && grpc_connection(s, fd))
+				fds[n++] = fd;
+		}
+	}
+	closedir(d);
+	if (n > s->max_connections) {
+		qsort(fds, n, sizeof(*fds), by_fd_desc);
+		for (i = 0; i < n - s->max_connections; i++)
+			shutdown(fds[i], SHUT_RDWR);
+		moat__rpc_server_report(s, 1, "closed %u connections: %s", n - s->max_connections,
+		                        s->connections_limit);
+	}
+	free(fds);
 }
 
 void *moat__rpc_acceptor_main(void *arg)

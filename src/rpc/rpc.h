@@ -2,14 +2,16 @@
  * The rpc layer: the only code in Moat that includes grpc.h. It wraps gRPC
  * core's C API into what the remote backend and moatd need: channels (plain,
  * TLS, mutual TLS; TCP and unix sockets), unary calls, client streams, bidi
- * streams, and a server that runs every admitted call on its own thread.
+ * streams, and a server whose loop reads unary requests without a thread
+ * and gives a thread of its own only to a stream it admitted.
  *
- * Every call is bound to one completion queue of the process that the
- * waiting threads take turns to read (init.c says why): a lone thread reads
- * its own replies, and with many threads one reads and hands each
- * completion to its owner, whatever poller gRPC uses. The layer never
- * changes the process environment. Files: init.c (set-up, the queue),
- * channel.c, call.c (client calls, streams, exchange), server.c.
+ * A call driven by a thread of its own has a completion queue of its own,
+ * which only that thread reads (init.c says why); a call the server loop
+ * drives is bound to the loop's queue. The layer never changes the process
+ * environment. Files: init.c (set-up, waiting), channel.c, call.c (client
+ * calls, streams, exchange), server.c (the loop, threads), server_event.c
+ * (calls served without a thread), server_call.c (a handler's view),
+ * listen.c (the accept thread).
  *
  * Two code spaces that never overlap: what the functions return (0, a
  * negative MOAT_E* code from moat/errors.h, or a MOAT_RPC_END/TIMEOUT
@@ -130,8 +132,40 @@ void moat__rpc_call_free(moat_rpc_call *call);
 
 /* ---- Server ---- */
 
-/* Runs on a fresh thread for every incoming call; it must finish and free the call. */
+/*
+ * Serves a call; it must end the call (moat__rpc_finish, or moat__rpc_park)
+ * and free it. Where it runs depends on its method's serving.
+ */
 typedef void (*moat_rpc_handler)(void *ctx, moat_rpc_call *call);
+
+/* How the server serves a method's calls. */
+typedef enum moat_rpc_serving {
+	/*
+	 * A unary request: the server loop reads it with no thread (at most
+	 * recv_timeout_ms, counted against max_pending), then the handler runs
+	 * on a thread of its own (counted against max_calls) and finds the
+	 * request with moat__rpc_recv. Sends never block.
+	 */
+	MOAT_RPC_SERVE_UNARY = 0,
+	/* The same, but the handler runs on the server loop itself: it must not block. */
+	MOAT_RPC_SERVE_INLINE = 1,
+	/*
+	 * A stream: admit runs on the server loop with the call's metadata (no
+	 * message read yet); an admitted call is then served on a thread of its
+	 * own, with a stack of thread_stack_bytes.
+	 */
+	MOAT_RPC_SERVE_THREAD = 2
+} moat_rpc_serving;
+
+typedef struct moat_rpc_method {
+	const char *name; /* "/package.Service/Method" */
+	moat_rpc_serving serving;
+	/*
+	 * Server streaming (UNARY, INLINE): the handler runs once the request
+	 * is in, without waiting for the peer to half-close.
+	 */
+	int streams_reply;
+} moat_rpc_method;
 
 typedef struct moat_rpc_server_opts {
 	const char *listen;        /* "host:port", "unix:/path" */
@@ -141,7 +175,20 @@ typedef struct moat_rpc_server_opts {
 	long max_receive_bytes;
 	moat_rpc_handler handler;
 	void *ctx;
-	void (*tick)(void *ctx); /* called on every turn of the server loop (every 2-20 ms) */
+	/* The methods served; any other answers UNIMPLEMENTED from the loop. */
+	const moat_rpc_method *methods;
+	size_t n_methods;
+	/*
+	 * For MOAT_RPC_SERVE_THREAD calls, on the server loop before any thread
+	 * is taken: return 0 to admit the call (it may keep state with
+	 * moat__rpc_call_set_data), or end it with moat__rpc_finish and return
+	 * a negative code. Must not block. NULL: admit every call.
+	 */
+	int (*admit)(void *ctx, moat_rpc_call *call);
+	/* An admitted call whose handler will not run (no thread could start): undo admit. May be NULL. */
+	void (*dropped)(void *ctx, moat_rpc_call *call);
+	size_t thread_stack_bytes; /* of a THREAD call's thread; 0: the system's default */
+	void (*tick)(void *ctx);   /* called on every turn of the server loop (every 2-20 ms) */
 	/*
 	 * Called once when *stop is seen, before the open calls are cancelled
 	 * and their handlers waited for: end whatever could keep a handler
@@ -149,21 +196,24 @@ typedef struct moat_rpc_server_opts {
 	 */
 	void (*stopping)(void *ctx);
 	/*
-	 * Admission, checked when a call arrives, before a thread is started
-	 * for it (0: no limit). A call is pending until its first request
-	 * message arrives or its handler admits it (moat__rpc_call_admit).
-	 * Past max_pending pending calls, or max_calls handler threads in all,
-	 * a call is refused at once: RESOURCE_EXHAUSTED with the "moat-error"
-	 * trailer MOAT_ELIMIT and pending_limit / calls_limit as its message
-	 * (which should name the option that sets the limit).
+	 * Admission, checked when a call arrives, before anything is taken
+	 * for it (0: no limit). Past max_pending unary calls waiting for their
+	 * request, or max_calls handler threads in all, a call is refused at
+	 * once: RESOURCE_EXHAUSTED with the "moat-error" trailer MOAT_ELIMIT
+	 * and pending_limit / calls_limit as its message (which should name
+	 * the option that sets the limit). Past max_parked parked calls,
+	 * moat__rpc_park refuses the same way with parked_limit.
 	 */
 	unsigned int max_pending;
 	unsigned int max_calls;
 	const char *pending_limit;
 	const char *calls_limit;
+	unsigned int max_parked;
+	const char *parked_limit;
 	/*
-	 * moat__rpc_recv on a server call waits at most this long (0: forever);
-	 * then the call ends with DEADLINE_EXCEEDED and recv_timeout_message.
+	 * A unary request, and every moat__rpc_recv on a THREAD call, may take
+	 * at most this long (0: forever); then the call ends with
+	 * DEADLINE_EXCEEDED and recv_timeout_message.
 	 */
 	unsigned int recv_timeout_ms;
 	const char *recv_timeout_message;
@@ -176,6 +226,14 @@ typedef struct moat_rpc_server_opts {
 	 * 1.51 offers nothing else).
 	 */
 	unsigned int fd_reserve;
+	/*
+	 * At most this many connections open at once (0: no limit). With the
+	 * server's own listener (fd_reserve set) one more is closed on
+	 * arrival; with gRPC's (TLS) the newest past the limit are shut down
+	 * within 250 ms. connections_limit (naming the option) goes to report.
+	 */
+	unsigned int max_connections;
+	const char *connections_limit;
 	/* Called (from any thread) with a line for the log: refused connections and the like. May be NULL. */
 	void (*report)(void *ctx, int error, const char *msg);
 } moat_rpc_server_opts;
@@ -201,18 +259,30 @@ int moat__rpc_server_tls_load(const char *cert_file, const char *key_file, const
  */
 void moat__rpc_set_log(void (*fn)(int severity, const char *file, int line, const char *msg));
 
-/* The handler vouches for a pending call (authenticated): it no longer counts against max_pending. */
-void moat__rpc_call_admit(moat_rpc_call *call);
+/* State of the handler's (set by admit, say); NULL until set. */
+void moat__rpc_call_set_data(moat_rpc_call *call, void *data);
+void *moat__rpc_call_data(const moat_rpc_call *call);
+
+/*
+ * A server-streaming reply with no thread: send first now, then keep the
+ * call open, held by no thread, until the peer leaves or the server stops;
+ * then send at_stop (when not NULL) and an OK status. For UNARY and INLINE
+ * calls; the handler still frees the call. Returns 0, or MOAT_ELIMIT after
+ * refusing the call (max_parked).
+ */
+int moat__rpc_park(moat_rpc_call *call, const void *first, size_t first_len, const void *at_stop,
+                   size_t at_stop_len);
 
 /* Server call accessors. */
 const char *moat__rpc_call_method(const moat_rpc_call *call);
 /* Value of request metadata key, or NULL: a copy kept in the call until the next lookup. */
 const char *moat__rpc_call_md(moat_rpc_call *call, const char *key);
 /*
- * Server: receive one message; same results as moat__rpc_exchange. Waits
- * at most the server's recv_timeout_ms, then ends the call
- * (DEADLINE_EXCEEDED) and returns MOAT_RPC_TIMEOUT. The first message
- * admits a pending call.
+ * Server: receive one message; same results as moat__rpc_exchange. On a
+ * THREAD call, waits at most the server's recv_timeout_ms, then ends the
+ * call (DEADLINE_EXCEEDED) and returns MOAT_RPC_TIMEOUT. On a UNARY or
+ * INLINE call it never waits: the loop read the request (and whether a
+ * second message followed) before the handler ran.
  */
 int moat__rpc_recv(moat_rpc_call *call, uint8_t **buf, size_t *len, moat_rpc_status *st);
 /*

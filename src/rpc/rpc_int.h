@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -16,9 +17,13 @@
 
 #define MD_MAX 8
 
-/* One outstanding operation of a call; its address is the gRPC tag on the call's own queue. */
+/* What a tag on the server loop's queue stands for. */
+enum { TAG_OP = 0, TAG_REQUEST, TAG_RECV, TAG_SEND, TAG_FINISH, TAG_CLOSE };
+
+/* One outstanding operation of a call; its address is the gRPC tag. */
 typedef struct rpc_tag {
 	moat_rpc_call *call;
+	int what;
 } rpc_tag;
 
 struct moat_rpc_channel {
@@ -61,6 +66,30 @@ struct moat_rpc_call {
 	char *method;
 	char *md_value;        /* last value returned by moat__rpc_call_md */
 	struct worker *worker; /* its handler thread's slot (server.c) */
+	void *data;            /* the handler's (moat__rpc_call_set_data) */
+	size_t method_index;   /* in srv->methods; n_methods for an unknown method */
+	rpc_tag tag_request;
+
+	/* A call driven by the server loop (server_event.c); fields guarded by srv->lock. */
+	moat_rpc_server *srv;
+	int event;                   /* bound to the loop's queue */
+	unsigned int ev_ops;         /* its operations outstanding on the loop's queue */
+	int ev_owned;                /* a handler has it and has not freed it yet */
+	int ev_expired;              /* its request did not arrive in time */
+	int ev_closed;               /* RECV_CLOSE_ON_SERVER completed (cancelled says how) */
+	int ev_parked;               /* in srv->parked */
+	int ev_sent;                 /* a park's first message went out */
+	grpc_byte_buffer *ev_msg[2]; /* the request, and a second message if one came */
+	unsigned int ev_n_msg, ev_next_msg;
+	int64_t ev_deadline;
+	uint8_t *ev_at_stop;
+	size_t ev_at_stop_len;
+	grpc_slice ev_details, ev_trailer;
+	int ev_has_details, ev_has_trailer;
+	grpc_byte_buffer *ev_fin_buf; /* the reply that goes with the status */
+	gpr_timespec req_deadline;    /* the peer's deadline, as gRPC gives it */
+	rpc_tag tag_recv, tag_send, tag_finish;
+	struct moat_rpc_call *ev_next; /* in srv->waiting or srv->parked */
 };
 
 /* Deadlines in milliseconds of CLOCK_MONOTONIC. */
@@ -75,6 +104,8 @@ int64_t moat__rpc_deadline(unsigned int timeout_ms); /* 0: forever */
 int moat__rpc_wait(moat_rpc_call *c, rpc_tag *tag, int64_t deadline);
 
 moat_rpc_call *moat__rpc_call_new(void);
+/* Copy a received message into one malloc'd buffer. */
+int moat__rpc_buffer_take(grpc_byte_buffer *bb, uint8_t **out, size_t *len);
 
 /* Message size channel arguments into args[n...]; returns the new count. */
 int moat__rpc_message_size_args(grpc_arg *args, int n, long max_receive_bytes);
@@ -93,22 +124,33 @@ typedef struct worker {
 	pthread_t thread;
 	moat_rpc_server *srv;
 	moat_rpc_call *call;
-	int done;    /* guarded by srv->lock */
-	int pending; /* counted in srv->n_pending; guarded by srv->lock */
+	int done; /* guarded by srv->lock */
 	struct worker *next;
 } worker;
 
 struct moat_rpc_server {
 	grpc_server *server;
-	grpc_completion_queue *cq; /* for_next: new-call notifications and shutdown */
-	moat_rpc_call *pending;    /* the call slot of the outstanding request */
+	grpc_completion_queue *cq; /* for_next: new calls, the loop's own calls, shutdown */
+	/* The served methods; one outstanding request slot each, the last for unknown methods. */
+	moat_rpc_method *methods;
+	void **registered;
+	moat_rpc_call **slots;
+	size_t n_methods;
 	moat_rpc_handler handler;
+	int (*admit)(void *ctx, moat_rpc_call *call);
+	void (*dropped)(void *ctx, moat_rpc_call *call);
+	size_t stack_bytes;
 	void *ctx;
+	/* The loop's calls (server_event.c), guarded by lock. */
+	moat_rpc_call *waiting; /* unary calls waiting for their request */
+	moat_rpc_call *parked;
+	unsigned int n_parked, max_parked;
+	const char *parked_limit;
 	void (*tick)(void *ctx);
 	void (*stopping)(void *ctx);
 	pthread_mutex_t lock;
 	worker *workers;
-	unsigned int n_workers, n_pending; /* guarded by lock */
+	unsigned int n_workers, n_pending; /* guarded by lock; n_pending: calls in waiting */
 	unsigned int max_pending, max_calls, recv_timeout_ms;
 	const char *pending_limit, *calls_limit, *recv_timeout_message;
 	void (*report)(void *ctx, int error, const char *msg);
@@ -120,8 +162,44 @@ struct moat_rpc_server {
 	grpc_server_credentials *fd_creds;
 	pthread_t acceptor;
 	int accepting;
+	/* The connections handed to gRPC, as the accept thread last saw them (listen.c). */
+	struct rpc_conn *conns;
+	unsigned int n_conns, max_connections;
+	const char *connections_limit;
+	/* gRPC's own listener (TLS): where it listens, so that its connections can be told apart. */
+	int grpc_port;
+	char grpc_path[108];
+	int64_t last_shed_ms;
 	volatile int accept_stop;
 };
+
+/* server_event.c: the calls the loop drives. */
+/* A new call bound to the loop's queue: the loop owns it until a handler does. */
+void moat__rpc_event_adopt(moat_rpc_server *s, moat_rpc_call *c);
+/* A new UNARY or INLINE call: start reading its request (or refuse it). */
+void moat__rpc_event_start(moat_rpc_server *s, moat_rpc_call *c);
+/* A completion on the loop's queue for one of its calls. */
+void moat__rpc_event_done(moat_rpc_server *s, rpc_tag *tag, int success);
+/* End the waiting calls whose request is late (every loop turn). */
+void moat__rpc_event_expire(moat_rpc_server *s);
+/* The server stops: parked calls get their last message and status. */
+void moat__rpc_event_stop(moat_rpc_server *s);
+/* End a call the loop drives, without blocking: moat__rpc_finish's work for such calls. */
+int moat__rpc_event_finish(moat_rpc_call *c, const void *reply, size_t reply_len, int code, int moat_code,
+                           const char *message);
+/* moat__rpc_recv's work for such calls: the request the loop read. */
+int moat__rpc_event_recv(moat_rpc_call *c, uint8_t **buf, size_t *len, moat_rpc_status *st);
+/* The handler of a call the loop drives is done with it. */
+void moat__rpc_event_release(moat_rpc_call *c);
+/* server.c: run a call's handler on a thread of its own (the limits checked first). */
+void moat__rpc_start_worker(moat_rpc_server *s, moat_rpc_call *c);
+
+/* A connection handed to gRPC: its descriptor and socket inode tell whether it is still open. */
+typedef struct rpc_conn {
+	int fd;
+	dev_t dev;
+	ino_t ino;
+} rpc_conn;
 
 /* Log through the server's report function (printf-style). */
 void moat__rpc_server_report(moat_rpc_server *s, int error, const char *fmt, ...)
@@ -131,5 +209,7 @@ int moat__rpc_own_listener(const char *addr, int *port);
 /* The accept thread (arg: the server), and stopping it. */
 void *moat__rpc_acceptor_main(void *arg);
 void moat__rpc_stop_accepting(moat_rpc_server *s);
+/* With gRPC's own listener: shut the newest connections past max_connections (every loop turn). */
+void moat__rpc_shed_connections(moat_rpc_server *s);
 
 #endif

@@ -25,24 +25,24 @@
 
 #include <moat/sys/backend.h>
 
-void moat__rpc_call_admit(moat_rpc_call *c)
+void moat__rpc_call_set_data(moat_rpc_call *c, void *data)
 {
-	worker *w = c->worker;
+	c->data = data;
+}
 
-	if (!w)
-		return;
-	pthread_mutex_lock(&w->srv->lock);
-	if (w->pending)
-		w->srv->n_pending--;
-	w->pending = 0;
-	pthread_mutex_unlock(&w->srv->lock);
+void *moat__rpc_call_data(const moat_rpc_call *c)
+{
+	return c->data;
 }
 
 int moat__rpc_recv(moat_rpc_call *c, uint8_t **buf, size_t *len, moat_rpc_status *st)
 {
 	moat_rpc_server *s = c->worker ? c->worker->srv : NULL;
-	int rc = moat__rpc_exchange(c, NULL, 0, buf, len, s ? s->recv_timeout_ms : 0, st);
+	int rc;
 
+	if (c->event)
+		return moat__rpc_event_recv(c, buf, len, st);
+	rc = moat__rpc_exchange(c, NULL, 0, buf, len, s ? s->recv_timeout_ms : 0, st);
 	if (rc == MOAT_RPC_TIMEOUT) {
 		/* The receive stays outstanding; ending the call completes it (the handler frees the call).
 		 */
@@ -54,8 +54,6 @@ int moat__rpc_recv(moat_rpc_call *c, uint8_t **buf, size_t *len, moat_rpc_status
 			snprintf(st->message, sizeof(st->message), "%s", s->recv_timeout_message);
 		}
 		moat__rpc_server_report(s, 0, "ended a call: %s", s->recv_timeout_message);
-	} else if (rc == 0) {
-		moat__rpc_call_admit(c);
 	}
 	return rc;
 }
@@ -99,6 +97,8 @@ int moat__rpc_finish(moat_rpc_call *c, const void *reply, size_t reply_len, int 
 	size_t n = 0;
 	int ok;
 
+	if (c->event)
+		return moat__rpc_event_finish(c, reply, reply_len, code, moat_code, message);
 	if (c->batch_pending)
 		return MOAT_EPROTO;
 	memset(ops, 0, sizeof(ops));
@@ -128,7 +128,17 @@ int moat__rpc_finish(moat_rpc_call *c, const void *reply, size_t reply_len, int 
 	if (grpc_call_start_batch(c->call, ops, n, &c->tag_batch, NULL) != GRPC_CALL_OK) {
 		ok = 0;
 	} else {
-		ok = moat__rpc_wait(c, &c->tag_batch, RPC_FOREVER);
+		/*
+		 * A status is not flow-controlled, so it goes out at once; bound the
+		 * wait anyway (to 1 s on the server loop, which admission refusals
+		 * run on) so that no peer can hold the thread.
+		 */
+		ok = moat__rpc_wait(c, &c->tag_batch, moat__rpc_deadline(c->worker ? 10000 : 1000));
+		if (ok < 0) {
+			grpc_call_cancel(c->call, NULL);
+			moat__rpc_wait(c, &c->tag_batch, RPC_FOREVER);
+			ok = 0;
+		}
 	}
 	if (bb)
 		grpc_byte_buffer_destroy(bb);
@@ -141,6 +151,14 @@ int moat__rpc_finish(moat_rpc_call *c, const void *reply, size_t reply_len, int 
 
 int moat__rpc_call_cancelled(moat_rpc_call *c)
 {
+	if (c->event) {
+		int cancelled;
+
+		pthread_mutex_lock(&c->srv->lock);
+		cancelled = c->ev_closed && c->cancelled;
+		pthread_mutex_unlock(&c->srv->lock);
+		return cancelled;
+	}
 	if (c->close_pending && moat__rpc_wait(c, &c->tag_close, RPC_NOW) >= 0)
 		c->close_pending = 0;
 	return !c->close_pending && c->cancelled;

@@ -21,6 +21,7 @@
 #include "moat_test.h"
 #include "moatd_helper.h"
 #include "remote_enclave.h"
+#include "rpc/rpc.h"
 #include "test_enclave.h"
 
 static test_moatd shared;
@@ -583,6 +584,59 @@ static void test_tls(void **state)
 	assert_int_equal(test_moatd_stop(&m), 0);
 }
 
+/*
+ * With TLS gRPC accepts connections itself; moatd shuts the newest past
+ * --max-connections within a moment, so its descriptors come back to
+ * what that many connections hold.
+ */
+static void test_tls_connections_bounded(void **state)
+{
+	enum { MAX = 3, N = 8 };
+	char ca[200], scert[200], skey[200];
+	moat_rpc_channel_opts co = {0};
+	moat_rpc_channel *ch[N];
+	test_moatd m;
+	int base, fds = 0, i, tries;
+
+	(void)state;
+	cert(ca, sizeof(ca), "ca.pem");
+	cert(scert, sizeof(scert), "server.pem");
+	cert(skey, sizeof(skey), "server.key");
+	assert_int_equal(test_moatd_start(&m, "grpcs", "--tls-cert", scert, "--tls-key", skey,
+	                                  "--max-connections=3", "--backend=sim", NULL),
+	                 0);
+	moat__rpc_init();
+	base = test_proc_count(m.pid, "fd");
+	co.target = m.addr;
+	co.tls = 1;
+	co.ca_file = ca;
+	co.max_receive_bytes = -1;
+	for (i = 0; i < N; i++) {
+		moat_rpc_status st;
+		uint8_t *resp = NULL;
+		size_t len;
+
+		assert_int_equal(moat__rpc_channel_open(&ch[i], &co), 0);
+		/* Connects; the connection may already be shut when the check runs (it then fails). */
+		moat__rpc_unary(ch[i], "/grpc.health.v1.Health/Check", NULL, "", 0, &resp, &len, 5000, &st);
+		free(resp);
+	}
+	for (tries = 0; tries < 50; tries++) {
+		fds = test_proc_count(m.pid, "fd");
+		if (fds <= base + MAX)
+			break;
+		test_sleep_ms(100);
+	}
+	print_message(
+	    "%d TLS connections with --max-connections %d: moatd's descriptors %d before, %d after\n", N, MAX,
+	    base, fds);
+	assert_true(fds <= base + MAX);
+	for (i = 0; i < N; i++)
+		moat__rpc_channel_close(ch[i]);
+	moat__rpc_shutdown();
+	assert_int_equal(test_moatd_stop(&m), 0);
+}
+
 static void test_mtls(void **state)
 {
 	char ca[200], scert[200], skey[200], ccert[200], ckey[200];
@@ -637,6 +691,7 @@ int main(void)
 	const struct CMUnitTest tls_tests[] = {
 	    cmocka_unit_test(test_tls),
 	    cmocka_unit_test(test_mtls),
+	    cmocka_unit_test(test_tls_connections_bounded),
 	};
 	int failed = cmocka_run_group_tests_name("remote", shared_tests, group_setup, group_teardown);
 

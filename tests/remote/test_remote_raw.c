@@ -366,6 +366,38 @@ static void test_name_with_nul(void **state)
 	free(reply);
 }
 
+/* Send a hand-encoded LoadRequest; it must be refused INVALID_ARGUMENT (-1) with a message holding what. */
+static void load_invalid(const uint8_t *req, size_t n, const char *what)
+{
+	moat_rpc_status st;
+	uint8_t *reply = NULL;
+	size_t len;
+
+	assert_int_equal(moat__rpc_unary(ch, "/moat.v1.Target/Load", NULL, req, n, &reply, &len, 10000, &st),
+	                 MOAT_RPC_INVALID_ARGUMENT);
+	print_message("refused: %s\n", st.message);
+	assert_int_equal(st.moat_code, MOAT_EINVAL);
+	assert_non_null(strstr(st.message, what));
+	free(reply);
+}
+
+/* Fields of the wrong length, and names that are no file names, are refused saying so. */
+static void test_load_field_rules(void **state)
+{
+	/* LoadRequest{protocol_major: 1, sha256: 5 bytes} */
+	static const uint8_t short_sha[] = {0x08, 0x01, 0x22, 5, 1, 2, 3, 4, 5};
+	/* LoadRequest{protocol_major: 1, name: "test_enclave", expected_target_key: 3 bytes} */
+	static const uint8_t short_key[] = {0x08, 0x01, 0x1a, 12,  't', 'e',  's', 't', '_', 'e', 'n',
+	                                    'c',  'l',  'a',  'v', 'e', 0x3a, 3,   1,   2,   3};
+	/* LoadRequest{protocol_major: 1, name: ".."} */
+	static const uint8_t dotdot[] = {0x08, 0x01, 0x1a, 2, '.', '.'};
+
+	(void)state;
+	load_invalid(short_sha, sizeof(short_sha), "sha256 must be 32 bytes, not 5");
+	load_invalid(short_key, sizeof(short_key), "expected_target_key must be 32 bytes");
+	load_invalid(dotdot, sizeof(dotdot), "is not an image name");
+}
+
 /* Open a lease stream of s (it carries no frames; opening it sends the metadata). */
 static moat_rpc_call *raw_lease(const session *s)
 {
@@ -488,6 +520,7 @@ int main(void)
 	    cmocka_unit_test(test_health_watch),
 	    cmocka_unit_test(test_session_id_and_token),
 	    cmocka_unit_test(test_name_with_nul),
+	    cmocka_unit_test(test_load_field_rules),
 	    cmocka_unit_test(test_lease_rule),
 	};
 
