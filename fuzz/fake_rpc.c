@@ -217,3 +217,11 @@ int moat__rpc_call_cancelled(moat_rpc_call *c)
 {
 	return c->out->cancelled || c->out->peer_cancelled;
 }
+
+void moat__rpc_server_broadcast(moat_rpc_server *srv, const void *msg, size_t len)
+{
+	/* The fake ends a parked call at once (moat__rpc_park): nothing stays to broadcast to. */
+	(void)srv;
+	(void)msg;
+	(void)len;
+}

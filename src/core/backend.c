@@ -18,6 +18,8 @@ static const struct {
     {"local", NULL, &moat__backend_remote, "local"},
     {"grpc", "://", &moat__backend_remote, "grpc://127.0.0.1:7070"},
     {"grpcs", "://", &moat__backend_remote, "grpcs://target.example:7443"},
+    {"grpc+dns", "://", &moat__backend_remote, "grpc+dns://targets.example:7070"},
+    {"grpcs+dns", "://", &moat__backend_remote, "grpcs+dns://targets.example:7443"},
     {"unix", ":", &moat__backend_remote, "unix:/run/moatd.sock"},
 };
 
@@ -47,6 +49,7 @@ int moat__backend_parse(moat__backend_uri *out, const char *uri)
 	}
 	return moat_error_set(
 	    MOAT_ENOBACKEND, MOAT_ORIGIN_API,
-	    "unknown backend '%s' (known: sim, proc, local, grpc://HOST:PORT, grpcs://HOST:PORT, unix:PATH)",
+	    "unknown backend '%s' (known: sim, proc, local, grpc://HOST:PORT[,HOST:PORT...], grpcs://..., "
+	    "grpc+dns://NAME:PORT, grpcs+dns://NAME:PORT, unix:PATH)",
 	    uri);
 }

@@ -276,6 +276,10 @@ void moatd_handle_load(moatd *d, moat_rpc_call *call)
 	}
 	if (check_request(d, req, call) < 0)
 		goto out;
+	if (d->draining) {
+		moatd_refuse(call, MOAT_ELIMIT, "this target is draining (it takes no new sessions)");
+		goto out;
+	}
 	if (moatd_session_reserve(d) < 0) {
 		moatd_refuse(call, MOAT_ELIMIT, "this target already hosts %u sessions (--max-sessions %u)",
 		             d->cfg.max_sessions, d->cfg.max_sessions);

@@ -55,6 +55,13 @@ static void on_reload(int sig)
 	moatd_reload_request();
 }
 
+/* SIGUSR2: drain (no new sessions; stop once the last one ended, or after --shutdown-timeout). */
+static void on_drain(int sig)
+{
+	(void)sig;
+	the_daemon.draining = 1;
+}
+
 static void install_signals(void)
 {
 	struct sigaction sa;
@@ -65,10 +72,35 @@ static void install_signals(void)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_drain;
+	sigaction(SIGUSR2, &sa, NULL);
 	sa.sa_handler = on_shutdown_deadline;
 	sigaction(SIGALRM, &sa, NULL);
 	sa.sa_handler = on_reload;
 	sigaction(SIGHUP, &sa, NULL);
+}
+
+/* A drain ends when the last session did, or after --shutdown-timeout; then moatd stops as on SIGTERM. */
+static void drain_tick(moatd *d)
+{
+	static struct timespec since;
+	unsigned int left;
+
+	if (!d->draining || d->stop)
+		return;
+	left = moatd_session_count(d);
+	if (since.tv_sec == 0) {
+		clock_gettime(CLOCK_MONOTONIC, &since);
+		moatd_log(MOATD_LOG_INFO,
+		          "draining: no new sessions; stopping once the %u left have ended "
+		          "(at most %u s)",
+		          left, d->cfg.shutdown_s);
+	}
+	if (left == 0 || moat__ms_since(&since) >= 1000.0 * d->cfg.shutdown_s) {
+		moatd_log(MOATD_LOG_INFO, "drained (%u sessions left): stopping", left);
+		d->stop = 1;
+		alarm(d->cfg.shutdown_s);
+	}
 }
 
 /* Called on every turn of the server loop (every 2-20 ms). */
@@ -88,6 +120,8 @@ static void tick(void *ctx)
 	moatd_reload_poll(d);
 	moatd_notify_tick();
 	moatd_tick(d);
+	drain_tick(d);
+	moatd_health_tick(d);
 }
 
 /* The server loop saw the stop request: calls that would never return must not hold the exit. */
@@ -367,6 +401,7 @@ int main(int argc, char **argv)
 	moat__rpc_set_log(grpc_log);
 	if (start_listener(d, &srv, addr, sizeof(addr)) < 0)
 		goto out_rpc;
+	d->srv = srv;
 	if ((c->metrics_listen && moatd_metrics_start(d, c->metrics_listen) < 0) || announce(d, addr) < 0)
 		goto out_srv;
 

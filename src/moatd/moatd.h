@@ -26,6 +26,7 @@
 #define MOAT_MOATD_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -103,6 +104,7 @@ typedef struct moatd {
 	EVP_PKEY *key;
 	uint8_t public_key[32];
 	volatile int stop;
+	volatile sig_atomic_t draining; /* SIGUSR2: no new sessions, stop once the last one ended */
 	/* The session table (session.c). lock also guards every session's counters and flags. */
 	pthread_mutex_t lock;
 	session *sessions;
@@ -113,6 +115,8 @@ typedef struct moatd {
 	unsigned int uploads;      /* uploads under way */
 	size_t store_reserved;     /* bytes reserved by uploads under way */
 	unsigned int attached;     /* Attach streams admitted, of every session (guarded by lock) */
+	moat_rpc_server *srv;      /* the rpc server, once it serves */
+	int health_sent;           /* the status last sent to Health/Watch streams (1 SERVING) */
 } moatd;
 
 /* An open call of a session, so that Destroy can end it. */
@@ -255,6 +259,10 @@ void moatd_dropped_call(void *ctx, moat_rpc_call *call);
 void moatd_handle_call(void *ctx, moat_rpc_call *call);
 void moatd_handle_health(moatd *d, moat_rpc_call *call);
 void moatd_handle_health_watch(moatd *d, moat_rpc_call *call);
+/* Is moatd serving new sessions (not stopping, not full)? */
+int moatd_serving(moatd *d);
+/* On every server loop turn: tell Health/Watch streams when that changed. */
+void moatd_health_tick(moatd *d);
 void moatd_handle_load(moatd *d, moat_rpc_call *call);
 void moatd_handle_upload(moatd *d, moat_rpc_call *call);
 /* Serve an admitted Attach stream of session s (a lease, or a host thread). */

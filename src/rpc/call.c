@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include <grpc/byte_buffer_reader.h>
+#include <grpc/support/alloc.h>
 
 #include <moat/sys/backend.h>
 
@@ -141,6 +142,13 @@ int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const 
                     size_t req_len, uint8_t **resp, size_t *resp_len, unsigned int timeout_ms,
                     moat_rpc_status *st)
 {
+	return moat__rpc_unary_peer(ch, method, md, req, req_len, resp, resp_len, timeout_ms, st, NULL, 0);
+}
+
+int moat__rpc_unary_peer(moat_rpc_channel *ch, const char *method, const char *const *md, const void *req,
+                         size_t req_len, uint8_t **resp, size_t *resp_len, unsigned int timeout_ms,
+                         moat_rpc_status *st, char *peer, size_t peer_cap)
+{
 	grpc_op ops[6];
 	grpc_byte_buffer *send, *recv = NULL;
 	moat_rpc_call *c;
@@ -181,6 +189,12 @@ int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const 
 	}
 	moat__rpc_wait(c, &c->tag_batch, RPC_FOREVER);
 	grpc_byte_buffer_destroy(send);
+	if (peer && peer_cap) {
+		char *p = grpc_call_get_peer(c->call);
+
+		snprintf(peer, peer_cap, "%s", p ? p : "");
+		gpr_free(p);
+	}
 	client_status(c, st);
 	rc = st->code;
 	if (rc == MOAT_RPC_OK) {

@@ -66,8 +66,8 @@ int moat__rpc_read_pem(char **out, const char *path, const char *what)
 
 /* ---- channels ---- */
 
-/* The channel's arguments into args (at least 12); returns how many. */
-static int channel_args(grpc_arg *args, const moat_rpc_channel_opts *o)
+/* The channel's arguments into args (at least 14); returns how many. */
+static int channel_args(grpc_arg *args, const moat_rpc_channel_opts *o, char *service_config)
 {
 	unsigned int ka = o->keepalive_ms ? o->keepalive_ms : 1000;
 	unsigned int connect_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 5000;
@@ -97,6 +97,8 @@ static int channel_args(grpc_arg *args, const moat_rpc_channel_opts *o)
 	if (o->tls && o->server_name)
 		args[n++] = (grpc_arg){
 		    GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, {.string = (char *)o->server_name}};
+	if (service_config)
+		args[n++] = (grpc_arg){GRPC_ARG_STRING, GRPC_ARG_SERVICE_CONFIG, {.string = service_config}};
 	return n;
 }
 
@@ -139,16 +141,23 @@ out:
 
 int moat__rpc_channel_open(moat_rpc_channel **out, const moat_rpc_channel_opts *o)
 {
-	grpc_arg args[12];
+	grpc_arg args[14];
 	grpc_channel_args ca;
 	grpc_channel_credentials *creds;
 	moat_rpc_channel *ch;
+	char config[256];
 
 	*out = NULL;
 	ch = calloc(1, sizeof(*ch));
 	if (!ch)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
-	ca.num_args = (size_t)channel_args(args, o);
+	/* gRPC's own placement: round robin over the addresses its health checks find serving. */
+	if (o->health_service)
+		snprintf(config, sizeof(config),
+		         "{\"loadBalancingConfig\": [{\"round_robin\": {}}], "
+		         "\"healthCheckConfig\": {\"serviceName\": \"%s\"}}",
+		         o->health_service);
+	ca.num_args = (size_t)channel_args(args, o, o->health_service ? config : NULL);
 	ca.args = args;
 	if (!(creds = channel_creds(o))) {
 		free(ch);

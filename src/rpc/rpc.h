@@ -74,6 +74,13 @@ typedef struct moat_rpc_channel_opts {
 	unsigned int keepalive_ms;
 	unsigned int connect_timeout_ms; /* each connection attempt, handshakes included; 0: 5 s */
 	long max_receive_bytes;          /* -1: unlimited */
+	/*
+	 * A target that resolves to several addresses ("ipv4:A:P,B:P",
+	 * "dns:///name:port"): calls go round-robin to the addresses whose
+	 * health service says health_service is SERVING (gRPC's own
+	 * round_robin policy and client-side health checking).
+	 */
+	const char *health_service;
 } moat_rpc_channel_opts;
 
 /* Reference-counted gRPC library set-up. */
@@ -96,6 +103,14 @@ void moat__rpc_channel_close(moat_rpc_channel *ch);
 int moat__rpc_unary(moat_rpc_channel *ch, const char *method, const char *const *md, const void *req,
                     size_t req_len, uint8_t **resp, size_t *resp_len, unsigned int timeout_ms,
                     moat_rpc_status *st);
+
+/*
+ * moat__rpc_unary, and the address of the server that answered into peer
+ * (gRPC's form, e.g. "ipv4:127.0.0.1:7070"; "" when unknown).
+ */
+int moat__rpc_unary_peer(moat_rpc_channel *ch, const char *method, const char *const *md, const void *req,
+                         size_t req_len, uint8_t **resp, size_t *resp_len, unsigned int timeout_ms,
+                         moat_rpc_status *st, char *peer, size_t peer_cap);
 
 /* Start a streaming call (client or bidi). The initial metadata is sent with the first message. */
 int moat__rpc_stream_open(moat_rpc_call **out, moat_rpc_channel *ch, const char *method,
@@ -258,6 +273,13 @@ int moat__rpc_server_tls_load(const char *cert_file, const char *key_file, const
  * instead of stderr; fn must be safe to call from any thread.
  */
 void moat__rpc_set_log(void (*fn)(int severity, const char *file, int line, const char *msg));
+
+/*
+ * Send msg on every parked call (from the server loop's tick): a parked
+ * call busy sending gets it once that send is done; only the newest
+ * message is kept.
+ */
+void moat__rpc_server_broadcast(moat_rpc_server *srv, const void *msg, size_t len);
 
 /* State of the handler's (set by admit, say); NULL until set. */
 void moat__rpc_call_set_data(moat_rpc_call *call, void *data);

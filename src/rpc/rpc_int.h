@@ -72,14 +72,16 @@ struct moat_rpc_call {
 
 	/* A call driven by the server loop (server_event.c); fields guarded by srv->lock. */
 	moat_rpc_server *srv;
-	int event;                   /* bound to the loop's queue */
-	unsigned int ev_ops;         /* its operations outstanding on the loop's queue */
-	int ev_owned;                /* a handler has it and has not freed it yet */
-	int ev_expired;              /* its request did not arrive in time */
-	int ev_closed;               /* RECV_CLOSE_ON_SERVER completed (cancelled says how) */
-	int ev_parked;               /* in srv->parked */
-	int ev_sent;                 /* a park's first message went out */
-	grpc_byte_buffer *ev_msg[2]; /* the request, and a second message if one came */
+	int event;                      /* bound to the loop's queue */
+	unsigned int ev_ops;            /* its operations outstanding on the loop's queue */
+	int ev_owned;                   /* a handler has it and has not freed it yet */
+	int ev_expired;                 /* its request did not arrive in time */
+	int ev_closed;                  /* RECV_CLOSE_ON_SERVER completed (cancelled says how) */
+	int ev_parked;                  /* in srv->parked */
+	int ev_sent;                    /* a park's first message went out */
+	int ev_sending;                 /* a SEND_MESSAGE is outstanding */
+	grpc_byte_buffer *ev_next_send; /* the newest broadcast, waiting for that send */
+	grpc_byte_buffer *ev_msg[2];    /* the request, and a second message if one came */
 	unsigned int ev_n_msg, ev_next_msg;
 	int64_t ev_deadline;
 	uint8_t *ev_at_stop;

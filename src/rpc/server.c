@@ -123,6 +123,22 @@ static void copy_opts(moat_rpc_server *s, const moat_rpc_server_opts *o)
 	s->connections_limit = o->connections_limit ? o->connections_limit : "too many connections";
 }
 
+/* The server's channel arguments into args (at least 8); returns how many. */
+static int server_args(grpc_arg *args, const moat_rpc_server_opts *o)
+{
+	int n = 0;
+
+	/* Hosts ping every keepalive period (1 s by default): accept that instead of sending GOAWAY. */
+	args[n++] = (grpc_arg){
+	    GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 50}};
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PING_STRIKES, {.integer = 0}};
+	/* Our own pings find a host that froze; a host that died closes its connection anyway. */
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = 5000}};
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 5000}};
+	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, {.integer = 0}};
+	return moat__rpc_message_size_args(args, n, o->max_receive_bytes);
+}
+
 /* TLS (or plaintext) credentials from o's files. Returns them, or NULL with err filled. */
 static grpc_server_credentials *server_credentials(const moat_rpc_server_opts *o, char *err, size_t err_len)
 {
@@ -139,7 +155,7 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 	grpc_channel_args ca;
 	grpc_server_credentials *creds;
 	moat_rpc_server *s;
-	int n = 0, rc = MOAT_EINVAL;
+	int n, rc = MOAT_EINVAL;
 
 	*out = NULL;
 	*port = 0;
@@ -150,15 +166,7 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o,
 	}
 	pthread_mutex_init(&s->lock, NULL);
 	copy_opts(s, o);
-	/* Hosts ping every keepalive period (1 s by default): accept that instead of sending GOAWAY. */
-	args[n++] = (grpc_arg){
-	    GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 50}};
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PING_STRIKES, {.integer = 0}};
-	/* Our own pings find a host that froze; a host that died closes its connection anyway. */
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = 5000}};
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 5000}};
-	args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, {.integer = 0}};
-	n = moat__rpc_message_size_args(args, n, o->max_receive_bytes);
+	n = server_args(args, o);
 	ca.num_args = (size_t)n;
 	ca.args = args;
 	s->server = grpc_server_create(&ca, NULL);

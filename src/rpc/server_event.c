@@ -36,6 +36,8 @@ static void ev_free(moat_rpc_call *c)
 			grpc_byte_buffer_destroy(c->ev_msg[i]);
 	if (c->ev_fin_buf)
 		grpc_byte_buffer_destroy(c->ev_fin_buf);
+	if (c->ev_next_send)
+		grpc_byte_buffer_destroy(c->ev_next_send);
 	if (c->ev_has_details)
 		grpc_slice_unref(c->ev_details);
 	if (c->ev_has_trailer)
@@ -200,6 +202,58 @@ static void unpark_locked(moat_rpc_server *s, moat_rpc_call *c)
 	s->n_parked--;
 }
 
+/* Send bb (taken over) on a parked call; only the loop calls this. */
+static void send_parked(moat_rpc_call *c, grpc_byte_buffer *bb)
+{
+	grpc_op op;
+
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_SEND_MESSAGE;
+	op.data.send_message.send_message = bb;
+	c->send_buf = bb;
+	pthread_mutex_lock(&c->srv->lock);
+	c->ev_sending = 1;
+	pthread_mutex_unlock(&c->srv->lock);
+	if (ev_batch(c, &op, 1, &c->tag_send) < 0) {
+		grpc_byte_buffer_destroy(bb);
+		c->send_buf = NULL;
+		pthread_mutex_lock(&c->srv->lock);
+		c->ev_sending = 0;
+		pthread_mutex_unlock(&c->srv->lock);
+	}
+}
+
+void moat__rpc_server_broadcast(moat_rpc_server *s, const void *msg, size_t len)
+{
+	moat_rpc_call *c, **all;
+	unsigned int n = 0, i;
+
+	/* As moat__rpc_event_stop: only the loop frees a parked call, so the snapshot stays valid. */
+	pthread_mutex_lock(&s->lock);
+	all = calloc(s->n_parked + 1, sizeof(*all));
+	for (c = s->parked; c && all; c = c->ev_next)
+		if (!c->ended)
+			all[n++] = c;
+	pthread_mutex_unlock(&s->lock);
+	for (i = 0; i < n; i++) {
+		grpc_byte_buffer *bb = moat__rpc_buffer_from(msg, len);
+		int busy;
+
+		c = all[i];
+		pthread_mutex_lock(&s->lock);
+		busy = c->ev_sending;
+		pthread_mutex_unlock(&s->lock);
+		if (busy) {
+			if (c->ev_next_send)
+				grpc_byte_buffer_destroy(c->ev_next_send);
+			c->ev_next_send = bb;
+		} else {
+			send_parked(c, bb);
+		}
+	}
+	free(all);
+}
+
 void moat__rpc_event_done(moat_rpc_server *s, rpc_tag *tag, int success)
 {
 	moat_rpc_call *c = tag->call;
@@ -211,7 +265,14 @@ void moat__rpc_event_done(moat_rpc_server *s, rpc_tag *tag, int success)
 		c->send_buf = NULL;
 		pthread_mutex_lock(&s->lock);
 		c->ev_sent = success;
+		c->ev_sending = 0;
 		pthread_mutex_unlock(&s->lock);
+		if (success && c->ev_next_send) {
+			grpc_byte_buffer *next = c->ev_next_send;
+
+			c->ev_next_send = NULL;
+			send_parked(c, next);
+		}
 		break;
 	case TAG_FINISH: break; /* its buffers go with the call */
 	case TAG_CLOSE:
@@ -366,9 +427,15 @@ int moat__rpc_park(moat_rpc_call *c, const void *first, size_t first_len, const 
 	c->send_buf = moat__rpc_buffer_from(first, first_len);
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
 	ops[1].data.send_message.send_message = c->send_buf;
+	pthread_mutex_lock(&s->lock);
+	c->ev_sending = 1;
+	pthread_mutex_unlock(&s->lock);
 	if (ev_batch(c, ops, 2, &c->tag_send) < 0) {
 		grpc_byte_buffer_destroy(c->send_buf);
 		c->send_buf = NULL;
+		pthread_mutex_lock(&s->lock);
+		c->ev_sending = 0;
+		pthread_mutex_unlock(&s->lock);
 		grpc_call_cancel(c->call, NULL);
 	}
 	return 0;
@@ -378,7 +445,7 @@ void moat__rpc_event_stop(moat_rpc_server *s)
 {
 	moat_rpc_call *c, **all;
 	unsigned int n = 0, i;
-	int *sent;
+	int *state;
 
 	/*
 	 * Only the loop (this thread) frees a parked call (its close is
@@ -387,20 +454,22 @@ void moat__rpc_event_stop(moat_rpc_server *s)
 	 */
 	pthread_mutex_lock(&s->lock);
 	all = calloc(s->n_parked + 1, sizeof(*all));
-	sent = calloc(s->n_parked + 1, sizeof(*sent));
-	for (c = s->parked; c && all && sent; c = c->ev_next) {
-		sent[n] = c->ev_sent;
+	state = calloc(s->n_parked + 1, sizeof(*state));
+	for (c = s->parked; c && all && state; c = c->ev_next) {
+		state[n] = c->ev_sending ? 2 : c->ev_sent;
 		all[n++] = c;
 	}
 	pthread_mutex_unlock(&s->lock);
 	for (i = 0; i < n; i++) {
 		c = all[i];
 		/* Its close completes once the status went out (or the cancel), which unparks it. */
-		if (sent[i])
+		if (state[i] == 1)
 			moat__rpc_event_finish(c, c->ev_at_stop, c->ev_at_stop_len, GRPC_STATUS_OK, 0, NULL);
+		else if (state[i] == 2) /* a message is on its way: the status alone follows it */
+			moat__rpc_event_finish(c, NULL, 0, GRPC_STATUS_OK, 0, NULL);
 		else
 			grpc_call_cancel(c->call, NULL);
 	}
 	free(all);
-	free(sent);
+	free(state);
 }

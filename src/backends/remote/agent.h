@@ -1,7 +1,8 @@
 /*
  * The remote backend's host agent, inside libmoat: what its files share.
  * remote.c: streams, calls, abort, destroy; load.c: upload, Load, report,
- * lease watcher; local.c: local provisioning of a private moatd.
+ * lease watcher; fleet.c: placement over a fleet of targets; local.c:
+ * local provisioning of a private moatd.
  */
 #ifndef MOAT_BACKENDS_REMOTE_AGENT_H
 #define MOAT_BACKENDS_REMOTE_AGENT_H
@@ -16,6 +17,7 @@
 #include "rpc/rpc.h"
 
 typedef struct remote_backend remote_backend;
+typedef struct moat_fleet moat_fleet;
 
 /* One host thread's Attach stream to one session, used by that thread alone (core/chancache.h). */
 typedef struct stream {
@@ -62,6 +64,7 @@ struct remote_backend {
 	int has_local;
 	moat_local_target local;
 	int rpc_inited;
+	moat_fleet *fleet; /* the fleet the session was placed from (fleet.c), or NULL */
 };
 
 /* Record the handle's fatal error; the first one stays (an abort, a timeout, a lost target). */
@@ -72,6 +75,19 @@ int moat__remote_status_error(remote_backend *r, const moat_rpc_status *st, cons
 
 /* Upload (unless by name), Load, and check the answer and its signed report; fills r. Records errors. */
 int moat__remote_load(remote_backend *r, const moat_backend_params *params);
+
+/* Does the URI name a fleet (a list of addresses, or a name resolved to all of its addresses)? */
+int moat__remote_is_fleet(const moat_backend_params *params);
+/*
+ * Place the session on a serving target of the fleet (gRPC's round_robin
+ * with health checks), open r->ch pinned to it and load there; co is the
+ * channel options but the target. Records errors.
+ */
+int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params,
+                            const moat_rpc_channel_opts *co);
+
+/* Let go of the handle's reference to its fleet's shared channel (NULL: none). */
+void moat__remote_fleet_release(moat_fleet *f);
 
 /* The lease watcher thread (arg: the remote_backend). */
 void *moat__remote_watch_lease(void *arg);

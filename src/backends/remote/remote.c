@@ -341,7 +341,10 @@ static remote_backend *agent_new(const moat_backend_params *params)
 	return r;
 }
 
-/* Start a private moatd for "local", then open the channel to the target. Records errors. */
+/*
+ * Start a private moatd for "local", then open the channel to the target
+ * and load there; a fleet URI first picks the target. Records errors.
+ */
 static int agent_connect(remote_backend *r, const moat_backend_params *params)
 {
 	const moat_load_options *o = params->options;
@@ -360,7 +363,7 @@ static int agent_connect(remote_backend *r, const moat_backend_params *params)
 		snprintf(target, sizeof(target), "%s", r->local.target);
 	} else {
 		/* The core split the URI: grpc and grpcs name host:port, unix a socket path. */
-		r->tls = strcmp(params->scheme, "grpcs") == 0;
+		r->tls = strncmp(params->scheme, "grpcs", 5) == 0;
 		snprintf(target, sizeof(target), "%s%s", strcmp(params->scheme, "unix") == 0 ? "unix:" : "",
 		         params->address);
 	}
@@ -379,7 +382,11 @@ static int agent_connect(remote_backend *r, const moat_backend_params *params)
 	/* Generous on a slow machine (valgrind runs raise the keepalive period), bounded everywhere. */
 	co.connect_timeout_ms = r->keepalive_ms > 1250 ? 4 * r->keepalive_ms : 5000;
 	co.max_receive_bytes = -1;
-	return moat__rpc_channel_open(&r->ch, &co);
+	if (!r->has_local && moat__remote_is_fleet(params))
+		return moat__remote_fleet_load(r, params, &co);
+	if ((rc = moat__rpc_channel_open(&r->ch, &co)) < 0)
+		return rc;
+	return moat__remote_load(r, params);
 }
 
 /* The session's lease stream and the thread that watches it. Records errors. */
@@ -410,8 +417,7 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	*out = NULL;
 	if (!r)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
-	if ((rc = agent_connect(r, params)) < 0 || (rc = moat__remote_load(r, params)) < 0 ||
-	    (rc = agent_lease(r)) < 0) {
+	if ((rc = agent_connect(r, params)) < 0 || (rc = agent_lease(r)) < 0) {
 		moat_error saved = *moat_error_last();
 		char msg[512];
 
@@ -534,6 +540,7 @@ static void remote_close(moat_backend *b)
 	}
 	moat__rpc_call_free(r->lease);
 	moat__rpc_channel_close(r->ch);
+	moat__remote_fleet_release(r->fleet);
 	if (r->rpc_inited)
 		moat__rpc_shutdown();
 	if (r->has_local)

@@ -1,0 +1,178 @@
+/*
+ * Fleets of targets: grpc://A:P,B:P,... (a static list of IP addresses)
+ * and grpc+dns://NAME:PORT (every address NAME resolves to, re-resolved
+ * by gRPC as the name changes), with grpcs for TLS. Placement is gRPC's
+ * own, not a scheduler of ours: a Health/Check of moat.v1.Target on a
+ * channel with the round_robin policy and client-side health checking
+ * lands on a target that is up and takes sessions (moatd reports
+ * NOT_SERVING while it is full or stopping), and the call's peer says
+ * which one. The session is then loaded on, and pinned to, that target:
+ * its Attach streams and lease use a channel to that address alone. A
+ * Load the target refuses because it is full, or that cannot reach it, is
+ * tried on the next pick, at most once per listed address (three times for
+ * a name); any other failure is the load's answer.
+ *
+ * The balancing channel of a fleet is shared by the handles placed on it
+ * while any of them lives, so that consecutive loads take turns over the
+ * targets (a fresh channel would pick whichever target connected first).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/remote/agent.h"
+#include "codec/protocol.h"
+
+#define PICK_TIMEOUT_MS 10000u
+#define DNS_ATTEMPTS    3u
+#define MAX_ATTEMPTS    16u
+
+/* A fleet's balancing channel, shared by the handles of this process placed on it. */
+struct moat_fleet {
+	char key[1400]; /* the target and every TLS setting: handles with the same key share the channel */
+	moat_rpc_channel *ch;
+	unsigned int refs;
+	struct moat_fleet *next;
+};
+
+static pthread_mutex_t fleets_lock = PTHREAD_MUTEX_INITIALIZER;
+static moat_fleet *fleets;
+
+/* The shared channel for o (opened on first use), with a reference for the caller. Records errors. */
+static int fleet_acquire(moat_fleet **out, const moat_rpc_channel_opts *o)
+{
+	char key[sizeof(((moat_fleet *)0)->key)];
+	moat_fleet *f;
+	int rc = 0;
+
+	snprintf(key, sizeof(key), "%s|%d|%s|%s|%s|%s", o->target, o->tls, o->ca_file ? o->ca_file : "",
+	         o->cert_file ? o->cert_file : "", o->key_file ? o->key_file : "",
+	         o->server_name ? o->server_name : "");
+	pthread_mutex_lock(&fleets_lock);
+	for (f = fleets; f && strcmp(f->key, key) != 0; f = f->next)
+		;
+	if (!f && (f = calloc(1, sizeof(*f))) != NULL) {
+		memcpy(f->key, key, sizeof(key));
+		if ((rc = moat__rpc_channel_open(&f->ch, o)) < 0) {
+			free(f);
+			f = NULL;
+		} else {
+			f->next = fleets;
+			fleets = f;
+		}
+	} else if (!f) {
+		rc = moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
+	}
+	if (f)
+		f->refs++;
+	pthread_mutex_unlock(&fleets_lock);
+	*out = f;
+	return rc;
+}
+
+void moat__remote_fleet_release(moat_fleet *f)
+{
+	moat_fleet **p;
+
+	if (!f)
+		return;
+	pthread_mutex_lock(&fleets_lock);
+	if (--f->refs > 0) {
+		f = NULL;
+	} else {
+		for (p = &fleets; *p != f; p = &(*p)->next)
+			;
+		*p = f->next;
+	}
+	pthread_mutex_unlock(&fleets_lock);
+	if (f) {
+		moat__rpc_channel_close(f->ch);
+		free(f);
+	}
+}
+
+int moat__remote_is_fleet(const moat_backend_params *params)
+{
+	return strstr(params->scheme, "+dns") != NULL ||
+	       (strncmp(params->scheme, "grpc", 4) == 0 && strchr(params->address, ',') != NULL);
+}
+
+/* gRPC's target for the whole fleet, and how many picks a load may take. */
+static unsigned int fleet_target(const moat_backend_params *params, char *out, size_t cap)
+{
+	unsigned int n = 1;
+	const char *p;
+
+	if (strstr(params->scheme, "+dns")) {
+		snprintf(out, cap, "dns:///%s", params->address);
+		return DNS_ATTEMPTS;
+	}
+	for (p = params->address; *p; p++)
+		n += *p == ',';
+	/* gRPC's ipv4: and ipv6: resolvers take a comma-separated list of literal addresses. */
+	snprintf(out, cap, "%s:%s", strchr(params->address, '[') ? "ipv6" : "ipv4", params->address);
+	return n < MAX_ATTEMPTS ? n : MAX_ATTEMPTS;
+}
+
+/* Ask the fleet's balancer for a serving target: its address goes to peer. Records errors. */
+static int pick(remote_backend *r, moat_rpc_channel *balanced, char *peer, size_t cap)
+{
+	/* HealthCheckRequest{service: "moat.v1.Target"} */
+	static const uint8_t req[] = {0x0a, 14,  'm', 'o', 'a', 't', '.', 'v',
+	                              '1',  '.', 'T', 'a', 'r', 'g', 'e', 't'};
+	moat_rpc_status st;
+	uint8_t *resp = NULL;
+	size_t len = 0;
+	int rc, serving;
+
+	rc = moat__rpc_unary_peer(balanced, "/grpc.health.v1.Health/Check", NULL, req, sizeof(req), &resp,
+	                          &len, PICK_TIMEOUT_MS, &st, peer, cap);
+	/* HealthCheckResponse{status: SERVING} is 08 01. */
+	serving = rc == MOAT_RPC_OK && len == 2 && resp[0] == 0x08 && resp[1] == 0x01;
+	free(resp);
+	if (rc < 0)
+		return rc;
+	if (rc != MOAT_RPC_OK || !serving || !peer[0])
+		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		                      "no target of %s is serving (%s)", r->where,
+		                      rc != MOAT_RPC_OK ? st.message : "the one picked is not serving");
+	return 0;
+}
+
+int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params,
+                            const moat_rpc_channel_opts *co)
+{
+	moat_rpc_channel_opts bo = *co, po = *co;
+	char target[340], peer[128], host[256];
+	unsigned int attempts = fleet_target(params, target, sizeof(target)), i;
+	int rc;
+
+	bo.target = target;
+	bo.health_service = "moat.v1.Target";
+	/* A name's certificate names the name, not the address a session is pinned to. */
+	if (strstr(params->scheme, "+dns") && !po.server_name) {
+		snprintf(host, sizeof(host), "%.*s", (int)strcspn(params->address, ":"), params->address);
+		po.server_name = host;
+		bo.server_name = host;
+	}
+	if ((rc = fleet_acquire(&r->fleet, &bo)) < 0)
+		return rc;
+	for (i = 0; i < attempts; i++) {
+		if ((rc = pick(r, r->fleet->ch, peer, sizeof(peer))) < 0)
+			break;
+		po.target = peer;
+		if ((rc = moat__rpc_channel_open(&r->ch, &po)) < 0)
+			break;
+		snprintf(r->where, sizeof(r->where), "%s (target %s)", params->uri, peer);
+		rc = moat__remote_load(r, params);
+		/* Full, or gone since the pick: the next pick goes elsewhere. */
+		if (rc == 0 || (rc != MOAT_ELIMIT && rc != MOAT_ETRANSPORT) || i + 1 == attempts)
+			break;
+		moat__rpc_channel_close(r->ch);
+		r->ch = NULL;
+		r->parent.dead = 0;
+		r->session_id[0] = '\0';
+	}
+	return rc;
+}
