@@ -213,6 +213,7 @@ void run_proc(void);
 void run_remote(void);
 void run_concurrency(void);
 void run_setup(void);
+void run_fleet(void); /* fleet.c */
 void run_memory(void);
 
 /* ---- report (report.c) ---- */

@@ -30,7 +30,7 @@ static void usage(FILE *f)
 	        "                  [--bindir DIR] [--enclave PATH] [--list]\n"
 	        "  --smoke        a few hundred iterations per row: checks that every row runs\n"
 	        "  --json FILE    also write the results as JSON\n"
-	        "  --only GROUPS  comma list of sim,proc,remote,concurrency,setup,memory\n"
+	        "  --only GROUPS  comma list of sim,proc,remote,concurrency,setup,fleet,memory\n"
 	        "  --time S       time cap per latency row in seconds (default 1.0)\n"
 	        "  --bindir DIR   where moatd is (default %s)\n"
 	        "  --enclave P    the benchmark enclave (default %s)\n"
@@ -97,6 +97,8 @@ static void run_groups(void)
 		run_concurrency();
 	if (group_on("setup"))
 		run_setup();
+	if (group_on("fleet"))
+		run_fleet();
 	if (group_on("memory"))
 		run_memory();
 	certs_remove();

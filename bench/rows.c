@@ -179,6 +179,20 @@ static void plan_other_rows(void)
 	row_add("setup", ROW_LAT, NSIZES, "setup.sim", "setup.grpcs",
 	        "grpcs:// mTLS (moatd default backend): load + first call + destroy");
 
+	row_add("fleet", ROW_LAT, NSIZES, NULL, "fleet.load.one",
+	        "grpc:// one target named alone: load (upload, Load, report check)");
+	row_add("fleet", ROW_LAT, NSIZES, "fleet.load.one", "fleet.load.t1",
+	        "fleet of 1 (grpc+dns://): load, placed by round robin + health checks");
+	row_add("fleet", ROW_LAT, NSIZES, "fleet.load.one", "fleet.load.t2", "fleet of 2 targets: load");
+	row_add("fleet", ROW_LAT, NSIZES, "fleet.load.one", "fleet.load.t4", "fleet of 4 targets: load");
+	row_add("fleet", ROW_RATE, NSIZES, NULL, "fleet.calls.one",
+	        "grpc:// one target: 8 sessions, a thread each, empty calls");
+	row_add("fleet", ROW_RATE, NSIZES, "fleet.calls.one", "fleet.calls.t1", "fleet of 1: the same");
+	row_add("fleet", ROW_RATE, NSIZES, "fleet.calls.one", "fleet.calls.t2",
+	        "fleet of 2 (same machine): the same");
+	row_add("fleet", ROW_RATE, NSIZES, "fleet.calls.one", "fleet.calls.t4",
+	        "fleet of 4 (same machine): the same");
+
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.0",
 	        "moatd VmRSS, 0 sessions (sessions in-process, --backend sim)");
 	row_add("memory", ROW_KIB, NSIZES, NULL, "mem.moatd.1", "moatd VmRSS, 1 idle session");

@@ -3,7 +3,7 @@
 # does nothing when every package is already there.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
-      libssl-dev libseccomp-dev libcmocka-dev valgrind openssl clang gdb
+      libssl-dev libseccomp-dev libdw-dev libcmocka-dev valgrind openssl clang gdb
       protobuf-compiler libprotobuf-dev libprotoc-dev python3-grpcio python3-protobuf
       libsystemd-dev libinih-dev help2man libmicrohttpd-dev)
 missing=()

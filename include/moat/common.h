@@ -55,6 +55,18 @@
 /** Conventional entry selector of `moat run`: items are the command's arguments. */
 #define MOAT_SELECTOR_RUN MOAT_SELECTOR_USER
 
+/** Sandbox layers a backend applied (bits of moat_identity.isolation and moat_host_info.isolation). */
+#define MOAT_ISOLATION_PROCESS 0x01u  /**< separate address space */
+#define MOAT_ISOLATION_SECCOMP 0x02u  /**< seccomp system call allow-list */
+#define MOAT_ISOLATION_USERNS  0x04u  /**< new user namespace */
+#define MOAT_ISOLATION_MOUNTNS 0x08u  /**< new mount namespace */
+#define MOAT_ISOLATION_NETNS   0x10u  /**< new network namespace */
+#define MOAT_ISOLATION_RLIMITS 0x20u  /**< resource limits, no core dumps */
+#define MOAT_ISOLATION_REMOTE  0x40u  /**< runs on a target server */
+#define MOAT_ISOLATION_PIDNS   0x80u  /**< own PID, IPC and UTS namespaces: no other process can be named */
+#define MOAT_ISOLATION_TASKS   0x100u /**< kernel-enforced limit on the enclave's threads */
+#define MOAT_ISOLATION_WXORX   0x200u /**< no writable+executable memory; only the image's code runs */
+
 /** Length in bytes of a measurement (SHA-256 of the enclave image). */
 #define MOAT_MEASUREMENT_LEN 32
 /** Length in bytes of a target server's Ed25519 public key. */

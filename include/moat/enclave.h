@@ -76,6 +76,31 @@ MOAT_EXTERN(int) moat_thread_start(moat_thread *out, void (*fn)(void *), void *a
  */
 MOAT_EXTERN(int) moat_thread_join(moat_thread thread);
 
+/** Where the enclave runs, as the process that loaded it reports it (moat_host_identity). */
+typedef struct moat_host_info {
+	/**
+	 * "sim" (inside the application's own process) or "proc" (a sandboxed
+	 * process of its own); on a target server, the target's local backend.
+	 */
+	const char *backend;
+	/** MOAT_ISOLATION_* layers applied to this enclave where it runs. */
+	unsigned int isolation;
+	/** 1 when loaded in debug mode (MOAT_LOAD_DEBUG): a debugger may read and change it. */
+	int debug;
+	/**
+	 * 1 when no hardware vouches for this enclave: its attestation (a
+	 * target's signed load report) is simulated. Always 1 in this version.
+	 */
+	int simulated_attestation;
+} moat_host_info;
+
+/**
+ * Fill *out with where the enclave runs. Strings in it are static. Returns
+ * 0, or MOAT_EINVAL for a NULL out or before the enclave was started. The
+ * answer comes from the loader, not from the application (no exit call).
+ */
+MOAT_EXTERN(int) moat_host_identity(moat_host_info *out);
+
 /* ---- Loader interface (used by MOAT_ENCLAVE and by backends) ---- */
 
 /** Functions the loader hands to the enclave. */
@@ -84,7 +109,15 @@ struct moat_runtime {
 	uint32_t size;        /**< sizeof(struct moat_runtime) */
 	void *ctx;            /**< loader's context, passed back to exit_call */
 	int (*exit_call)(void *ctx, uint64_t selector, const moat_msg *in, moat_msg *out);
+	/* Since these fields: where the enclave runs (moat_host_identity); size says whether they are there.
+	 */
+	const char *backend; /**< "sim", "proc" */
+	uint32_t isolation;  /**< MOAT_ISOLATION_* */
+	uint32_t flags;      /**< MOAT_RUNTIME_* */
 };
+
+/** moat_runtime.flags: loaded in debug mode. */
+#define MOAT_RUNTIME_DEBUG 0x1u
 
 /** The enclave's exported entry point (MOAT_ENCLAVE_SYMBOL). */
 struct moat_enclave_entry {

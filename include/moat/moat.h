@@ -32,8 +32,23 @@ typedef enum moat_thread_policy {
  * it only the measured image's own code is executable (MOAT_ISOLATION_WXORX).
  */
 #define MOAT_LOAD_ALLOW_JIT 0x2u
+/**
+ * Debug mode (also set by $MOAT_DEBUG=1): the enclave's process stays
+ * attachable by a debugger of the host's user (proc; moatd's proc sessions
+ * when moatd runs with --allow-debug), with the image named so that gdb finds
+ * its symbols; moat_identity.debug_pid says where to attach. It weakens the
+ * sandbox (a debugger can read and change the enclave): never in production.
+ */
+#define MOAT_LOAD_DEBUG 0x4u
+/**
+ * Trace every entry and exit call (also set by $MOAT_TRACE=1): one line per
+ * call through moat_log_set()'s function at MOAT_LOG_DEBUG level, with the
+ * backend, selector, item counts and bytes, result and duration.
+ */
+#define MOAT_LOAD_TRACE 0x8u
 
-#define MOAT_LOAD_OPTIONS_VERSION 1
+/* 2 added image_name, 3 target_keys; libmoat still takes the older structs. */
+#define MOAT_LOAD_OPTIONS_VERSION 3
 
 /**
  * Options for moat_enclave_load(). Initialise with MOAT_LOAD_OPTIONS_INIT and
@@ -71,24 +86,29 @@ typedef struct moat_load_options {
 	const uint8_t *target_key;
 	/** Remote: keepalive period in ms used to detect a dead target; 0 means the default (1000). */
 	unsigned int keepalive_ms;
+	/**
+	 * How errors and crash reports name the image; NULL means path. A
+	 * server that loads images for others (moatd) names them as its clients
+	 * did, not by its own files.
+	 */
+	const char *image_name;
+	/**
+	 * Remote: n_target_keys 32-byte Ed25519 public keys, one after another,
+	 * any of which the target may have (a fleet whose targets each have
+	 * their own key); with target_key set too, that one also counts. A
+	 * fleet's load skips a target with another key and tries the next.
+	 */
+	const uint8_t *target_keys;
+	size_t n_target_keys;
 } moat_load_options;
 
-#define MOAT_LOAD_OPTIONS_INIT                                                                              \
-	{                                                                                                   \
-		MOAT_LOAD_OPTIONS_VERSION, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0 \
+#define MOAT_LOAD_OPTIONS_INIT                                                                               \
+	{                                                                                                    \
+		MOAT_LOAD_OPTIONS_VERSION, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, \
+		    NULL, NULL, 0                                                                            \
 	}
 
-/** Sandbox layers a backend applied (bits of moat_identity.isolation). */
-#define MOAT_ISOLATION_PROCESS 0x01u  /**< separate address space */
-#define MOAT_ISOLATION_SECCOMP 0x02u  /**< seccomp system call allow-list */
-#define MOAT_ISOLATION_USERNS  0x04u  /**< new user namespace */
-#define MOAT_ISOLATION_MOUNTNS 0x08u  /**< new mount namespace */
-#define MOAT_ISOLATION_NETNS   0x10u  /**< new network namespace */
-#define MOAT_ISOLATION_RLIMITS 0x20u  /**< resource limits, no core dumps */
-#define MOAT_ISOLATION_REMOTE  0x40u  /**< runs on a target server */
-#define MOAT_ISOLATION_PIDNS   0x80u  /**< own PID, IPC and UTS namespaces: no other process can be named */
-#define MOAT_ISOLATION_TASKS   0x100u /**< kernel-enforced limit on the enclave's threads */
-#define MOAT_ISOLATION_WXORX   0x200u /**< no writable+executable memory; only the image's code runs */
+/* Sandbox layers (MOAT_ISOLATION_*) are defined in common.h, shared with enclave.h. */
 
 /** Identity of a loaded enclave. */
 typedef struct moat_identity {
@@ -101,6 +121,14 @@ typedef struct moat_identity {
 	uint8_t target_key[MOAT_TARGET_KEY_LEN];
 	/** MOAT_ISOLATION_* bits describing what separates the enclave from the host. */
 	unsigned int isolation;
+	/** 1 when the enclave runs in debug mode (MOAT_LOAD_DEBUG): a debugger may attach. */
+	int debug;
+	/**
+	 * Debug mode: the process a debugger attaches to (gdb -p), as the machine
+	 * that runs the enclave numbers it (the target's, for remote backends); 0
+	 * otherwise.
+	 */
+	long debug_pid;
 } moat_identity;
 
 /**
@@ -199,7 +227,9 @@ typedef void (*moat_log_fn)(void *payload, moat_log_level level, const char *mes
 /**
  * Route libmoat's diagnostics to fn (NULL restores the default). By default
  * libmoat writes nothing, unless $MOAT_LOG names a level ("error", "warn",
- * "info", "debug"): then lines at that level or above go to stderr. What an
+ * "info", "debug"): then lines at that level or above go to stderr. Without
+ * $MOAT_LOG, $MOAT_TRACE=1 sends debug lines (the call trace) there and
+ * $MOAT_DEBUG=1 warnings (the line that says where to attach a debugger). What an
  * enclave logs with moat_host_log() is not a diagnostic: it goes to stderr
  * unless the application answers MOAT_SELECTOR_LOG itself.
  */

@@ -1,23 +1,27 @@
 /*
  * moat: the command-line tool. A thin user of libmoat's public API.
  *   moat run [--backend URI] [--config STRING] [--expect HEX] ENCLAVE.so [ARGS...]
+ *   moat debug [run's options] ENCLAVE.so [ARGS...]
  *   moat measure ENCLAVE.so
  */
 #include <moat/moat.h>
 
 #include "util/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char usage_main[] = "usage: moat <command> [options]\n"
                                  "\n"
                                  "Commands:\n"
                                  "  run       load an enclave and call its run selector with arguments\n"
+                                 "  debug     as run, in debug mode: wait for a debugger to attach first\n"
                                  "  measure   print the measurement (SHA-256) of an enclave image\n"
                                  "\n"
                                  "Options:\n"
@@ -45,6 +49,14 @@ static const char usage_run[] =
     "      --target-key HEX  refuse unless the target's Ed25519 key is HEX\n"
     "      --by-name         ENCLAVE names an image in the target's enclave directory\n"
     "  -h, --help            show this help\n";
+
+static const char usage_debug[] =
+    "usage: moat debug [run's options] ENCLAVE [ARGS...]\n"
+    "\n"
+    "As moat run, with the enclave in debug mode (MOAT_LOAD_DEBUG; backend proc unless\n"
+    "--backend or $MOAT_BACKEND says otherwise): print the process to attach to, wait\n"
+    "until a debugger has attached to it, then call the run selector. In another\n"
+    "terminal: gdb -p PID -ex 'break HANDLER' -ex continue\n";
 
 static const char usage_measure[] = "usage: moat measure ENCLAVE\n"
                                     "\n"
@@ -157,7 +169,80 @@ static int run_options(int argc, char **argv, moat_load_options *opts, uint8_t *
 	return -1;
 }
 
-static int cmd_run(int argc, char **argv)
+/* The tracer of one task (TracerPid in its status), 0 for none, -1 when it is gone. */
+static long tracer_of(const char *status)
+{
+	char line[256];
+	long tracer = -1;
+	FILE *f = fopen(status, "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "TracerPid: %ld", &tracer) == 1)
+			break;
+	fclose(f);
+	return tracer;
+}
+
+/*
+ * Is a debugger attached to every thread of process pid? A debugger attaches
+ * thread by thread: until it has them all, one of them could still run the
+ * call past a breakpoint that is not set yet. Returns 1, 0, or -1 when the
+ * process is gone.
+ */
+static int traced(long pid)
+{
+	char path[320];
+	struct dirent *de;
+	int all = 1, any = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%ld/task", pid);
+	if (!(d = opendir(path)))
+		return -1;
+	while ((de = readdir(d)) != NULL && all) {
+		long t;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/task/%.32s/status", pid, de->d_name);
+		t = tracer_of(path);
+		any = 1;
+		if (t == 0)
+			all = 0;
+	}
+	closedir(d);
+	return any ? all : -1;
+}
+
+/* Debug mode: say where to attach and wait until a debugger has. Returns 0, or 1 when it cannot. */
+static int wait_for_debugger(moat_enclave *e, const char *image)
+{
+	struct timespec tick = {0, 50 * 1000000};
+	moat_identity id;
+	int t;
+
+	if (moat_enclave_identity(e, &id) < 0 || !id.debug || id.debug_pid <= 0) {
+		fprintf(stderr, "moat: debug: the %s backend gives no process to attach to\n",
+		        moat_enclave_identity(e, &id) == 0 ? id.backend : "?");
+		return 1;
+	}
+	fprintf(stderr,
+	        "moat: debug: %s runs in process %ld (%s); waiting for a debugger:\n"
+	        "  gdb -p %ld -ex 'break HANDLER' -ex continue\n",
+	        image, id.debug_pid, id.backend, id.debug_pid);
+	while ((t = traced(id.debug_pid)) == 0)
+		nanosleep(&tick, NULL);
+	if (t < 0) {
+		fprintf(stderr, "moat: debug: process %ld is gone\n", id.debug_pid);
+		return 1;
+	}
+	fprintf(stderr, "moat: debug: debugger attached; calling the run selector\n");
+	return 0;
+}
+
+static int cmd_run(int argc, char **argv, int debug)
 {
 	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
 	uint8_t expect[MOAT_MEASUREMENT_LEN], tkey[MOAT_TARGET_KEY_LEN];
@@ -166,14 +251,25 @@ static int cmd_run(int argc, char **argv)
 	size_t i;
 	int c, rc, status = 1;
 
+	if (debug && argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		fputs(usage_debug, stdout);
+		return 0;
+	}
 	if ((rc = run_options(argc, argv, &opts, expect, tkey)) >= 0)
 		return rc;
 	if (optind >= argc) {
 		fprintf(stderr, "moat: run: no enclave image given\n%s", usage_run);
 		return 2;
 	}
+	if (debug) {
+		opts.flags |= MOAT_LOAD_DEBUG;
+		if (!opts.backend && !getenv("MOAT_BACKEND"))
+			opts.backend = "proc";
+	}
 	if ((rc = moat_enclave_load(&e, argv[optind], &opts)) < 0)
 		return fail("load", rc);
+	if (debug && wait_for_debugger(e, argv[optind]) != 0)
+		goto out;
 	if (moat_msg_new(&in) < 0 || moat_msg_new(&out) < 0) {
 		fprintf(stderr, "moat: out of memory\n");
 		goto out;
@@ -215,7 +311,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(argv[1], "run"))
-		return cmd_run(argc - 1, argv + 1);
+		return cmd_run(argc - 1, argv + 1, 0);
+	if (!strcmp(argv[1], "debug"))
+		return cmd_run(argc - 1, argv + 1, 1);
 	if (!strcmp(argv[1], "measure"))
 		return cmd_measure(argc - 1, argv + 1);
 	fprintf(stderr, "moat: unknown command '%s'\n%s", argv[1], usage_main);

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -51,6 +52,7 @@ struct moat_enclave {
 	size_t n_failed;
 	int ready; /* the backend is open: threads may enter */
 	int closing;
+	int trace; /* MOAT_LOAD_TRACE: log every entry and exit call */
 };
 
 /*
@@ -146,7 +148,15 @@ int moat_enclave_call(moat_enclave *e, uint64_t selector, const moat_msg *in, mo
 	frame.prev = current_frame;
 	current_frame = &frame;
 	moat_error_clear();
-	rc = e->vtable->call(e->backend, selector, in, out);
+	if (e->trace) {
+		int64_t start = moat__trace_now();
+		size_t had = out ? moat_msg_count(out) : 0;
+
+		rc = e->vtable->call(e->backend, selector, in, out);
+		moat__trace(e->vtable->name, "entry", selector, in, out, had, rc, start);
+	} else {
+		rc = e->vtable->call(e->backend, selector, in, out);
+	}
 	current_frame = frame.prev;
 	if (counted)
 		slot_release(e);
@@ -293,6 +303,7 @@ static int exit_dispatch(void *ctx, uint64_t selector, const moat_msg *in, moat_
 	moat_msg scratch = MOAT__MSG_INIT;
 	void *payload = NULL;
 	size_t i, had;
+	int64_t start;
 	int rc;
 
 	pthread_rwlock_rdlock(&e->handlers_lock);
@@ -312,7 +323,10 @@ static int exit_dispatch(void *ctx, uint64_t selector, const moat_msg *in, moat_
 	if (!out)
 		out = &scratch;
 	had = moat_msg_count(out);
+	start = e->trace ? moat__trace_now() : 0;
 	rc = fn ? fn(payload, selector, in, out) : builtin_service(e, selector, in, out);
+	if (e->trace)
+		moat__trace(e->vtable->name, "exit", selector, in, out, had, rc, start);
 	/* A failed exit call delivers no reply, even if the handler appended some before failing. */
 	if (rc != 0)
 		moat__msg_truncate(out, had);
@@ -377,6 +391,8 @@ int moat_enclave_identity(const moat_enclave *e, moat_identity *out)
 	out->has_target_key = e->backend->has_target_key;
 	memcpy(out->target_key, e->backend->target_key, MOAT_TARGET_KEY_LEN);
 	out->isolation = e->backend->isolation;
+	out->debug = e->backend->debug;
+	out->debug_pid = e->backend->debug_pid;
 	return 0;
 }
 
@@ -393,6 +409,7 @@ static void enclave_free(struct moat_enclave *e)
 int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_options *options)
 {
 	static const moat_load_options defaults = MOAT_LOAD_OPTIONS_INIT;
+	moat_load_options opts;
 	moat_backend_params params;
 	moat__backend_uri parsed;
 	struct moat_enclave *e;
@@ -407,10 +424,10 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_load: no image path");
 	if (!options)
 		options = &defaults;
-	if (options->version != MOAT_LOAD_OPTIONS_VERSION)
+	if (options->version < 1 || options->version > MOAT_LOAD_OPTIONS_VERSION)
 		return moat_error_set(
 		    MOAT_EVERSION, MOAT_ORIGIN_API,
-		    "moat_load_options version %u is not supported (this library speaks %u); "
+		    "moat_load_options version %u is not supported (this library speaks 1 to %u); "
 		    "initialise options with MOAT_LOAD_OPTIONS_INIT",
 		    options->version, MOAT_LOAD_OPTIONS_VERSION);
 	if (options->config_len && !options->config)
@@ -418,6 +435,21 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 	if (options->thread_policy != MOAT_THREADS_WAIT && options->thread_policy != MOAT_THREADS_FAIL)
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "unknown thread_policy %d",
 		                      options->thread_policy);
+	/* The environment can turn debug mode and tracing on for an application that does not ask. */
+	/* An older struct ends before the fields added since: read no further than it goes. */
+	memset(&opts, 0, sizeof(opts));
+	memcpy(&opts, options,
+	       options->version == 1   ? offsetof(moat_load_options, image_name)
+	       : options->version == 2 ? offsetof(moat_load_options, target_keys)
+	                               : sizeof(opts));
+	if (opts.n_target_keys && !opts.target_keys)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                      "n_target_keys is set but target_keys is NULL");
+	if (moat__env_on("MOAT_DEBUG"))
+		opts.flags |= MOAT_LOAD_DEBUG;
+	if (moat__env_on("MOAT_TRACE"))
+		opts.flags |= MOAT_LOAD_TRACE;
+	options = &opts;
 	uri = options->backend;
 	if (!uri || !*uri)
 		uri = getenv("MOAT_BACKEND");
@@ -431,6 +463,7 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->slot_free, NULL);
 	e->max_threads = options->max_threads;
+	e->trace = (options->flags & MOAT_LOAD_TRACE) != 0;
 	e->thread_policy = options->thread_policy;
 	if ((rc = moat__backend_parse(&parsed, uri)) < 0)
 		goto fail;

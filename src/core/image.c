@@ -24,6 +24,13 @@
 #include "core/internal.h"
 
 static int reserved_memfd = -1;
+/* The pid that names a reserved memfd's copy (/proc/PID/fd/N) instead of "self", or 0. */
+static long reserved_pid;
+
+void moat__image_name_by_pid(long pid)
+{
+	reserved_pid = pid;
+}
 
 int moat__image_reserve_memfd(void)
 {
@@ -89,13 +96,38 @@ out:
 	return rc;
 }
 
+/* Write the image into img->fd (a new memfd unless one was reserved) and seal it. Records errors. */
+static int image_copy(moat_image *img, const void *bytes, size_t len)
+{
+	size_t done = 0;
+
+	if (img->fd < 0)
+		img->fd = memfd_create("moat-enclave", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (img->fd < 0)
+		return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "memfd_create: %s", strerror(errno));
+	while (done < len) {
+		ssize_t n = write(img->fd, (const uint8_t *)bytes + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "writing the image copy: %s",
+			                      strerror(errno));
+		done += (size_t)n;
+	}
+	/* The copy is the measured bytes for good: nobody can write, grow or shrink it any more. */
+	if (fcntl(img->fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0)
+		return moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "sealing the image copy: %s",
+		                      strerror(errno));
+	return 0;
+}
+
 int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, const char *what,
                            const uint8_t *pin)
 {
 	moat_image *img;
 	const struct moat_enclave_entry *entry;
 	char fdpath[64];
-	size_t done = 0;
 	int rc, sandboxed;
 
 	*out = NULL;
@@ -120,36 +152,18 @@ int moat__image_open_bytes(moat_image **out, const void *bytes, size_t len, cons
 	}
 	img->fd = __atomic_exchange_n(&reserved_memfd, -1, __ATOMIC_ACQ_REL);
 	sandboxed = img->fd >= 0;
-	if (img->fd < 0)
-		img->fd = memfd_create("moat-enclave", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (img->fd < 0) {
-		rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "memfd_create: %s", strerror(errno));
+	if ((rc = image_copy(img, bytes, len)) < 0)
 		goto fail;
-	}
-	while (done < len) {
-		ssize_t n = write(img->fd, (const uint8_t *)bytes + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "writing the image copy: %s",
-			                    strerror(errno));
-			goto fail;
-		}
-		done += (size_t)n;
-	}
-	/* The copy is the measured bytes for good: nobody can write, grow or shrink it any more. */
-	if (fcntl(img->fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
-		rc = moat_error_set(MOAT_EIO, MOAT_ORIGIN_API, "sealing the image copy: %s", strerror(errno));
-		goto fail;
-	}
 	/*
 	 * In the host (sim) the copy is named by this process's pid, not
 	 * "self": a debugger resolves the name in its own process, where
 	 * /proc/self/fd/N is some file of the debugger's (gdb then hangs reading
-	 * a pipe). The proc runner's sandbox answers only /proc/self/fd/N.
+	 * a pipe). The proc runner's sandbox answers only /proc/self/fd/N, and
+	 * in debug mode /proc/PID/fd/N with its pid as the debugger sees it.
 	 */
-	if (sandboxed)
+	if (sandboxed && reserved_pid)
+		snprintf(fdpath, sizeof(fdpath), "/proc/%ld/fd/%d", reserved_pid, img->fd);
+	else if (sandboxed)
 		snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", img->fd);
 	else
 		snprintf(fdpath, sizeof(fdpath), "/proc/%ld/fd/%d", (long)getpid(), img->fd);

@@ -65,8 +65,16 @@ int moat__error_from_enclave(int code, uint64_t selector, int64_t handler_code, 
  */
 int moat__find_helper(char *out, size_t cap, const char *name, const char *env);
 
+/* Is the environment variable name set to something other than "" or "0"? (log.c) */
+int moat__env_on(const char *name);
+
 /* A diagnostic for the application's log function (log.c); printf-style, one line. */
 void moat__log(moat_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Tracing (trace.c): a monotonic clock in ns, and one line for a finished call ("entry" or "exit"). */
+int64_t moat__trace_now(void);
+void moat__trace(const char *backend, const char *kind, uint64_t selector, const moat_msg *in,
+                 const moat_msg *out, size_t out_before, int rc, int64_t start_ns);
 
 /* Is this code fatal for the instance (every later call must fail with it)? */
 int moat__code_is_fatal(int code);
@@ -95,6 +103,12 @@ void moat__image_close(moat_image *image);
  * will use (for a sandbox that cannot make one later). Returns 0 or -errno.
  */
 int moat__image_reserve_memfd(void);
+/*
+ * Name the reserved memfd's copy /proc/PID/fd/N instead of /proc/self/fd/N
+ * (the proc runner's debug mode: a debugger resolves the name in its own
+ * process, where PID is the runner's pid in its /proc).
+ */
+void moat__image_name_by_pid(long pid);
 
 /* Read a whole file; *out is malloc'd. Records the error and returns a code. */
 int moat__read_file(uint8_t **out, size_t *len, const char *path);

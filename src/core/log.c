@@ -25,6 +25,13 @@ void moat_log_set(moat_log_fn fn, void *payload)
 	pthread_mutex_unlock(&sink_lock);
 }
 
+int moat__env_on(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v && strcmp(v, "0") != 0;
+}
+
 /* The level $MOAT_LOG asks for, or -1 for none. */
 static int env_level(void)
 {
@@ -32,8 +39,15 @@ static int env_level(void)
 	const char *v = getenv("MOAT_LOG");
 	int i;
 
-	if (!v)
-		return -1;
+	/*
+	 * Tracing asks for its lines (debug level) and debug mode for the one
+	 * that says where to attach (a warning): without $MOAT_LOG they go to stderr.
+	 */
+	if (!v) {
+		if (moat__env_on("MOAT_TRACE"))
+			return MOAT_LOG_DEBUG;
+		return moat__env_on("MOAT_DEBUG") ? MOAT_LOG_WARN : -1;
+	}
 	for (i = 0; i < 4; i++)
 		if (strcmp(v, names[i]) == 0)
 			return i;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +83,9 @@ int moat__enclave_start(const struct moat_runtime *rt, const void *config, size_
 {
 	int rc;
 
-	if (!rt || rt->abi_version != MOAT_ENCLAVE_ABI_VERSION || rt->size < sizeof(*rt))
+	/* A loader from before the host fields is still ABI 1: the enclave then knows less of its host. */
+	if (!rt || rt->abi_version != MOAT_ENCLAVE_ABI_VERSION ||
+	    rt->size < offsetof(struct moat_runtime, backend))
 		return MOAT_EABI;
 	runtime = rt;
 	initialising = 1;
@@ -226,6 +229,22 @@ int moat_host_log(const char *fmt, ...)
 	if (line != small)
 		free(line);
 	return rc;
+}
+
+int moat_host_identity(moat_host_info *out)
+{
+	if (!out || !runtime)
+		return MOAT_EINVAL;
+	memset(out, 0, sizeof(*out));
+	out->simulated_attestation = 1;
+	if (runtime->size < sizeof(*runtime)) {
+		out->backend = "unknown";
+		return 0;
+	}
+	out->backend = runtime->backend ? runtime->backend : "unknown";
+	out->isolation = runtime->isolation;
+	out->debug = (runtime->flags & MOAT_RUNTIME_DEBUG) != 0;
+	return 0;
 }
 
 int moat_host_time(uint64_t *ns)

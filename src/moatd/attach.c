@@ -34,6 +34,11 @@ typedef struct attach_stream {
 /* The Attach stream served by this thread, for the exit-call forwarder. */
 static _Thread_local attach_stream *current_stream;
 
+const char *moatd_current_session(void)
+{
+	return current_stream ? current_stream->s->id : NULL;
+}
+
 /* Send the pending frame with no receive (the last Return of a stream). */
 static int stream_flush(attach_stream *as)
 {
@@ -135,6 +140,9 @@ static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_re
 		res->origin = e->origin;
 		res->enclave_code = e->enclave_code;
 		snprintf(res->message, sizeof(res->message), "%s", e->message);
+		/* The enclave is dead: the target's log keeps the report too. */
+		if (res->code == MOAT_ECRASHED || res->code == MOAT_ESANDBOX)
+			moatd_log(MOATD_LOG_WARN, "session %s: %s", as->s->id, e->message);
 	}
 }
 

@@ -6,6 +6,7 @@
  * names it the way the host did, never by moatd's own paths.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,49 @@ static int image_open(moatd *d, const Moat__V1__LoadRequest *req, int *fd, char 
 	return -1;
 }
 
+/*
+ * libmoat's own diagnostics (and, at --log-level debug, its trace of every
+ * entry and exit call) go to moatd's log, named by the session whose stream
+ * the thread serves.
+ */
+static void libmoat_log(void *payload, moat_log_level level, const char *message)
+{
+	const char *id = moatd_current_session();
+
+	(void)payload;
+	if (id)
+		moatd_log((int)level, "session %s: %s", id, message);
+	else
+		moatd_log((int)level, "%s", message);
+}
+
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+
+static void libmoat_log_init(void)
+{
+	moat_log_set(libmoat_log, NULL);
+}
+
+/* A name a host gave for messages: printable, not too long. */
+static int name_printable(const char *name)
+{
+	size_t i;
+
+	if (!name || !*name || strlen(name) > 200)
+		return 0;
+	for (i = 0; name[i]; i++)
+		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+static long debug_pid(session *s)
+{
+	moat_identity id;
+
+	return moat_enclave_identity(s->enclave, &id) == 0 ? id.debug_pid : 0;
+}
+
 /* Check what the host asks for before loading anything. Answers the call and returns -1 when refused. */
 static int check_request(moatd *d, const Moat__V1__LoadRequest *req, moat_rpc_call *call)
 {
@@ -103,6 +147,11 @@ static int check_request(moatd *d, const Moat__V1__LoadRequest *req, moat_rpc_ca
 		moatd_refuse(call, MOAT_EKEY, "this target's identity key is not the one the host pinned");
 		return -1;
 	}
+	if (req->debug && !d->cfg.allow_debug) {
+		moatd_refuse(call, MOAT_EPERM,
+		             "this target does not allow debug mode (start moatd with --allow-debug)");
+		return -1;
+	}
 	if (req->expected_measurement.len && req->expected_measurement.len != 32) {
 		moatd_refuse(call, MOAT_EINVAL, "expected_measurement must be 32 bytes");
 		return -1;
@@ -113,11 +162,13 @@ static int check_request(moatd *d, const Moat__V1__LoadRequest *req, moat_rpc_ca
 /*
  * Copy the library's message to out with the image's descriptor path
  * (fdpath) named as the host named the image (shown), and any other
- * absolute path left out: a host learns nothing of moatd's files.
+ * absolute path left out (but for keep, the name the host gave the image):
+ * a host learns nothing of moatd's files.
  */
-static void redact(char *out, size_t cap, const char *msg, const char *fdpath, const char *shown)
+static void redact(char *out, size_t cap, const char *msg, const char *fdpath, const char *shown,
+                   const char *keep)
 {
-	size_t o = 0, flen = strlen(fdpath);
+	size_t o = 0, flen = strlen(fdpath), klen = strlen(keep);
 	const char *p = msg;
 
 	while (*p && o + 1 < cap) {
@@ -126,6 +177,9 @@ static void redact(char *out, size_t cap, const char *msg, const char *fdpath, c
 		if (strncmp(p, fdpath, flen) == 0 && !(p[flen] >= '0' && p[flen] <= '9')) {
 			put = shown;
 			p += flen;
+		} else if (klen && strncmp(p, keep, klen) == 0) {
+			put = keep; /* the image as the host named it (image_name) */
+			p += klen;
 		} else if (*p == '/' && (p == msg || strchr(" ('\"=", p[-1]))) {
 			put = "<path>";
 			while (*p && !strchr(" :,)'\"", *p))
@@ -151,7 +205,7 @@ static session *open_session(moatd *d, int fd, const char *path, const char *sho
                              const Moat__V1__LoadRequest *req, uint8_t token[32], moat_rpc_call *call)
 {
 	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
-	char fdpath[64], msg[384];
+	char fdpath[64], msg[1024];
 	uint8_t raw[16];
 	session *s;
 	int rc;
@@ -162,6 +216,14 @@ static session *open_session(moatd *d, int fd, const char *path, const char *sho
 	opts.expected_measurement = req->expected_measurement.len ? req->expected_measurement.data : NULL;
 	/* The backend stops a call that runs out of time (proc kills the enclave's process). */
 	opts.call_timeout_ms = req->call_timeout_ms;
+	if (req->debug)
+		opts.flags |= MOAT_LOAD_DEBUG;
+	/* At debug level every entry and exit call of the session is logged (libmoat's trace). */
+	if (moatd_log_level >= MOATD_LOG_DEBUG)
+		opts.flags |= MOAT_LOAD_TRACE;
+	pthread_once(&log_once, libmoat_log_init);
+	/* Errors and crash reports name the image as the host did (its path, else how it asked). */
+	opts.image_name = name_printable(req->display_name) ? req->display_name : shown;
 	s = calloc(1, sizeof(*s));
 	if (!s) {
 		moatd_refuse(call, MOAT_ENOMEM, "out of memory");
@@ -175,7 +237,7 @@ static session *open_session(moatd *d, int fd, const char *path, const char *sho
 	if (rc < 0) {
 		moatd_log(MOATD_LOG_INFO, "cannot load %s (%s): %s", path, fdpath,
 		          moat_error_last()->message);
-		redact(msg, sizeof(msg), moat_error_last()->message, fdpath, shown);
+		redact(msg, sizeof(msg), moat_error_last()->message, fdpath, shown, opts.image_name);
 		moatd_refuse(call, rc, "%s", msg);
 		goto fail;
 	}
@@ -221,6 +283,7 @@ static int make_reply(moatd *d, session *s, const Moat__V1__LoadRequest *req, ui
 	rep.backend = (char *)id.backend;
 	rep.isolation = id.isolation;
 	rep.time_unix_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+	rep.debug = id.debug;
 	rlen = moat__v1__load_report__get_packed_size(&rep);
 	report = malloc(rlen + 1);
 	if (!report || moatd_sign(d, sig, report, moat__v1__load_report__pack(&rep, report)) < 0) {
@@ -242,6 +305,8 @@ static int make_reply(moatd *d, session *s, const Moat__V1__LoadRequest *req, ui
 	resp.isolation = id.isolation;
 	resp.max_message_bytes = d->cfg.max_message;
 	resp.max_threads = d->cfg.max_threads;
+	resp.debug = id.debug;
+	resp.debug_pid = id.debug_pid;
 	*reply = malloc(moat__v1__load_response__get_packed_size(&resp) + 1);
 	if (*reply)
 		*len = moat__v1__load_response__pack(&resp, *reply);
@@ -295,6 +360,9 @@ void moatd_handle_load(moatd *d, moat_rpc_call *call)
 	clock_gettime(CLOCK_MONOTONIC, &s->since);
 	moatd_session_add(d, s);
 	moatd_log(MOATD_LOG_INFO, "session %s: loaded %s", s->id, path);
+	if (req->debug)
+		moatd_log(MOATD_LOG_WARN, "session %s: debug mode: attach with: gdb -p %ld", s->id,
+		          debug_pid(s));
 	if (moat__rpc_finish(call, reply, len, MOAT_RPC_OK, 0, NULL) < 0)
 		moatd_log(MOATD_LOG_WARN,
 		          "session %s: the host left before the load answer; reclaiming later", s->id);

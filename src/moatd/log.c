@@ -5,7 +5,8 @@
  * --log-format json one object per line {"time","level","pid","msg"}.
  * A line that repeats (the same format, say a refusal during a flood) is
  * written at most LOG_BURST times per LOG_WINDOW_S seconds; the next one
- * written says how many were left out.
+ * written says how many were left out. Debug lines (--log-level debug,
+ * which traces every call) are never left out.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -134,7 +135,9 @@ void moatd_log(int level, const char *fmt, ...)
 	unsigned long dropped;
 	va_list ap;
 
-	if (level > moatd_log_level || !log_allowed(fmt, &dropped))
+	/* Debug level is asked for on purpose (it traces every call): it is not rate-limited. */
+	dropped = 0;
+	if (level > moatd_log_level || (level < MOATD_LOG_DEBUG && !log_allowed(fmt, &dropped)))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);

@@ -280,8 +280,7 @@ static int start_server(moatd *d, moat_rpc_server **srv, char *addr, size_t cap)
 	/* Threads: one per attached stream; Load, Destroy and Upload end soon after their request. */
 	so.max_calls = c->max_pending + c->max_attached + (c->max_sessions ? c->max_sessions : 64);
 	snprintf(pending_limit, sizeof(pending_limit),
-	         "this target already has %u calls waiting for their request or authentication "
-	         "(--max-pending-calls %u)",
+	         "this target already has %u calls waiting for their request (--max-pending-calls %u)",
 	         c->max_pending, c->max_pending);
 	snprintf(calls_limit, sizeof(calls_limit),
 	         "this target already runs %u calls on threads (--max-attached-threads %u plus "

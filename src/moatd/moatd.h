@@ -72,6 +72,7 @@ typedef struct moatd_config {
 	const char *ready_file;
 	const char *backend;
 	int allow_upload;
+	int allow_debug;          /* --allow-debug: sessions may run in debug mode */
 	int insecure_upload;      /* --allow-upload on a plaintext listener others can reach */
 	size_t max_store;         /* bytes of uploaded images kept */
 	unsigned int max_uploads; /* uploads received at once */
@@ -157,6 +158,8 @@ enum { MOATD_LOG_ERROR, MOATD_LOG_WARN, MOATD_LOG_INFO, MOATD_LOG_DEBUG };
 enum { MOATD_LOG_TEXT, MOATD_LOG_JSON };
 
 void moatd_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The id of the session whose Attach stream this thread serves, or NULL (attach.c). */
+const char *moatd_current_session(void);
 /* Process-wide, like stderr itself; set from the command line (and again on SIGHUP). */
 extern int moatd_log_level;
 /*

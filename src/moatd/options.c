@@ -18,6 +18,7 @@ enum {
 	OPT_TLS_CLIENT_CA,
 	OPT_ENCLAVE_DIR,
 	OPT_ALLOW_UPLOAD,
+	OPT_ALLOW_DEBUG,
 	OPT_BACKEND,
 	OPT_MAX_SESSIONS,
 	OPT_MAX_THREADS,
@@ -56,6 +57,7 @@ static const struct option long_options[] = {
     {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
     {"enclave-dir", required_argument, NULL, OPT_ENCLAVE_DIR},
     {"allow-upload", no_argument, NULL, OPT_ALLOW_UPLOAD},
+    {"allow-debug", no_argument, NULL, OPT_ALLOW_DEBUG},
     {"backend", required_argument, NULL, OPT_BACKEND},
     {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
     {"max-threads-per-session", required_argument, NULL, OPT_MAX_THREADS},
@@ -104,6 +106,10 @@ static void usage(FILE *f)
 	        "  --insecure-upload             allow --allow-upload on a plaintext non-loopback listener "
 	        "(anyone\n"
 	        "                                who reaches the port can run code on this machine)\n"
+	        "  --allow-debug                 let hosts load enclaves in debug mode (MOAT_LOAD_DEBUG): a "
+	        "debugger\n"
+	        "                                of moatd's user can attach to their processes (never in "
+	        "production)\n"
 	        "  --max-store-bytes N           uploaded images kept, in bytes (default %zu); unused ones "
 	        "are\n"
 	        "                                evicted least recently loaded first\n"
@@ -364,6 +370,7 @@ int moatd_option_set(moatd_config *c, const char *name, const char *value)
 		case OPT_ALLOW_UPLOAD: return parse_bool(value, &c->allow_upload);
 		case OPT_IGNORE_FD_LIMIT: return parse_bool(value, &c->ignore_fd_limit);
 		case OPT_INSECURE_UPLOAD: return parse_bool(value, &c->insecure_upload);
+		case OPT_ALLOW_DEBUG: return parse_bool(value, &c->allow_debug);
 		default: return long_options[i].has_arg == required_argument ? apply(c, v, value) : -2;
 		}
 	}
@@ -417,6 +424,7 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 		case 'h': usage(stdout); return 1;
 		case OPT_VERSION: printf("moatd %s\n", moat_version()); return 1;
 		case OPT_ALLOW_UPLOAD: c->allow_upload = 1; break;
+		case OPT_ALLOW_DEBUG: c->allow_debug = 1; break;
 		case OPT_IGNORE_FD_LIMIT: c->ignore_fd_limit = 1; break;
 		case OPT_INSECURE_UPLOAD: c->insecure_upload = 1; break;
 		case ':':

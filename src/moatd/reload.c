@@ -50,6 +50,7 @@ static const struct {
     FIELD("--metrics-listen", metrics_listen, 1),
     FIELD("--allow-upload", allow_upload, 0),
     FIELD("--insecure-upload", insecure_upload, 0),
+    FIELD("--allow-debug", allow_debug, 0),
     FIELD("--ignore-fd-limit", ignore_fd_limit, 0),
     FIELD("--socket-mode", socket_mode, 0),
     FIELD("--max-sessions", max_sessions, 0),

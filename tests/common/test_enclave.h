@@ -35,6 +35,9 @@
 /* -> u64 host wall-clock time from moat_host_time() (ns since the epoch) */
 #define T_TIME (MOAT_SELECTOR_USER + 11)
 
+/* -> moat_host_identity(): backend string, u64 isolation, u64 debug, u64 simulated_attestation */
+#define T_HOST (MOAT_SELECTOR_USER + 12)
+
 /* init refuses to load (returns T_INIT_FAIL_CODE) when the config is exactly this string */
 #define T_INIT_FAIL_CONFIG "fail-init"
 #define T_INIT_FAIL_CODE   7

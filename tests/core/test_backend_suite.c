@@ -1093,6 +1093,148 @@ static void test_identity(void **state)
 	moat_enclave_destroy(e);
 }
 
+/* ---- the enclave's view of its host ---- */
+
+/* moat_host_identity(): the backend and layers the host's identity reports, from inside. */
+static void test_host_identity(void **state)
+{
+	moat_enclave *e = test_load(TEST_ENCLAVE("test_enclave"), NULL);
+	moat_msg *out = test_msg();
+	moat_identity id;
+	const void *d;
+	size_t len;
+	char backend[16];
+
+	assert_moat_ok(moat_enclave_identity(e, &id));
+	assert_moat_ok(moat_enclave_call(e, T_HOST, NULL, out));
+	assert_int_equal(moat_msg_item(out, 0, &d, &len), 0);
+	snprintf(backend, sizeof(backend), "%.*s", (int)len, (const char *)d);
+	if (strcmp(id.backend, "remote") == 0) {
+		/* On a target server the enclave sees the target's local backend and its layers. */
+		assert_true(strcmp(backend, "proc") == 0 || strcmp(backend, "sim") == 0);
+		assert_int_equal(test_item_u64(out, 1), id.isolation & ~MOAT_ISOLATION_REMOTE);
+	} else {
+		assert_string_equal(backend, id.backend);
+		assert_int_equal(test_item_u64(out, 1), id.isolation);
+	}
+	assert_int_equal(test_item_u64(out, 2), 0);
+	assert_int_equal(test_item_u64(out, 3), 1);
+	moat_msg_free(out);
+	moat_enclave_destroy(e);
+}
+
+/* ---- one error model ---- */
+
+/* Load path with a pin (or none) and expect code and origin, whatever the backend. */
+static void expect_load(const char *path, const uint8_t *pin, int code, moat_origin origin)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e = NULL;
+	int rc;
+
+	o.expected_measurement = pin;
+	rc = moat_enclave_load(&e, path, &o);
+	if (rc != code || moat_error_last()->origin != origin)
+		fprintf(stderr, "%s: %d, origin %s: %s\n", path, rc,
+		        moat_origin_name(moat_error_last()->origin), moat_error_last()->message);
+	assert_int_equal(rc, code);
+	assert_int_equal(moat_error_last()->origin, origin);
+	assert_null(e);
+}
+
+/*
+ * The same failure has the same code and origin on every backend: what is
+ * wrong with the image the application gave (or its pin) is the
+ * application's (api), what the enclave's own code did is the enclave's.
+ */
+static void test_error_model(void **state)
+{
+	uint8_t pin[MOAT_MEASUREMENT_LEN];
+
+	expect_load(TEST_ENCLAVE("no_such_enclave"), NULL, MOAT_ENOENT, MOAT_ORIGIN_API);
+	expect_load(MOAT_TEST_SOURCE_DIR "/README.md", NULL, MOAT_EBADIMAGE, MOAT_ORIGIN_API);
+	expect_load(TEST_ENCLAVE("test_noentry"), NULL, MOAT_ENOENTRY, MOAT_ORIGIN_API);
+	expect_load(TEST_ENCLAVE("test_abi"), NULL, MOAT_EABI, MOAT_ORIGIN_API);
+	memset(pin, 0xab, sizeof(pin));
+	expect_load(TEST_ENCLAVE("test_enclave"), pin, MOAT_EMEASUREMENT, MOAT_ORIGIN_API);
+}
+
+/* ---- tracing ---- */
+
+typedef struct trace_capture {
+	pthread_mutex_t lock;
+	char lines[16][256];
+	int n;
+} trace_capture;
+
+static void capture_trace(void *payload, moat_log_level level, const char *message)
+{
+	trace_capture *c = payload;
+
+	if (level != MOAT_LOG_DEBUG || strncmp(message, "trace ", 6) != 0)
+		return;
+	pthread_mutex_lock(&c->lock);
+	if (c->n < 16)
+		snprintf(c->lines[c->n++], sizeof(c->lines[0]), "%s", message);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* The traced line that starts with prefix, or NULL. */
+static const char *trace_find(trace_capture *c, const char *prefix)
+{
+	int i;
+
+	for (i = 0; i < c->n; i++)
+		if (strncmp(c->lines[i], prefix, strlen(prefix)) == 0)
+			return c->lines[i];
+	return NULL;
+}
+
+/* MOAT_LOAD_TRACE: every entry and exit call, with the backend, sizes and result, through the log. */
+static void test_trace(void **state)
+{
+	static trace_capture cap = {PTHREAD_MUTEX_INITIALIZER, {{0}}, 0};
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_msg *in = test_msg(), *out = test_msg();
+	char want[128];
+	const char *line;
+	moat_identity id;
+	moat_enclave *e;
+
+	o.flags = MOAT_LOAD_TRACE;
+	e = test_load(TEST_ENCLAVE("hello_enclave"), &o);
+	assert_moat_ok(moat_enclave_identity(e, &id));
+	moat_log_set(capture_trace, &cap);
+	assert_int_equal(moat_msg_push_str(in, "trace"), 0);
+	assert_moat_ok(moat_enclave_call(e, MOAT_SELECTOR_RUN, in, out));
+	assert_int_equal(moat_enclave_call(e, MOAT_SELECTOR_USER + 999, NULL, NULL), MOAT_ENOSELECTOR);
+	moat_log_set(NULL, NULL);
+	moat_enclave_destroy(e);
+	/* "Hello, trace!" (13 bytes) for "trace" (5 bytes); the greeting's log line is an exit call. */
+	snprintf(want, sizeof(want), "trace %s: entry call 1024: in 1 item 5 B, out 1 item 13 B, result 0, ",
+	         id.backend);
+	line = trace_find(&cap, want);
+	if (!line)
+		fprintf(stderr, "no '%s' among %d traced lines (first: '%s')\n", want, cap.n, cap.lines[0]);
+	assert_non_null(line);
+	assert_non_null(strstr(line, " us"));
+	snprintf(want, sizeof(want), "trace %s: exit call 1: in 1 item ", id.backend);
+	assert_non_null(trace_find(&cap, want));
+	snprintf(want, sizeof(want),
+	         "trace %s: entry call 2023: in 0 items 0 B, out 0 items 0 B, result -10 (", id.backend);
+	assert_non_null(trace_find(&cap, want));
+	/* Without the flag nothing is traced. */
+	cap.n = 0;
+	e = test_load(TEST_ENCLAVE("hello_enclave"), NULL);
+	moat_log_set(capture_trace, &cap);
+	assert_moat_ok(moat_enclave_call(e, MOAT_SELECTOR_RUN, in, NULL));
+	moat_log_set(NULL, NULL);
+	moat_enclave_destroy(e);
+	assert_int_equal(cap.n, 0);
+	moat_msg_free(in);
+	moat_msg_free(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1122,6 +1264,9 @@ int main(void)
 	    cmocka_unit_test(test_finalizer_exit_call),
 	    cmocka_unit_test(test_host_time),
 	    cmocka_unit_test(test_identity),
+	    cmocka_unit_test(test_trace),
+	    cmocka_unit_test(test_error_model),
+	    cmocka_unit_test(test_host_identity),
 	};
 	const char *env = getenv("MOAT_BACKEND");
 	moat_enclave *e = NULL;

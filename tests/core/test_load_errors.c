@@ -185,6 +185,24 @@ static void test_options_version(void **state)
 	expect_load_fails(TEST_ENCLAVE("test_enclave"), &o, MOAT_EVERSION, MOAT_ORIGIN_API, "version 999");
 	o.version = 0;
 	expect_load_fails(TEST_ENCLAVE("test_enclave"), &o, MOAT_EVERSION, MOAT_ORIGIN_API, "version 0");
+	{
+		/*
+		 * A program built against version 1 passes a struct that ends before
+		 * image_name; what lies beyond it (here: garbage) is not read.
+		 */
+		union {
+			moat_load_options o;
+			unsigned char bytes[sizeof(moat_load_options)];
+		} v1;
+		moat_enclave *e = NULL;
+
+		memset(v1.bytes, 0xa5, sizeof(v1.bytes));
+		memcpy(&v1.o, &o, offsetof(moat_load_options, image_name));
+		v1.o.version = 1;
+		v1.o.backend = "proc"; /* proc names the image by image_name when set */
+		assert_int_equal(moat_enclave_load(&e, TEST_ENCLAVE("test_enclave"), &v1.o), 0);
+		moat_enclave_destroy(e);
+	}
 }
 
 static void test_unknown_backend(void **state)

@@ -218,6 +218,20 @@ static void fini(void)
 	config_copy = NULL;
 }
 
+static int on_host(void *p, const moat_msg *in, moat_msg *out)
+{
+	moat_host_info h;
+	int rc = moat_host_identity(&h);
+
+	if (rc < 0)
+		return rc;
+	rc = moat_msg_push_str(out, h.backend);
+	rc |= moat_msg_push_u64(out, h.isolation);
+	rc |= moat_msg_push_u64(out, (uint64_t)h.debug);
+	rc |= moat_msg_push_u64(out, (uint64_t)h.simulated_attestation);
+	return rc;
+}
+
 static int init(const void *config, size_t len)
 {
 	int rc = 0;
@@ -252,6 +266,7 @@ static int init(const void *config, size_t len)
 	rc |= moat_entry_register(T_INIT_SPAWN, on_init_spawn, NULL);
 	rc |= moat_entry_register(T_ON_FINI, on_on_fini, NULL);
 	rc |= moat_entry_register(T_TIME, on_time, NULL);
+	rc |= moat_entry_register(T_HOST, on_host, NULL);
 	return rc;
 }
 

@@ -13,6 +13,7 @@
 
 #include "fib/fib.h"
 #include "proc_test.h"
+#include "test_enclave.h"
 
 static void test_identity(void **state)
 {
@@ -29,6 +30,49 @@ static void test_identity(void **state)
 	assert_false(id.isolation & MOAT_ISOLATION_REMOTE);
 	assert_int_equal(moat_measure_file(m, PROBE_PATH), 0);
 	assert_memory_equal(id.measurement, m, sizeof(m));
+	assert_int_equal(id.debug, 0);
+	assert_int_equal(id.debug_pid, 0);
+	moat_enclave_destroy(e);
+}
+
+/* Debug mode: the identity says so and names the runner, which is dumpable and still sandboxed. */
+static void test_debug_identity(void **state)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e = NULL;
+	moat_identity id;
+	char path[64], line[256];
+	int seccomp_seen = 0, seccomp = -1;
+	moat_msg *out;
+	uint64_t debug = 0;
+	FILE *f;
+
+	o.backend = "proc";
+	o.flags = MOAT_LOAD_DEBUG;
+	assert_int_equal(moat_enclave_load(&e, EXAMPLE_PATH("hello"), &o), 0);
+	assert_int_equal(moat_enclave_identity(e, &id), 0);
+	assert_int_equal(id.debug, 1);
+	assert_true(id.debug_pid > 0);
+	assert_true(id.isolation & MOAT_ISOLATION_SECCOMP);
+	/* The pid is the runner's (its command line is the runner's) and it is in seccomp filter mode. */
+	snprintf(path, sizeof(path), "/proc/%ld/status", id.debug_pid);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Seccomp: %d", &seccomp) == 1)
+			seccomp_seen = 1;
+	fclose(f);
+	assert_true(seccomp_seen);
+	assert_int_equal(seccomp, 2);
+	moat_enclave_destroy(e);
+	/* The enclave knows it too (moat_host_identity). */
+	assert_int_equal(moat_enclave_load(&e, MOAT_TEST_ENCLAVES "/test_enclave.so", &o), 0);
+	out = NULL;
+	assert_int_equal(moat_msg_new(&out), 0);
+	assert_int_equal(moat_enclave_call(e, T_HOST, NULL, out), 0);
+	assert_int_equal(moat_msg_item_u64(out, 2, &debug), 0);
+	assert_int_equal(debug, 1);
+	moat_msg_free(out);
 	moat_enclave_destroy(e);
 }
 
@@ -399,6 +443,44 @@ static void test_thread_exit_releases(void **state)
 	assert_int_equal(count_children(NULL), 0);
 }
 
+/* A library the image needs is loaded by the runner before its sandbox (the image names it). */
+static void test_needed_library(void **state)
+{
+	moat_enclave *e = load_with(MOAT_TEST_ENCLAVES "/proc_elf_enclave.so", "proc", NULL, 0);
+	moat_msg *out = NULL;
+	uint64_t v = 0;
+
+	assert_non_null(e);
+	assert_int_equal(moat_msg_new(&out), 0);
+	assert_int_equal(moat_enclave_call(e, MOAT_SELECTOR_USER, NULL, out), 0);
+	assert_int_equal(moat_msg_item_u64(out, 0, &v), 0);
+	assert_true(v != 0); /* EV_NONE would mean libelf refused */
+	moat_msg_free(out);
+	moat_enclave_destroy(e);
+}
+
+/* One the runner cannot load fails the load naming it, with sim's code and origin. */
+static void test_missing_library(void **state)
+{
+	const char *path = MOAT_TEST_ENCLAVES "/proc_dep_enclave.so";
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e = NULL;
+
+	/* sim finds it through the image's run path. */
+	o.backend = "sim";
+	assert_int_equal(moat_enclave_load(&e, path, &o), 0);
+	moat_enclave_destroy(e);
+	e = NULL;
+	o.backend = "proc";
+	assert_int_equal(moat_enclave_load(&e, path, &o), MOAT_EBADIMAGE);
+	assert_null(e);
+	assert_int_equal(moat_error_last()->origin, MOAT_ORIGIN_API);
+	fprintf(stderr, "[load] %s\n", moat_error_last()->message);
+	assert_non_null(strstr(moat_error_last()->message, "proc_dep_enclave.so: cannot load"));
+	assert_non_null(strstr(moat_error_last()->message, "libmoat_test_dep.so"));
+	assert_int_equal(count_children(NULL), 0);
+}
+
 /* An enclave that links libm loads: the runner has it before the sandbox closes the file system. */
 static void test_libm_enclave(void **state)
 {
@@ -451,6 +533,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_identity),
+	    cmocka_unit_test(test_debug_identity),
+	    cmocka_unit_test(test_needed_library),
+	    cmocka_unit_test(test_missing_library),
 	    cmocka_unit_test(test_hello),
 	    cmocka_unit_test(test_fib_nesting),
 	    cmocka_unit_test(test_thread_donation),

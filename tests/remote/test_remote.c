@@ -124,12 +124,13 @@ static void test_measurement_pin(void **state)
 	e = load_on(shared.uri, TEST_ENCLAVE("hello_enclave"), &o);
 	moat_enclave_destroy(e);
 
-	/* The target checks the pin before loading, by name and after upload alike. */
+	/* The target checks the pin before loading, by name and after upload alike (origin api, as on sim and
+	 * proc). */
 	o.expected_measurement = wrong;
-	load_fails(shared.uri, TEST_ENCLAVE("hello_enclave"), &o, MOAT_EMEASUREMENT, MOAT_ORIGIN_TARGET);
+	load_fails(shared.uri, TEST_ENCLAVE("hello_enclave"), &o, MOAT_EMEASUREMENT, MOAT_ORIGIN_API);
 	o.expected_measurement = wrong;
 	o.flags = MOAT_LOAD_BY_NAME;
-	load_fails(shared.uri, "hello_enclave", &o, MOAT_EMEASUREMENT, MOAT_ORIGIN_TARGET);
+	load_fails(shared.uri, "hello_enclave", &o, MOAT_EMEASUREMENT, MOAT_ORIGIN_API);
 }
 
 /* A wrong pin leaves no trace of the image having run (its ELF constructor writes a file). */
@@ -149,7 +150,7 @@ static void test_measurement_pin_nothing_runs(void **state)
 	unsetenv(T_MARKER_ENV);
 	o.expected_measurement = wrong;
 	o.flags = MOAT_LOAD_BY_NAME;
-	load_fails(m.uri, "test_marker", &o, MOAT_EMEASUREMENT, MOAT_ORIGIN_TARGET);
+	load_fails(m.uri, "test_marker", &o, MOAT_EMEASUREMENT, MOAT_ORIGIN_API);
 	assert_int_not_equal(access(marker, F_OK), 0);
 	/* The same image without a pin does run (so the marker would have shown it). */
 	o.expected_measurement = NULL;

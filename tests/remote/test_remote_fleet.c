@@ -48,6 +48,18 @@ static moat_enclave *load(const char *uri)
 	return e;
 }
 
+/* Load on uri with a set of acceptable target keys; NULL when it failed. */
+static moat_enclave *load_pinned(const char *uri, const uint8_t *set, size_t n)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e = NULL;
+
+	o.backend = uri;
+	o.target_keys = set;
+	o.n_target_keys = n;
+	return moat_enclave_load(&e, TEST_ENCLAVE("test_enclave"), &o) == 0 ? e : NULL;
+}
+
 /* Which target hosts e (by its identity key); -1 when none. */
 static int target_of(const moat_enclave *e)
 {
@@ -263,9 +275,43 @@ static void test_drain(void **state)
 	targets[1].pid = 0;
 }
 
+/*
+ * A host pins a set of target keys: a fleet's loads land only on targets
+ * in the set (a target with another key is skipped), and a set that
+ * holds none of the fleet's keys fails with MOAT_EKEY.
+ */
+static void test_key_set(void **state)
+{
+	uint8_t set[2 * MOAT_TARGET_KEY_LEN], none[MOAT_TARGET_KEY_LEN];
+	moat_enclave *e[3];
+	int i;
+
+	(void)state;
+	memcpy(set, keys[1], MOAT_TARGET_KEY_LEN);
+	memset(set + MOAT_TARGET_KEY_LEN, 0x5a, MOAT_TARGET_KEY_LEN); /* a key no target has */
+	memset(none, 0x5a, sizeof(none));
+	for (i = 0; i < 3; i++) {
+		e[i] = load_pinned(fleet, set, 2);
+		assert_non_null(e[i]);
+		assert_int_equal(target_of(e[i]), 1);
+	}
+	for (i = 0; i < 3; i++)
+		moat_enclave_destroy(e[i]);
+	assert_null(load_pinned(fleet, none, 1));
+	assert_int_equal(moat_error_last()->code, MOAT_EKEY);
+	print_message("pinned: %s\n", moat_error_last()->message);
+	/* One target named alone: its key in the set loads, a set without it does not. */
+	e[0] = load_pinned(targets[1].uri, set, 2);
+	assert_non_null(e[0]);
+	moat_enclave_destroy(e[0]);
+	assert_null(load_pinned(targets[0].uri, set, 2));
+	assert_int_equal(moat_error_last()->code, MOAT_EKEY);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_key_set),
 	    cmocka_unit_test(test_fleet_spreads_and_survives),
 	    cmocka_unit_test(test_drain),
 	};

@@ -69,6 +69,8 @@ struct moat_backend {
 	int has_target_key;
 	uint8_t target_key[MOAT_TARGET_KEY_LEN];
 	unsigned int isolation; /**< MOAT_ISOLATION_* */
+	int debug;              /**< runs in debug mode (MOAT_LOAD_DEBUG) */
+	long debug_pid;         /**< debug mode: the process to attach a debugger to, or 0 */
 	/**
 	 * 0 while usable; once a fatal error happened, its code. The core then
 	 * fails every call with it. Backends write it with

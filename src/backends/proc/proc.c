@@ -22,13 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <seccomp.h>
 
 #include "backends/proc/proc.h"
 #include "core/chancache.h"
@@ -67,20 +66,13 @@ struct proc_backend {
 	pthread_mutex_t ctl_lock; /* sending channels on ctl */
 	pthread_mutex_t reap_lock;
 	int reaped;
-	char death[400]; /* why the instance is dead; written once under reap_lock before parent.dead */
+	int image_fd;     /* a copy of the image's bytes, to symbolize a crash report, or -1 */
+	char death[1024]; /* why the instance is dead; written once under reap_lock before parent.dead */
 };
 
 static atomic_flag ns_warned = ATOMIC_FLAG_INIT;
 
-/* Why the runner is being given up. */
-enum lost_reason {
-	LOST_GONE,     /* its channel or control socket closed: find out how it ended */
-	LOST_TIMEOUT,  /* a call ran out of time: stop it */
-	LOST_PROTOCOL, /* it sent what no runner sends: stop it */
-	LOST_ABORT     /* the application stopped it (moat_enclave_abort) */
-};
-
-static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector);
+static int proc_lost(proc_backend *b, int why, uint64_t selector);
 
 /* ---- The channel's transport and the enclave's exit calls, for the conversation engine ---- */
 
@@ -164,7 +156,7 @@ static proc_chan *chan_get(proc_backend *b)
 	if (send_channel(b, sv[1]) < 0) {
 		close(sv[0]);
 		close(sv[1]);
-		proc_lost(b, LOST_GONE, 0);
+		proc_lost(b, MOAT_PROC_LOST_GONE, 0);
 		return NULL;
 	}
 	close(sv[1]);
@@ -184,69 +176,6 @@ static proc_chan *chan_get(proc_backend *b)
 }
 
 /* ---- Starting the runner ---- */
-
-/* Duplicate fd to a number of 10 or more (close-on-exec) and close the original. */
-static int fd_high(int fd)
-{
-	int hi;
-
-	if (fd < 0 || fd >= 10)
-		return fd;
-	hi = fcntl(fd, F_DUPFD_CLOEXEC, 10);
-	close(fd);
-	return hi;
-}
-
-static int start_runner(proc_backend *b, const char *runner)
-{
-	char pid_arg[32];
-	char *argv[] = {(char *)runner,
-	                "--moat-proc",
-	                MOAT_PROC_PROTOCOL,
-	                "--parent",
-	                pid_arg,
-	                (b->flags & MOAT_LOAD_ALLOW_JIT) ? "--jit" : NULL,
-	                NULL};
-	spawn_req r;
-	int sv[2] = {-1, -1}, null_fd, err_fd, rc = 0;
-
-	snprintf(pid_arg, sizeof(pid_arg), "%ld", (long)getpid());
-	null_fd = fd_high(open("/dev/null", O_RDWR | O_CLOEXEC));
-	/*
-	 * The runner's stderr is the host's, reopened write-only and appending:
-	 * a terminal opened read-write must not become readable by the enclave.
-	 */
-	err_fd = fd_high(open("/proc/self/fd/2", O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY));
-	if (err_fd < 0)
-		err_fd = fd_high(fcntl(null_fd, F_DUPFD_CLOEXEC, 10));
-	if (null_fd < 0 || err_fd < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
-		                    "proc: cannot set up the runner's files: %s", strerror(errno));
-		goto out;
-	}
-	b->ctl = sv[0];
-	sv[1] = fd_high(sv[1]);
-	memset(&r, 0, sizeof(r));
-	r.path = runner;
-	r.argv = argv;
-	r.ctl_fd = sv[1];
-	r.null_fd = null_fd;
-	r.err_fd = err_fd;
-	moat__proc_spawn(&r);
-	if (r.pid < 0)
-		rc =
-		    moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: fork: %s", strerror(r.err));
-	else
-		b->pid = r.pid;
-out:
-	if (sv[1] >= 0)
-		close(sv[1]);
-	if (null_fd >= 0)
-		close(null_fd);
-	if (err_fd >= 0)
-		close(err_fd);
-	return rc;
-}
 
 /* Read one note from the control socket, waiting up to timeout_ms (0: don't wait). Returns 1 if read. */
 static int read_note(proc_backend *b, moat_proc_note *note, int timeout_ms)
@@ -292,81 +221,61 @@ static int wait_runner(proc_backend *b, int grace_ms, int *killed)
 	}
 }
 
+/* The crash report that follows a CRASH note, if the whole of it is there. */
+static int read_crash(proc_backend *b, moat_proc_crash *c)
+{
+	ssize_t n;
+
+	do
+		n = recv(b->ctl, c, sizeof(*c), MSG_WAITALL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)sizeof(*c);
+}
+
+/* The path a SYSCALL note says follows it: bytes up to a NUL. */
+static void read_path(proc_backend *b, char *path, size_t cap)
+{
+	size_t n = 0;
+	char c;
+
+	while (n + 1 < cap && recv(b->ctl, &c, 1, MSG_DONTWAIT) == 1 && c != '\0')
+		path[n++] = c;
+	path[n] = '\0';
+}
+
 /*
  * The runner is gone or must go: reap it once, record why as the instance's
  * fatal error, and return that error for the calling thread.
  */
-static int proc_lost(proc_backend *b, enum lost_reason why, uint64_t selector)
+static int proc_lost(proc_backend *b, int why, uint64_t selector)
 {
-	int code, killed, st;
+	int code;
 
 	pthread_mutex_lock(&b->reap_lock);
 	if (!b->reaped) {
+		moat_proc_death d = {b->path,  why,           -1,   0,          -1, NULL,
+		                     selector, b->timeout_ms, NULL, b->image_fd};
+		moat_proc_crash *crash = calloc(1, sizeof(*crash));
+		char path[MOAT_PROC_NOTE_TEXT];
 		moat_proc_note note;
-		int syscall_nr = INT_MIN;
 
-		if (why != LOST_GONE)
+		if (why != MOAT_PROC_LOST_GONE)
 			kill(b->pid, SIGKILL);
-		st = wait_runner(b, why != LOST_GONE ? 0 : EXIT_GRACE_MS, &killed);
+		d.status = wait_runner(b, why != MOAT_PROC_LOST_GONE ? 0 : EXIT_GRACE_MS, &d.killed);
 		b->reaped = 1;
-		while (read_note(b, &note, 0))
-			if (note.kind == MOAT_PROC_NOTE_SYSCALL)
-				syscall_nr = note.value;
-		if (why == LOST_ABORT) {
-			code = MOAT_ECANCELED;
-			snprintf(b->death, sizeof(b->death),
-			         "%s: the enclave was stopped by moat_enclave_abort()", b->path);
-		} else if (why == LOST_PROTOCOL) {
-			code = MOAT_ECRASHED;
-			snprintf(b->death, sizeof(b->death),
-			         "%s: the enclave broke the frame protocol on its channel and was stopped",
-			         b->path);
-		} else if (why == LOST_TIMEOUT) {
-			code = MOAT_ETIMEDOUT;
-			snprintf(b->death, sizeof(b->death),
-			         "%s: entry call %llu did not finish within %u ms; the enclave was stopped",
-			         b->path, (unsigned long long)selector, b->timeout_ms);
-		} else if (st == -1) {
-			code = MOAT_ECRASHED;
-			snprintf(b->death, sizeof(b->death), "%s: the enclave's process is gone", b->path);
-		} else if (killed) {
-			code = MOAT_ECRASHED;
-			snprintf(b->death, sizeof(b->death),
-			         "%s: the enclave closed its channel to the host and was stopped", b->path);
-		} else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS) {
-			char *name = syscall_nr >= 0
-			                 ? seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, syscall_nr)
-			                 : NULL;
-
-			code = MOAT_ESANDBOX;
-			/*
-			 * That it died by SIGSYS comes from the kernel; which call it was
-			 * comes from a note the enclave's own process wrote, so say so.
-			 */
-			if (syscall_nr >= 0)
-				snprintf(b->death, sizeof(b->death),
-				         "%s: the enclave made a forbidden system call and was stopped "
-				         "(killed by SIGSYS; the call, as the enclave's process reported it: "
-				         "%d, %s)",
-				         b->path, syscall_nr, name ? name : "?");
-			else
-				snprintf(b->death, sizeof(b->death),
-				         "%s: the enclave made a forbidden system call and was stopped "
-				         "(killed by SIGSYS)",
-				         b->path);
-			free(name);
-		} else if (WIFSIGNALED(st)) {
-			const char *abbrev = sigabbrev_np(WTERMSIG(st)), *descr = sigdescr_np(WTERMSIG(st));
-
-			code = MOAT_ECRASHED;
-			snprintf(b->death, sizeof(b->death),
-			         "%s: the enclave crashed: killed by signal %d (SIG%s, %s)", b->path,
-			         WTERMSIG(st), abbrev ? abbrev : "?", descr ? descr : "?");
-		} else {
-			code = MOAT_ECRASHED;
-			snprintf(b->death, sizeof(b->death),
-			         "%s: the enclave's process exited with status %d", b->path, WEXITSTATUS(st));
+		while (read_note(b, &note, 0)) {
+			if (note.kind == MOAT_PROC_NOTE_SYSCALL) {
+				d.syscall_nr = note.value;
+				if (note.aux) {
+					read_path(b, path, sizeof(path));
+					d.syscall_path = path;
+				}
+			} else if (note.kind == MOAT_PROC_NOTE_CRASH && crash && !d.crash &&
+			           read_crash(b, crash))
+				d.crash = crash;
 		}
+		code = moat__proc_describe_death(b->death, sizeof(b->death), &d);
+		free(crash);
 		__atomic_store_n(&b->parent.dead, code, __ATOMIC_RELEASE);
 	}
 	code = __atomic_load_n(&b->parent.dead, __ATOMIC_ACQUIRE);
@@ -390,15 +299,15 @@ static int chan_call(proc_backend *b, proc_chan *ch, uint64_t selector, const mo
 
 	switch (rc) {
 	case 0: return 0;
-	case MOAT_ETIMEDOUT: return proc_lost(b, LOST_TIMEOUT, selector);
-	case MOAT_EPROTO: return proc_lost(b, LOST_PROTOCOL, selector);
+	case MOAT_ETIMEDOUT: return proc_lost(b, MOAT_PROC_LOST_TIMEOUT, selector);
+	case MOAT_EPROTO: return proc_lost(b, MOAT_PROC_LOST_PROTOCOL, selector);
 	case MOAT_ENOMEM: return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
 	case MOAT_ELIMIT:
 		return moat_error_set(
 		    rc, MOAT_ORIGIN_API,
 		    "entry call %llu: the message is larger than the proc frame limit (%u bytes)",
 		    (unsigned long long)selector, (unsigned)MOAT_PROC_FRAME_MAX);
-	default: return proc_lost(b, LOST_GONE, selector);
+	default: return proc_lost(b, MOAT_PROC_LOST_GONE, selector);
 	}
 }
 
@@ -442,6 +351,8 @@ static void proc_free(proc_backend *b)
 	moat__chan_release_all(&b->chans);
 	if (b->ctl >= 0)
 		close(b->ctl);
+	if (b->image_fd >= 0)
+		close(b->image_fd);
 	if (b->pid > 0 && !b->reaped) {
 		int st;
 
@@ -470,20 +381,39 @@ static void warn_namespaces(const moat_proc_note *hello)
 }
 
 /* Start the runner and wait for its hello: the sandbox layers it applied. Records the error. */
-static int runner_up(proc_backend *b, const char *runner)
+static int runner_up(proc_backend *b, const char *runner, const uint8_t *bytes, size_t len)
 {
 	moat_proc_note hello;
+	char **needed = NULL;
+	size_t n_needed = 0;
 	int rc;
 
-	if ((rc = start_runner(b, runner)) < 0)
+	memset(&hello, 0, sizeof(hello));
+	if ((rc = moat__proc_needed(bytes, len, &needed, &n_needed)) < 0)
+		return moat_error_set(rc, MOAT_ORIGIN_API, "out of memory");
+	rc = moat__proc_start_runner(runner, b->flags, needed, n_needed, &b->ctl, &b->pid);
+	moat__proc_needed_free(needed, n_needed);
+	if (rc < 0)
 		return rc;
-	if (!read_note(b, &hello, START_TIMEOUT_MS) || hello.kind != MOAT_PROC_NOTE_HELLO) {
+	if (read_note(b, &hello, START_TIMEOUT_MS) && hello.kind == MOAT_PROC_NOTE_LIBRARY) {
+		char why[MOAT_PROC_NOTE_TEXT];
+
+		/* As on sim, where the dynamic loader says the same (MOAT_EBADIMAGE, origin api). */
+		if (recv(b->ctl, why, sizeof(why), MSG_WAITALL | MSG_DONTWAIT) != (ssize_t)sizeof(why))
+			why[0] = '\0';
+		why[sizeof(why) - 1] = '\0';
+		return moat_error_set(
+		    MOAT_EBADIMAGE, MOAT_ORIGIN_API,
+		    "%s: cannot load: a library it needs does not load in the proc runner: %s", b->path,
+		    *why ? why : "(no detail)");
+	}
+	if (hello.magic != MOAT_PROC_NOTE_MAGIC || hello.kind != MOAT_PROC_NOTE_HELLO) {
 		int exec_errno =
 		    hello.magic == MOAT_PROC_NOTE_MAGIC && hello.kind == MOAT_PROC_NOTE_EXEC_FAILED
 		        ? hello.value
 		        : 0;
 
-		proc_lost(b, LOST_GONE, 0);
+		proc_lost(b, MOAT_PROC_LOST_GONE, 0);
 		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: %s did not start: %s",
 		                      runner, exec_errno ? strerror(exec_errno) : b->death);
 	}
@@ -494,6 +424,12 @@ static int runner_up(proc_backend *b, const char *runner)
 		    strerror(hello.value));
 	warn_namespaces(&hello);
 	b->parent.isolation = hello.isolation;
+	if (b->flags & MOAT_LOAD_DEBUG) {
+		b->parent.debug = 1;
+		b->parent.debug_pid = hello.aux;
+		moat__log(MOAT_LOG_WARN, "proc: debug mode: %s runs in process %ld; attach with: gdb -p %ld",
+		          b->path, (long)hello.aux, (long)hello.aux);
+	}
 	return 0;
 }
 
@@ -509,7 +445,7 @@ static int runner_load(proc_backend *b, const moat_backend_params *params, const
 	if (!(ch = chan_get(b)))
 		return moat_error_last()->code;
 	if ((rc = moat_msg_new(&load)) < 0 ||
-	    (rc = moat_msg_push_borrowed(load, params->path, strlen(params->path))) < 0 ||
+	    (rc = moat_msg_push_borrowed(load, b->path, strlen(b->path))) < 0 ||
 	    (rc = moat_msg_push_borrowed(load, bytes, len)) < 0 ||
 	    (rc = moat_msg_push_borrowed(load, o->expected_measurement,
 	                                 o->expected_measurement ? MOAT_MEASUREMENT_LEN : 0)) < 0 ||
@@ -526,6 +462,31 @@ static int runner_load(proc_backend *b, const moat_backend_params *params, const
 	return rc;
 }
 
+/*
+ * A copy of the image for the symbolizer of crash reports (the path may
+ * change or be gone by then: moatd's is a descriptor it closes). Returns
+ * its descriptor, or -1: reports then name offsets in the image only.
+ */
+static int image_copy(const uint8_t *bytes, size_t len)
+{
+	int fd = memfd_create("moat-enclave-symbols", MFD_CLOEXEC);
+	size_t done = 0;
+
+	while (fd >= 0 && done < len) {
+		ssize_t n = write(fd, bytes + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			close(fd);
+			fd = -1;
+		} else {
+			done += (size_t)n;
+		}
+	}
+	return fd;
+}
+
 static int proc_open(moat_backend **out, const moat_backend_params *params)
 {
 	const moat_load_options *o = params->options;
@@ -540,7 +501,8 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
 		                      "MOAT_LOAD_BY_NAME needs a remote backend");
 	b = calloc(1, sizeof(*b));
-	if (!b || !(b->path = strdup(params->path))) {
+	/* Messages name the image as the application asked (moatd: as its host did). */
+	if (!b || !(b->path = strdup(o->image_name ? o->image_name : params->path))) {
 		free(b);
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	}
@@ -548,6 +510,7 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 	moat__chan_owner_init(&b->chans, chan_release);
 	b->ctl = -1;
 	b->pid = -1;
+	b->image_fd = -1;
 	b->timeout_ms = o->call_timeout_ms;
 	b->flags = o->flags;
 	b->exit_dispatch = params->exit_dispatch;
@@ -560,7 +523,8 @@ static int proc_open(moat_backend **out, const moat_backend_params *params)
 		goto fail;
 	/* The identity comes from the bytes the host read, never from what the runner says. */
 	moat__sha256(b->parent.measurement, bytes, len);
-	if ((rc = runner_up(b, runner)) < 0 || (rc = runner_load(b, params, bytes, len)) < 0)
+	b->image_fd = image_copy(bytes, len);
+	if ((rc = runner_up(b, runner, bytes, len)) < 0 || (rc = runner_load(b, params, bytes, len)) < 0)
 		goto fail;
 	free(bytes);
 	*out = &b->parent;
@@ -596,7 +560,7 @@ static void proc_abort(moat_backend *base)
 	char msg[512];
 
 	snprintf(msg, sizeof(msg), "%s", saved.message);
-	proc_lost(b, LOST_ABORT, 0);
+	proc_lost(b, MOAT_PROC_LOST_ABORT, 0);
 	/* Aborting reports nothing: the caller's last error stays as it was. */
 	if (saved.code)
 		moat_error_set(saved.code, saved.origin, "%s", msg);

@@ -16,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/sysinfo.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "backends/proc/runner.h"
@@ -31,6 +32,9 @@ typedef struct channel {
 static moat_image *image;
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct moat_runtime runtime;
+/* What the enclave learns of where it runs (moat_host_identity): the layers this runner applied. */
+static unsigned int runner_isolation;
+static int runner_debug;
 /* The channel of the worker running on this thread; enclave exit calls go there. */
 static _Thread_local channel *current;
 
@@ -87,7 +91,11 @@ static int load(const moat_frame_in *f, moat_origin *origin, char *message, size
 	runtime.abi_version = MOAT_ENCLAVE_ABI_VERSION;
 	runtime.size = sizeof(runtime);
 	runtime.exit_call = runner_exit_call;
+	runtime.backend = "proc";
+	runtime.isolation = runner_isolation;
+	runtime.flags = runner_debug ? MOAT_RUNTIME_DEBUG : 0;
 	image = img;
+	moat__runner_fault_modules(img->dl);
 	rc = img->entry->start(&runtime, config_len ? config : NULL, config_len);
 	if (rc != 0) {
 		snprintf(message, size, "%s: the enclave's init function failed (%d)", name, rc);
@@ -103,6 +111,11 @@ out:
 /* Run one Call from the host: load, stop, or an entry call into the enclave. */
 static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_result *res)
 {
+	uint64_t outer = moat__runner_selector;
+
+	/* What a crash report names: the innermost Call of this thread. */
+	moat__runner_selector = f->selector;
+	moat__runner_depth++;
 	res->origin = MOAT_ORIGIN_ENCLAVE;
 	if (f->selector == MOAT_PROC_SELECTOR_LOAD) {
 		res->code = load(f, &res->origin, res->message, sizeof(res->message));
@@ -116,6 +129,8 @@ static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_re
 	} else {
 		res->code = image->entry->call(f->selector, f->items, out, &res->enclave_code);
 	}
+	moat__runner_depth--;
+	moat__runner_selector = outer;
 }
 
 static int chan_send(void *io, const moat_frame *f)
@@ -159,9 +174,11 @@ static int runner_exit_call(void *ctx, uint64_t selector, const moat_msg *in, mo
 static void *worker_main(void *arg)
 {
 	channel *ch = arg;
+	void *alt = moat__runner_fault_thread_begin();
 
 	current = ch;
 	moat__conv_serve(&ch->conv);
+	moat__runner_fault_thread_end(alt);
 	/* The host thread behind this channel has gone (or broke the protocol). */
 	current = NULL;
 	close(ch->wire.fd);
@@ -233,6 +250,31 @@ static void prepare(void)
 	mallopt(M_TRIM_THRESHOLD, 128 << 20);
 }
 
+/*
+ * Before the sandbox: load the libraries the image needs, which cannot be
+ * opened from disk inside it. A library that does not load is reported on
+ * the control socket by name and reason; the load then fails in the host.
+ * Returns 0 or -1.
+ */
+static int load_needed(const moat_runner_mode *mode, int ctl)
+{
+	static const moat_proc_note head = {MOAT_PROC_NOTE_MAGIC, MOAT_PROC_NOTE_LIBRARY, 0, 0, 0, 0};
+	char why[MOAT_PROC_NOTE_TEXT];
+	struct iovec iov[2] = {{(void *)&head, sizeof(head)}, {why, sizeof(why)}};
+	int i;
+
+	for (i = 0; i < mode->n_needed; i++) {
+		if (dlopen(mode->needed[i], RTLD_NOW | RTLD_LOCAL))
+			continue;
+		memset(why, 0, sizeof(why));
+		snprintf(why, sizeof(why), "%s", dlerror());
+		/* The host learns of it from the note, or from the runner's exit when even that failed. */
+		(void)!writev(ctl, iov, 2);
+		return -1;
+	}
+	return 0;
+}
+
 /* A worker thread for each channel the host passes, until the host closes the control socket. */
 static void serve_channels(int ctl)
 {
@@ -269,26 +311,68 @@ static void serve_channels(int ctl)
 	}
 }
 
+/* The runner's pid as the host's /proc numbers it (it may be PID 2 of its own namespace); 0 if unknown. */
+static long outer_pid(void)
+{
+	char link[32];
+	ssize_t n = readlink("/proc/self", link, sizeof(link) - 1);
+	char *end;
+	long pid;
+
+	if (n <= 0)
+		return 0;
+	link[n] = '\0';
+	pid = strtol(link, &end, 10);
+	return *end || pid <= 0 ? 0 : pid;
+}
+
+/*
+ * Parse "--moat-proc PROTOCOL --parent PID [--jit] [--debug] [--needed NAME
+ * --needed NAME ...]"; returns the parent's pid or -1. The needed names
+ * are collected at the end of argv.
+ */
+static long parse_args(int argc, char **argv, moat_runner_mode *mode)
+{
+	char *end;
+	long parent;
+	int i;
+
+	memset(mode, 0, sizeof(*mode));
+	if (argc < 5 || strcmp(argv[1], "--moat-proc") != 0 || strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 ||
+	    strcmp(argv[3], "--parent") != 0)
+		return -1;
+	mode->needed = argv + 5;
+	for (i = 5; i < argc; i++) {
+		if (strcmp(argv[i], "--jit") == 0)
+			mode->jit = 1;
+		else if (strcmp(argv[i], "--debug") == 0)
+			mode->debug = 1;
+		else if (strcmp(argv[i], "--needed") == 0 && i + 1 < argc && !strchr(argv[i + 1], '/'))
+			mode->needed[mode->n_needed++] = argv[++i];
+		else
+			return -1;
+	}
+	parent = strtol(argv[4], &end, 10);
+	return *end || parent <= 0 ? -1 : parent;
+}
+
 int main(int argc, char **argv)
 {
+	moat_runner_mode mode;
 	moat_proc_note hello;
 	unsigned int isolation = 0;
 	int ns_errno = 0, sig, rc, ctl = MOAT_PROC_CTL_FD;
 	sigset_t none;
-	char *end;
-	long parent;
+	long parent = parse_args(argc, argv, &mode);
 
-	if ((argc != 5 && (argc != 6 || strcmp(argv[5], "--jit") != 0)) ||
-	    strcmp(argv[1], "--moat-proc") != 0 || strcmp(argv[2], MOAT_PROC_PROTOCOL) != 0 ||
-	    strcmp(argv[3], "--parent") != 0) {
+	if (parent < 0) {
 		fprintf(stderr, "moat-enclave-host: started by libmoat only (protocol %s)\n",
 		        MOAT_PROC_PROTOCOL);
 		return 2;
 	}
-	parent = strtol(argv[4], &end, 10);
 	/* Die with the host; the check after it closes the race with a host that died already. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-	if (*end || getppid() != (pid_t)parent)
+	if (getppid() != (pid_t)parent)
 		return 2;
 	/* Start from default signal handling whatever the host had. */
 	for (sig = 1; sig < NSIG; sig++)
@@ -302,15 +386,24 @@ int main(int argc, char **argv)
 	/* The image copy is made now: inside the sandbox nothing can hold memory outside its limit. */
 	if (rc == 0)
 		rc = moat__image_reserve_memfd();
+	if (mode.debug && (mode.outer_pid = outer_pid()) > 0)
+		moat__image_name_by_pid(mode.outer_pid);
 	prepare();
+	if (rc == 0 && load_needed(&mode, ctl) < 0)
+		_exit(1);
 	if (rc == 0)
-		rc = moat__runner_sandbox_enter(ctl, argc == 6, &isolation);
+		rc = moat__runner_fault_init(ctl);
+	if (rc == 0)
+		rc = moat__runner_sandbox_enter(ctl, &mode, &isolation);
 	memset(&hello, 0, sizeof(hello));
 	hello.magic = MOAT_PROC_NOTE_MAGIC;
 	hello.kind = MOAT_PROC_NOTE_HELLO;
 	hello.isolation = isolation;
 	hello.value = rc < 0 ? -rc : 0;
 	hello.ns_errno = ns_errno;
+	hello.aux = (int32_t)mode.outer_pid;
+	runner_isolation = isolation;
+	runner_debug = mode.debug;
 	if (send(ctl, &hello, sizeof(hello), MSG_NOSIGNAL) != (ssize_t)sizeof(hello) || rc < 0)
 		_exit(1);
 	serve_channels(ctl);

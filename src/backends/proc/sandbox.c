@@ -1,8 +1,9 @@
 /*
  * The runner's sandbox: its own user, PID, IPC, UTS, mount and network
  * namespaces where the kernel allows, an unprivileged identity, resource
- * limits, no capabilities, no new privileges, not dumpable, and a seccomp
- * allow-list that checks arguments where a call could reach outside.
+ * limits, no capabilities, no new privileges, not dumpable (but in debug
+ * mode, for a debugger to attach), and a seccomp allow-list that checks
+ * arguments where a call could reach outside.
  *
  * In its own PID namespace the runner cannot be PID 1: the kernel drops the
  * signals PID 1 sends itself, so abort() or a trapped system call would not
@@ -12,16 +13,11 @@
  * learns how the enclave ended from the kernel, through processes the
  * enclave cannot reach, never from what the enclave could have written.
  *
- * A system call outside the list traps (SIGSYS) instead of killing the
- * process outright, so the handler can tell the host which call it was
- * before the process dies. The same handler brokers the two calls the
- * dynamic loader makes that the list cannot allow by argument alone:
- * opening "/proc/self/fd/N" (answered with a duplicate of fd N, a file the
- * runner already holds) and fstat through newfstatat(fd, "", AT_EMPTY_PATH).
- * Neither gives the enclave anything it does not already have. A few files
- * glibc reads to tune itself are answered "not found". The image is loaded
- * only after the filter is in place, so no code in it (not even an ELF
- * constructor) runs outside the sandbox.
+ * A system call outside the list traps (SIGSYS): trap.c's handler reports
+ * it to the host, or answers the few the loader makes that the list cannot
+ * decide by argument alone. The image is loaded only after the filter is in
+ * place, so no code in it (not even an ELF constructor) runs outside the
+ * sandbox.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,24 +43,6 @@
 
 #include "backends/proc/runner.h"
 
-#if defined(__x86_64__)
-#define REG_ARG(uc, i)                                 \
-	((i) == 0   ? (uc)->uc_mcontext.gregs[REG_RDI] \
-	 : (i) == 1 ? (uc)->uc_mcontext.gregs[REG_RSI] \
-	 : (i) == 2 ? (uc)->uc_mcontext.gregs[REG_RDX] \
-	            : (uc)->uc_mcontext.gregs[REG_R10])
-#define REG_RESULT(uc) ((uc)->uc_mcontext.gregs[REG_RAX])
-#elif defined(__aarch64__)
-#define REG_ARG(uc, i) ((uc)->uc_mcontext.regs[(i)])
-#define REG_RESULT(uc) ((uc)->uc_mcontext.regs[0])
-#else
-#error "the proc backend's sandbox supports x86_64 and aarch64"
-#endif
-
-#ifndef SYS_SECCOMP
-#define SYS_SECCOMP 1 /* si_code of a seccomp trap */
-#endif
-
 /* Address space limit: generous, it only stops runaway allocation. */
 #define SANDBOX_AS_LIMIT ((rlim_t)16 << 30)
 /*
@@ -78,123 +56,6 @@
 #define THREAD_FLAGS                                                                                       \
 	(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SYSVSEM | CLONE_SIGHAND | CLONE_THREAD | CLONE_SETTLS | \
 	 CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
-
-static int note_fd = -1;
-
-/* Parse "/proc/self/fd/N"; returns N or -1. Async-signal-safe. */
-static int self_fd_path(const char *p)
-{
-	static const char prefix[] = "/proc/self/fd/";
-	size_t i;
-	int n = 0;
-
-	for (i = 0; i < sizeof(prefix) - 1; i++)
-		if (p[i] != prefix[i])
-			return -1;
-	p += sizeof(prefix) - 1;
-	if (!*p)
-		return -1;
-	for (; *p; p++) {
-		if (*p < '0' || *p > '9' || n > 100000)
-			return -1;
-		n = n * 10 + (*p - '0');
-	}
-	return n;
-}
-
-/*
- * Files glibc reads on its own to tune itself (CPU count for malloc arenas
- * and sysconf, whether a heap may shrink). Opening them fails with ENOENT,
- * which glibc handles with a default, instead of stopping the enclave.
- */
-static const char *const libc_probes[] = {
-    "/proc/sys/vm/overcommit_memory",
-    "/sys/devices/system/cpu/online",
-    "/sys/devices/system/cpu/possible",
-    "/sys/devices/system/cpu",
-    "/proc/stat",
-};
-
-static int same(const char *a, const char *b)
-{
-	while (*a && *a == *b)
-		a++, b++;
-	return *a == *b;
-}
-
-/* Answer a trapped call that is harmless after all; returns 1 with *res set. */
-static int broker(int nr, ucontext_t *uc, long *res)
-{
-	if (nr == __NR_openat) {
-		int dirfd = (int)REG_ARG(uc, 0);
-		const char *path = (const char *)REG_ARG(uc, 1);
-		int flags = (int)REG_ARG(uc, 2), fd;
-
-		size_t i;
-
-		if (dirfd != AT_FDCWD || !path || (flags & O_ACCMODE) != O_RDONLY ||
-		    (flags & (O_CREAT | O_TRUNC | O_TMPFILE)))
-			return 0;
-		for (i = 0; i < sizeof(libc_probes) / sizeof(libc_probes[0]); i++) {
-			if (same(path, libc_probes[i])) {
-				*res = -ENOENT;
-				return 1;
-			}
-		}
-		if ((fd = self_fd_path(path)) < 0)
-			return 0;
-		/* A duplicate shares the file offset that a real reopen would not: rewind it. */
-		*res = syscall(__NR_fcntl, fd, (flags & O_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
-		if (*res < 0)
-			*res = -errno;
-		else
-			syscall(__NR_lseek, (int)*res, 0L, SEEK_SET);
-		return 1;
-	}
-#ifdef __NR_newfstatat
-	if (nr == __NR_newfstatat) {
-		const char *path = (const char *)REG_ARG(uc, 1);
-
-		if (!path || path[0] != '\0' || !(REG_ARG(uc, 3) & AT_EMPTY_PATH))
-			return 0;
-		*res = syscall(__NR_fstat, (int)REG_ARG(uc, 0), (void *)REG_ARG(uc, 2));
-		if (*res < 0)
-			*res = -errno;
-		return 1;
-	}
-#endif
-	return 0;
-}
-
-static void on_sigsys(int sig, siginfo_t *si, void *ucv)
-{
-	ucontext_t *uc = ucv;
-	moat_proc_note note;
-	struct sigaction sa;
-	sigset_t set;
-	int saved = errno;
-	long res;
-
-	if (si->si_code == SYS_SECCOMP && broker(si->si_syscall, uc, &res)) {
-		REG_RESULT(uc) = res;
-		errno = saved;
-		return;
-	}
-	memset(&note, 0, sizeof(note));
-	note.magic = MOAT_PROC_NOTE_MAGIC;
-	note.kind = MOAT_PROC_NOTE_SYSCALL;
-	note.value = si->si_code == SYS_SECCOMP ? si->si_syscall : -1;
-	send(note_fd, &note, sizeof(note), MSG_DONTWAIT | MSG_NOSIGNAL);
-	/* Die by SIGSYS so the host sees what stopped the enclave. */
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_DFL;
-	sigaction(SIGSYS, &sa, NULL);
-	sigemptyset(&set);
-	sigaddset(&set, SIGSYS);
-	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-	raise(SIGSYS);
-	_exit(128 + SIGSYS);
-}
 
 /* Write one short string to a /proc file. */
 static int write_proc(const char *path, const char *text)
@@ -562,23 +423,22 @@ static int install_filter(int jit)
 	return rc;
 }
 
-int moat__runner_sandbox_enter(int fd, int jit, unsigned int *isolation)
+int moat__runner_sandbox_enter(int fd, const moat_runner_mode *mode, unsigned int *isolation)
 {
-	struct sigaction sa;
-	int rc;
+	int rc, jit = mode->jit;
 
-	note_fd = fd;
 	*isolation |= set_limits(*isolation);
 	if ((rc = drop_capabilities()) < 0)
 		return rc;
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+	/*
+	 * Not dumpable: no process of the host's user can ptrace it or read its
+	 * memory through /proc. Debug mode keeps it dumpable for exactly that.
+	 */
+	if (prctl(PR_SET_DUMPABLE, mode->debug ? 1 : 0, 0, 0, 0) < 0 ||
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -errno;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = on_sigsys;
-	sa.sa_flags = SA_SIGINFO;
-	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGSYS, &sa, NULL) < 0)
-		return -errno;
+	if ((rc = moat__runner_trap_init(fd, mode->debug ? mode->outer_pid : 0)) < 0)
+		return rc;
 	if ((rc = install_filter(jit)) != 0)
 		return rc < 0 ? rc : -EINVAL;
 	*isolation |= MOAT_ISOLATION_SECCOMP;

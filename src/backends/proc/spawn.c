@@ -1,18 +1,23 @@
 /*
- * Starting runners, for libmoat's proc backend. The runner is forked by one
- * long-lived thread of libmoat: PR_SET_PDEATHSIG fires when the thread that
- * forked the child exits, not the process, so forking from whatever thread
+ * Starting runners, for libmoat's proc backend: their files and command
+ * line, and the fork. The runner is forked by one long-lived thread of
+ * libmoat: PR_SET_PDEATHSIG fires when the thread that forked the child
+ * exits, not the process, so forking from whatever thread
  * loads an enclave would kill the runner as soon as that thread ended, which
  * a server's worker threads do.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "backends/proc/proc.h"
+#include "core/internal.h"
 
 static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t spawn_wake = PTHREAD_COND_INITIALIZER;
@@ -123,4 +128,73 @@ void moat__proc_spawn(spawn_req *r)
 	while (!r->done)
 		pthread_cond_wait(&spawn_done, &spawn_lock);
 	pthread_mutex_unlock(&spawn_lock);
+}
+
+/* Duplicate fd to a number of 10 or more (close-on-exec) and close the original. */
+static int fd_high(int fd)
+{
+	int hi;
+
+	if (fd < 0 || fd >= 10)
+		return fd;
+	hi = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+	close(fd);
+	return hi;
+}
+
+int moat__proc_start_runner(const char *runner, unsigned int flags, char *const *needed, size_t n_needed,
+                            int *ctl, pid_t *pid)
+{
+	char pid_arg[32];
+	char *argv[8 + 2 * MOAT_PROC_MAX_NEEDED] = {(char *)runner, "--moat-proc", MOAT_PROC_PROTOCOL,
+	                                            "--parent", pid_arg};
+	spawn_req r;
+	int sv[2] = {-1, -1}, null_fd, err_fd, rc = 0, a = 5;
+	size_t i;
+
+	if (flags & MOAT_LOAD_ALLOW_JIT)
+		argv[a++] = "--jit";
+	if (flags & MOAT_LOAD_DEBUG)
+		argv[a++] = "--debug";
+	for (i = 0; i < n_needed && i < MOAT_PROC_MAX_NEEDED; i++) {
+		argv[a++] = "--needed";
+		argv[a++] = needed[i];
+	}
+	argv[a] = NULL;
+	snprintf(pid_arg, sizeof(pid_arg), "%ld", (long)getpid());
+	null_fd = fd_high(open("/dev/null", O_RDWR | O_CLOEXEC));
+	/*
+	 * The runner's stderr is the host's, reopened write-only and appending:
+	 * a terminal opened read-write must not become readable by the enclave.
+	 */
+	err_fd = fd_high(open("/proc/self/fd/2", O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY));
+	if (err_fd < 0)
+		err_fd = fd_high(fcntl(null_fd, F_DUPFD_CLOEXEC, 10));
+	if (null_fd < 0 || err_fd < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		rc = moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		                    "proc: cannot set up the runner's files: %s", strerror(errno));
+		goto out;
+	}
+	*ctl = sv[0];
+	sv[1] = fd_high(sv[1]);
+	memset(&r, 0, sizeof(r));
+	r.path = runner;
+	r.argv = argv;
+	r.ctl_fd = sv[1];
+	r.null_fd = null_fd;
+	r.err_fd = err_fd;
+	moat__proc_spawn(&r);
+	if (r.pid < 0)
+		rc =
+		    moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT, "proc: fork: %s", strerror(r.err));
+	else
+		*pid = r.pid;
+out:
+	if (sv[1] >= 0)
+		close(sv[1]);
+	if (null_fd >= 0)
+		close(null_fd);
+	if (err_fd >= 0)
+		close(err_fd);
+	return rc;
 }

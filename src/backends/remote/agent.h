@@ -86,6 +86,9 @@ int moat__remote_is_fleet(const moat_backend_params *params);
 int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params,
                             const moat_rpc_channel_opts *co);
 
+/* End the handle's session on its target (a load the host then refused); the last error stays. */
+void moat__remote_end_session(remote_backend *r);
+
 /* Let go of the handle's reference to its fleet's shared channel (NULL: none). */
 void moat__remote_fleet_release(moat_fleet *f);
 

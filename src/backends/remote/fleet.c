@@ -166,9 +166,12 @@ int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params
 			break;
 		snprintf(r->where, sizeof(r->where), "%s (target %s)", params->uri, peer);
 		rc = moat__remote_load(r, params);
-		/* Full, or gone since the pick: the next pick goes elsewhere. */
-		if (rc == 0 || (rc != MOAT_ELIMIT && rc != MOAT_ETRANSPORT) || i + 1 == attempts)
+		/* Full, gone since the pick, or not one of the pinned keys: the next pick goes elsewhere. */
+		if (rc == 0 || (rc != MOAT_ELIMIT && rc != MOAT_ETRANSPORT && rc != MOAT_EKEY) ||
+		    i + 1 == attempts)
 			break;
+		if (rc == MOAT_EKEY && r->session_id[0])
+			moat__remote_end_session(r); /* loaded on a target the host does not trust */
 		moat__rpc_channel_close(r->ch);
 		r->ch = NULL;
 		r->parent.dead = 0;

@@ -174,13 +174,16 @@ static int send_load(remote_backend *r, const moat_backend_params *params, uint8
 		req.expected_measurement.data = (uint8_t *)o->expected_measurement;
 		req.expected_measurement.len = MOAT_MEASUREMENT_LEN;
 	}
-	if (o->target_key) {
+	/* One key the target can check itself; a set only the host checks (after the Load). */
+	if (o->target_key && !o->n_target_keys) {
 		req.expected_target_key.data = (uint8_t *)o->target_key;
 		req.expected_target_key.len = MOAT_TARGET_KEY_LEN;
 	}
 	req.nonce.data = (uint8_t *)nonce;
 	req.nonce.len = 32;
 	req.call_timeout_ms = o->call_timeout_ms;
+	req.debug = (o->flags & MOAT_LOAD_DEBUG) != 0;
+	req.display_name = (char *)(o->image_name ? o->image_name : params->path);
 	n = moat__v1__load_request__get_packed_size(&req);
 	if (!(buf = malloc(n + 1)))
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
@@ -193,6 +196,23 @@ static int send_load(remote_backend *r, const moat_backend_params *params, uint8
 	return rc > 0 ? moat__remote_status_error(r, &st, "load") : rc;
 }
 
+/* Is the target's key one the host pinned (or did it pin none)? */
+static int key_pinned(const moat_load_options *o, const Moat__V1__LoadResponse *resp)
+{
+	size_t i;
+
+	if (!o->target_key && !o->n_target_keys)
+		return 1;
+	if (resp->target_key.len != 32)
+		return 0;
+	if (o->target_key && memcmp(resp->target_key.data, o->target_key, 32) == 0)
+		return 1;
+	for (i = 0; i < o->n_target_keys; i++)
+		if (memcmp(resp->target_key.data, o->target_keys + 32 * i, 32) == 0)
+			return 1;
+	return 0;
+}
+
 /* Check the LoadResponse against what was asked (pins, nonce, signature) and fill r. Records errors. */
 static int check_answer(remote_backend *r, const moat_load_options *o, const Moat__V1__LoadResponse *resp,
                         const uint8_t sha[32], const uint8_t nonce[32])
@@ -203,10 +223,9 @@ static int check_answer(remote_backend *r, const moat_load_options *o, const Moa
 		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET,
 		                      "the target speaks Moat protocol %u, this host %d",
 		                      resp->protocol_major, MOAT_PROTOCOL_MAJOR);
-	if (o->target_key &&
-	    (resp->target_key.len != 32 || memcmp(resp->target_key.data, o->target_key, 32) != 0))
-		return moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET,
-		                      "the target's identity key is not the pinned one");
+	if (!key_pinned(o, resp))
+		return moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET, "the target's identity key is not %s",
+		                      o->n_target_keys ? "one of the pinned ones" : "the pinned one");
 	if (!verify_report(resp, nonce))
 		return moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET,
 		                      "the target's load report did not verify against its key (signature, "
@@ -220,6 +239,8 @@ static int check_answer(remote_backend *r, const moat_load_options *o, const Moa
 	memcpy(r->parent.target_key, resp->target_key.data, 32);
 	r->parent.has_target_key = 1;
 	r->parent.isolation = MOAT_ISOLATION_REMOTE | resp->isolation;
+	r->parent.debug = resp->debug;
+	r->parent.debug_pid = (long)resp->debug_pid;
 	r->max_message = resp->max_message_bytes;
 	return 0;
 }

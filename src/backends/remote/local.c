@@ -159,6 +159,8 @@ int moat__local_target_start(moat_local_target *lt, unsigned int timeout_ms)
 	argv[a++] = "--state-dir";
 	argv[a++] = state;
 	argv[a++] = "--allow-upload";
+	/* Only this process can reach its private moatd: debug mode is the application's own choice. */
+	argv[a++] = "--allow-debug";
 	argv[a++] = "--parent-fd";
 	argv[a++] = fdarg;
 	argv[a++] = "--session-grace-ms";

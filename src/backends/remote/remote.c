@@ -150,9 +150,18 @@ int moat__remote_status_error(remote_backend *r, const moat_rpc_status *st, cons
 
 	if (st->moat_code < 0) {
 		code = st->moat_code;
-		if (code == MOAT_EINIT || code == MOAT_EBADIMAGE || code == MOAT_ENOENTRY ||
-		    code == MOAT_EABI)
-			return moat_error_set(code, MOAT_ORIGIN_ENCLAVE, "%s: %s", what, st->message);
+		/*
+		 * One error model on every backend: what is wrong with the image
+		 * the application gave, or with its pin, is the application's (as
+		 * sim and proc find it); what the enclave's own code did, the
+		 * enclave's. The target's message names the image as the host did,
+		 * so it is the same message as sim's and proc's.
+		 */
+		if (code == MOAT_EBADIMAGE || code == MOAT_ENOENTRY || code == MOAT_EABI ||
+		    code == MOAT_EMEASUREMENT)
+			return moat_error_set(code, MOAT_ORIGIN_API, "%s", st->message);
+		if (code == MOAT_EINIT || code == MOAT_ECRASHED || code == MOAT_ESANDBOX)
+			return moat_error_set(code, MOAT_ORIGIN_ENCLAVE, "%s", st->message);
 		return moat_error_set(code, MOAT_ORIGIN_TARGET, "%s refused by the target: %s", what,
 		                      st->message);
 	}
@@ -481,6 +490,12 @@ out:
 		moat_error_set(saved_code, saved_origin, "%s", saved);
 	else
 		moat_error_clear();
+}
+
+void moat__remote_end_session(remote_backend *r)
+{
+	destroy_session(r);
+	r->session_id[0] = '\0';
 }
 
 /*

@@ -5,6 +5,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/internal.h"
 
@@ -55,10 +56,18 @@ static int sim_open(moat_backend **out, const moat_backend_params *params)
 	if ((rc = moat__image_open(&s->image, params->path, o->expected_measurement)) < 0)
 		goto fail;
 	memcpy(s->parent.measurement, s->image->measurement, MOAT_MEASUREMENT_LEN);
+	/* The enclave is the host's own code: a debugger of the host debugs it already. */
+	if (o->flags & MOAT_LOAD_DEBUG) {
+		s->parent.debug = 1;
+		s->parent.debug_pid = (long)getpid();
+	}
 	s->runtime.abi_version = MOAT_ENCLAVE_ABI_VERSION;
 	s->runtime.size = sizeof(s->runtime);
 	s->runtime.ctx = s;
 	s->runtime.exit_call = sim_exit_call;
+	s->runtime.backend = "sim";
+	s->runtime.isolation = 0;
+	s->runtime.flags = (o->flags & MOAT_LOAD_DEBUG) ? MOAT_RUNTIME_DEBUG : 0;
 	rc = s->image->entry->start(&s->runtime, o->config, o->config_len);
 	if (rc != 0) {
 		rc = moat_error_set(MOAT_EINIT, MOAT_ORIGIN_ENCLAVE,
