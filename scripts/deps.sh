@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
       libssl-dev libseccomp-dev libdw-dev libcmocka-dev valgrind openssl clang gdb
-      protobuf-compiler libprotobuf-dev libprotoc-dev python3-grpcio python3-protobuf)
+      protobuf-compiler libprotobuf-dev libprotoc-dev python3-grpcio python3-protobuf
+      libsystemd-dev libinih-dev help2man libmicrohttpd-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -37,21 +37,21 @@
  * Selectors below MOAT_SELECTOR_USER are reserved for the runtime. Entry and
  * exit handlers registered by users must use MOAT_SELECTOR_USER or above.
  */
-#define MOAT_SELECTOR_USER ((uint64_t)1024)
+#define MOAT_SELECTOR_USER UINT64_C(1024)
 /** Exit call: write item 0 as a log line on the host's stderr. */
-#define MOAT_SELECTOR_LOG ((uint64_t)1)
+#define MOAT_SELECTOR_LOG UINT64_C(1)
 /** Exit call: host wall-clock time, returned as one u64 item (ns since the epoch). */
-#define MOAT_SELECTOR_TIME ((uint64_t)2)
+#define MOAT_SELECTOR_TIME UINT64_C(2)
 /** Exit call: ask the host to start a thread that enters by MOAT_SELECTOR_DONATE. */
-#define MOAT_SELECTOR_SPAWN ((uint64_t)3)
+#define MOAT_SELECTOR_SPAWN UINT64_C(3)
 /** Entry call: a host thread donated to the enclave runs the item-0 task. */
-#define MOAT_SELECTOR_DONATE ((uint64_t)4)
+#define MOAT_SELECTOR_DONATE UINT64_C(4)
 /**
  * Exit call: item 0 is a task queued with MOAT_SELECTOR_SPAWN; the reply is one
  * u64 item, 0 while the host has nothing to report, or the negative Moat code
  * (two's complement) with which the donated thread failed to enter.
  */
-#define MOAT_SELECTOR_SPAWN_STATUS ((uint64_t)5)
+#define MOAT_SELECTOR_SPAWN_STATUS UINT64_C(5)
 /** Conventional entry selector of `moat run`: items are the command's arguments. */
 #define MOAT_SELECTOR_RUN MOAT_SELECTOR_USER
 

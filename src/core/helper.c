@@ -12,6 +12,14 @@
 
 #include "core/internal.h"
 
+/* An install's libexec and bin directories seen from its libdir (cmake/MoatInstallDirs.cmake). */
+#ifndef MOAT_LIBDIR_TO_LIBEXECDIR
+#define MOAT_LIBDIR_TO_LIBEXECDIR "../libexec"
+#endif
+#ifndef MOAT_LIBDIR_TO_BINDIR
+#define MOAT_LIBDIR_TO_BINDIR "../bin"
+#endif
+
 static int executable(const char *path)
 {
 	struct stat st;
@@ -22,7 +30,8 @@ static int executable(const char *path)
 /* Try each of dir/rels[i]/name; on success the path is in out. */
 static int try_in(char *out, size_t cap, const char *dir, const char *name)
 {
-	static const char *const rels[] = {"", "bin/", "../libexec/", "../bin/"};
+	static const char *const rels[] = {
+	    "", "bin/", MOAT_LIBDIR_TO_LIBEXECDIR "/", MOAT_LIBDIR_TO_BINDIR "/", "../libexec/", "../bin/"};
 	size_t i;
 
 	for (i = 0; i < sizeof(rels) / sizeof(rels[0]); i++) {
@@ -46,7 +55,7 @@ static void dir_of(char *out, size_t cap, const char *path)
 	out[n] = '\0';
 }
 
-int moat__find_helper(char *out, size_t cap, const char *name, const char *env)
+static int find_helper(char *out, size_t cap, const char *name, const char *env)
 {
 	/* Never from the environment of a set-id program. */
 	const char *given = secure_getenv(env);
@@ -81,4 +90,13 @@ int moat__find_helper(char *out, size_t cap, const char *name, const char *env)
 	                      "cannot find %s (looked next to libmoat, next to this program, in %s, %s "
 	                      "and %s); set %s",
 	                      name, MOAT_BUILD_BINDIR, MOAT_LIBEXECDIR, MOAT_BINDIR, env);
+}
+
+int moat__find_helper(char *out, size_t cap, const char *name, const char *env)
+{
+	int rc = find_helper(out, cap, name, env);
+
+	if (rc == 0)
+		moat__log(MOAT_LOG_DEBUG, "using %s", out);
+	return rc;
 }

@@ -119,6 +119,7 @@ static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_re
 {
 	attach_stream *as = ctx;
 	const moat_error *e;
+	int64_t t0;
 
 	if (f->selector == MOAT_PROTOCOL_SELECTOR_DESTROY) {
 		serve_destroy(as, res);
@@ -130,7 +131,9 @@ static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_re
 		         "the session is being destroyed or the target is stopping");
 		return;
 	}
+	t0 = moat__now_ns();
 	res->code = moat_enclave_call(as->s->enclave, f->selector, f->items, out);
+	moatd_metrics_entry(res->code, (uint64_t)(moat__now_ns() - t0), f->items, out);
 	moatd_session_leave(as->s);
 	if (res->code < 0) {
 		e = moat_error_last();

@@ -1,5 +1,8 @@
 /*
- * moatd's log: one line per event on stderr, tagged with the PID and level.
+ * moatd's log: one line per event on stderr, with its time (UTC), PID and
+ * level; under systemd (stderr is the journal's stream) in the journal's
+ * own form, "<priority>level: message", the journal adding the rest; with
+ * --log-format json one object per line {"time","level","pid","msg"}.
  * A line that repeats (the same format, say a refusal during a flood) is
  * written at most LOG_BURST times per LOG_WINDOW_S seconds; the next one
  * written says how many were left out. Debug lines (--log-level debug,
@@ -8,6 +11,9 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +24,8 @@
 #define LOG_SLOTS    64
 
 int moatd_log_level = MOATD_LOG_WARN;
+static int log_format = MOATD_LOG_TEXT;
+static int log_journal; /* stderr is the journal's stream */
 
 typedef struct log_slot {
 	const char *fmt;
@@ -56,10 +64,74 @@ static int log_allowed(const char *fmt, unsigned long *dropped)
 	return ok;
 }
 
+void moatd_log_set_format(int format)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	/* systemd names the device and inode of the stream it gave as stderr. */
+	log_journal = js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+	              (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+	log_format = format;
+}
+
+/* s as the inside of a JSON string into out. */
+static void json_escape(char *out, size_t cap, const char *s)
+{
+	size_t n = 0;
+
+	for (; *s && n + 7 < cap; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\') {
+			out[n++] = '\\';
+			out[n++] = (char)ch;
+		} else if (ch < 0x20) {
+			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", ch);
+		} else {
+			out[n++] = (char)ch;
+		}
+	}
+	out[n] = '\0';
+}
+
+/* Write one line for message msg at level (the lines left out before it already in msg). */
+static void emit(int level, const char *msg)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug"};
+	static const int priority[] = {3, 4, 6, 7}; /* syslog's err, warning, info, debug */
+	char out[2600], when[40], esc[2200];
+	struct timespec ts;
+	struct tm tm;
+	int n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = (int)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(when + n, sizeof(when) - (size_t)n, ".%03ldZ", ts.tv_nsec / 1000000);
+	if (log_format == MOATD_LOG_JSON) {
+		json_escape(esc, sizeof(esc), msg);
+		n = snprintf(out, sizeof(out),
+		             "{\"time\":\"%s\",\"level\":\"%s\",\"pid\":%d,\"msg\":\"%s\"}\n", when,
+		             names[level], (int)getpid(), esc);
+	} else if (log_journal) {
+		n = snprintf(out, sizeof(out), "<%d>%s: %s\n", priority[level], names[level], msg);
+	} else {
+		n = snprintf(out, sizeof(out), "%s moatd[%d] %s: %s\n", when, (int)getpid(), names[level],
+		             msg);
+	}
+	if (n > (int)sizeof(out) - 1) {
+		n = (int)sizeof(out) - 1;
+		out[n - 1] = '\n';
+	}
+	/* One write per line, so that threads' lines do not interleave. */
+	fwrite(out, 1, (size_t)n, stderr);
+}
+
 void moatd_log(int level, const char *fmt, ...)
 {
-	static const char *names[] = {"error", "warn", "info", "debug"};
-	char line[1024];
+	char line[1024], full[1100];
 	unsigned long dropped;
 	va_list ap;
 
@@ -70,9 +142,10 @@ void moatd_log(int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	if (dropped)
-		fprintf(stderr, "moatd[%d] %s: %s (and %lu more like it left out)\n", (int)getpid(),
-		        names[level], line, dropped);
-	else
-		fprintf(stderr, "moatd[%d] %s: %s\n", (int)getpid(), names[level], line);
+	if (dropped) {
+		snprintf(full, sizeof(full), "%s (and %lu more like it left out)", line, dropped);
+		emit(level, full);
+	} else {
+		emit(level, line);
+	}
 }

@@ -48,6 +48,13 @@ static void on_signal(int sig)
 	alarm(the_daemon.cfg.shutdown_s);
 }
 
+/* SIGHUP: reload on the server loop's next turn (reload.c). */
+static void on_reload(int sig)
+{
+	(void)sig;
+	moatd_reload_request();
+}
+
 /* SIGUSR2: drain (no new sessions; stop once the last one ended, or after --shutdown-timeout). */
 static void on_drain(int sig)
 {
@@ -69,6 +76,8 @@ static void install_signals(void)
 	sigaction(SIGUSR2, &sa, NULL);
 	sa.sa_handler = on_shutdown_deadline;
 	sigaction(SIGALRM, &sa, NULL);
+	sa.sa_handler = on_reload;
+	sigaction(SIGHUP, &sa, NULL);
 }
 
 /* A drain ends when the last session did, or after --shutdown-timeout; then moatd stops as on SIGTERM. */
@@ -108,6 +117,8 @@ static void tick(void *ctx)
 			alarm(d->cfg.shutdown_s);
 		}
 	}
+	moatd_reload_poll(d);
+	moatd_notify_tick();
 	moatd_tick(d);
 	drain_tick(d);
 	moatd_health_tick(d);
@@ -332,7 +343,7 @@ static int start_listener(moatd *d, moat_rpc_server **srv, char *addr, size_t ca
 static int announce(moatd *d, const char *addr)
 {
 	const moatd_config *c = &d->cfg;
-	char keyhex[65];
+	char keyhex[65], uri[4300];
 
 	moat__hex(keyhex, d->public_key, 32);
 	if (moatd_log_level >= MOATD_LOG_WARN)
@@ -341,10 +352,13 @@ static int announce(moatd *d, const char *addr)
 		moatd_log(MOATD_LOG_ERROR, "cannot write %s: %s", c->ready_file, strerror(errno));
 		return -1;
 	}
-	printf("%s\n", addr);
+	/* stdout says what a host passes as its backend; the ready file keeps the bare address. */
+	moatd_listen_uri(c, addr, uri, sizeof(uri));
+	printf("%s\n", uri);
 	fflush(stdout);
-	moatd_log(MOATD_LOG_INFO, "serving on %s (backend %s%s%s)", addr, c->backend,
+	moatd_log(MOATD_LOG_INFO, "serving on %s (backend %s%s%s)", uri, c->backend,
 	          c->tls_cert ? ", TLS" : "", c->tls_client_ca ? ", client certificates required" : "");
+	moatd_notify_ready(uri);
 	return 0;
 }
 
@@ -357,10 +371,14 @@ int main(int argc, char **argv)
 	int rc;
 
 	rc = moatd_options_parse(c, argc, argv);
-	if (rc)
+	if (rc) {
+		moatd_config_file_free();
 		return rc == 1 ? 0 : rc;
+	}
 	rc = 1;
 	moatd_log_level = c->log_level;
+	moatd_log_set_format(c->log_format);
+	moatd_reload_init(argc, argv);
 
 	/*
 	 * Large call items are allocated and freed on every call; above glibc's
@@ -370,6 +388,7 @@ int main(int argc, char **argv)
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	install_signals();
+	moatd_startup_warnings(c);
 	if (check_fd_limit(c) < 0)
 		return 2;
 
@@ -382,14 +401,16 @@ int main(int argc, char **argv)
 	if (start_listener(d, &srv, addr, sizeof(addr)) < 0)
 		goto out_rpc;
 	d->srv = srv;
-	if (announce(d, addr) < 0)
+	if ((c->metrics_listen && moatd_metrics_start(d, c->metrics_listen) < 0) || announce(d, addr) < 0)
 		goto out_srv;
 
 	moat__rpc_server_run(srv, &d->stop);
+	moatd_notify_stopping();
 	moatd_log(MOATD_LOG_INFO, "stopping: %u sessions left", moatd_session_count(d));
 	moatd_target_shutdown(d);
 	rc = 0;
 out_srv:
+	moatd_metrics_stop();
 	moat__rpc_server_free(srv);
 	if (c->ready_file && rc == 0)
 		unlink(c->ready_file);
@@ -402,5 +423,6 @@ out_rpc:
 	moat__rpc_shutdown();
 out:
 	EVP_PKEY_free(d->key);
+	moatd_config_file_free();
 	return rc;
 }

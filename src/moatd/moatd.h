@@ -7,6 +7,11 @@
  * layer's ctx. The files, one job each:
  *   main.c      signals and the server loop
  *   options.c   the command line
+ *   startup.c   the default state directory, the URI to announce, start-up warnings
+ *   config.c    the configuration file (--config)
+ *   reload.c    SIGHUP: what can change while serving
+ *   notify.c    systemd: readiness, reload, watchdog
+ *   metrics.c   counters and the Prometheus text; metrics_http.c serves it (--metrics-listen)
  *   log.c       the log
  *   identity.c  the Ed25519 identity key and signing
  *   service.c   method dispatch and the reply helpers every handler uses
@@ -80,7 +85,10 @@ typedef struct moatd_config {
 	unsigned int grace_ms;
 	unsigned int shutdown_s;
 	int parent_fd;
-	int log_level; /* 0 error, 1 warn, 2 info, 3 debug */
+	int log_level;              /* 0 error, 1 warn, 2 info, 3 debug */
+	int log_format;             /* MOATD_LOG_TEXT or MOATD_LOG_JSON */
+	const char *config_file;    /* --config FILE, read before the command line */
+	const char *metrics_listen; /* --metrics-listen HOST:PORT, or NULL */
 	/* The serving core's bounds (main.c, service.c). */
 	unsigned int max_attached;       /* attached streams (host threads and leases) in all */
 	unsigned int max_pending;        /* unary calls waiting for their request */
@@ -147,17 +155,89 @@ struct session {
 /* ---- Log (log.c) ---- */
 
 enum { MOATD_LOG_ERROR, MOATD_LOG_WARN, MOATD_LOG_INFO, MOATD_LOG_DEBUG };
+enum { MOATD_LOG_TEXT, MOATD_LOG_JSON };
 
 void moatd_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The id of the session whose Attach stream this thread serves, or NULL (attach.c). */
 const char *moatd_current_session(void);
-/* Process-wide, like stderr itself; set once from the command line. */
+/* Process-wide, like stderr itself; set from the command line (and again on SIGHUP). */
 extern int moatd_log_level;
+/*
+ * Write lines in format (MOATD_LOG_TEXT: time, level and message, or the
+ * journal's "<priority>message" when stderr is the journal's stream;
+ * MOATD_LOG_JSON: one object per line). Called at start-up and on reload.
+ */
+void moatd_log_set_format(int format);
 
 /* ---- Command line (options.c) ---- */
 
-/* Fill c from argv. Returns 0 to go on, 1 when done (--help, --version), 2 on a usage error (reported). */
+/*
+ * Fill c from --config FILE, then argv (again on reload: it starts getopt
+ * afresh). Returns 0 to go on, 1 when done (--help, --version), 2 on a usage
+ * error (reported on stderr).
+ */
 int moatd_options_parse(moatd_config *c, int argc, char **argv);
+/*
+ * Set option name (a long option's name without "--") to value, as a
+ * configuration file does; flags take true/false, yes/no, on/off, 1/0.
+ * Returns 0, -1 for a bad value, -2 for no such key (or one a file may not set).
+ */
+int moatd_option_set(moatd_config *c, const char *name, const char *value);
+
+/* ---- Configuration file (config.c) ---- */
+
+/* Apply the keys of INI file path to c (values kept until moatd_config_file_free). Returns 0 or -1
+ * (reported). */
+int moatd_config_file_load(moatd_config *c, const char *path);
+void moatd_config_file_free(void);
+
+/* ---- Metrics (metrics.c, metrics_http.c) ---- */
+
+/* Count a call of gRPC method (its full path). */
+void moatd_metrics_call(const char *method);
+/* Count a refusal with Moat code code. */
+void moatd_metrics_refusal(int code);
+/* Count an entry call that ended with code after ns nanoseconds, and its items' bytes. */
+void moatd_metrics_entry(int code, uint64_t ns, const moat_msg *in, const moat_msg *out);
+void moatd_metrics_reload(void);
+/* The metrics in the Prometheus text format (malloc'd, *len bytes), or NULL. */
+char *moatd_metrics_render(moatd *d, size_t *len);
+/* Serve GET /metrics on listen (HOST:PORT) from a thread of its own. Returns 0 or -1 (logged). */
+int moatd_metrics_start(moatd *d, const char *listen);
+void moatd_metrics_stop(void);
+
+/* ---- SIGHUP (reload.c) and systemd (notify.c) ---- */
+
+/* Remember the command line a reload parses again. */
+void moatd_reload_init(int argc, char **argv);
+/* From a signal handler: reload on the server loop's next turn. */
+void moatd_reload_request(void);
+/* On the server loop: reload when asked (log level and format, enclave directory, TLS files). */
+void moatd_reload_poll(moatd *d);
+
+/* Tell systemd (when it started moatd) that moatd serves on uri, and start the watchdog pings. */
+void moatd_notify_ready(const char *uri);
+/* Around a reload: RELOADING=1 (done 0), then READY=1 (done 1). */
+void moatd_notify_reloading(int done);
+void moatd_notify_stopping(void);
+/* On every turn of the server loop: ping systemd's watchdog when it is due. */
+void moatd_notify_tick(void);
+
+/* ---- Start-up conventions (startup.c) ---- */
+
+/* The state directory of moatd run as root, when systemd does not name one. */
+#define MOATD_SYSTEM_STATE_DIR "/var/lib/moatd"
+
+/*
+ * Set c->state_dir to the default: $STATE_DIRECTORY (systemd), /var/lib/moatd
+ * as root, else $XDG_STATE_HOME/moatd or ~/.local/state/moatd (parents made).
+ * Returns 0, or -1 when there is none (reported on stderr).
+ */
+int moatd_state_dir_default(moatd_config *c);
+/* The URI a host dials to reach bound address addr: grpc://, grpcs:// or unix:. */
+void moatd_listen_uri(const moatd_config *c, const char *addr, char *out, size_t cap);
+/* Warn about a configuration that can serve nothing (no enclave directory, no uploads). */
+void moatd_startup_warnings(const moatd_config *c);
 
 /* ---- Identity key (identity.c) ---- */
 

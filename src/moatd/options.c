@@ -43,7 +43,11 @@ enum {
 	OPT_MAX_STORE,
 	OPT_MAX_UPLOADS,
 	OPT_INSECURE_UPLOAD,
-	OPT_SOCKET_MODE
+	OPT_SOCKET_MODE,
+	/* Operating it (config.c, log.c). */
+	OPT_CONFIG,
+	OPT_LOG_FORMAT,
+	OPT_METRICS_LISTEN
 };
 
 static const struct option long_options[] = {
@@ -78,6 +82,9 @@ static const struct option long_options[] = {
     {"max-uploads", required_argument, NULL, OPT_MAX_UPLOADS},
     {"insecure-upload", no_argument, NULL, OPT_INSECURE_UPLOAD},
     {"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+    {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
     {NULL, 0, NULL, 0}};
 
 static void usage(FILE *f)
@@ -138,14 +145,33 @@ static void usage(FILE *f)
 	        "                                SIGUSR2 drains: no new sessions, stop once the last one "
 	        "ended\n"
 	        "                                (or after S seconds)\n"
-	        "  --state-dir DIR               identity key and uploaded images (default ./moatd-state)\n"
+	        "  --state-dir DIR               identity key and uploaded images (default $STATE_DIRECTORY "
+	        "under\n"
+	        "                                systemd, " MOATD_SYSTEM_STATE_DIR " as root, else "
+	        "$XDG_STATE_HOME/moatd or\n"
+	        "                                ~/.local/state/moatd)\n"
 	        "  --ready-file F                write the bound address to F once serving (default: none)\n"
 	        "  --socket-mode MODE            mode of a unix: listener's socket, octal (default %04o, "
 	        "owner only)\n"
-	        "  --log-level L                 error, warn, info or debug (default warn)\n"
+	        "  --log-level L                 error, warn, info or debug (default warn; debug logs "
+	        "every\n"
+	        "                                session event and refusal)\n"
+	        "  --log-format F                text (time, level, message; the journal's own form "
+	        "under\n"
+	        "                                systemd) or json, one object per line (default text)\n"
+	        "  --metrics-listen ADDR         serve metrics for Prometheus on http://ADDR/metrics "
+	        "(HOST:PORT;\n"
+	        "                                port 0 picks a free one; default: none)\n"
+	        "  --config FILE                 read options from FILE first: one \"key = value\" per "
+	        "line, keys\n"
+	        "                                named as the options (allow-upload = true); the command "
+	        "line wins\n"
 	        "  --parent-fd FD                internal (local provisioning): stop when FD reports "
 	        "hang-up\n"
-	        "  --help, -h, --version\n",
+	        "  --help, -h, --version\n"
+	        "SIGHUP reloads the log level and format, the enclave directory and the TLS files "
+	        "(from the\n"
+	        "command line and --config FILE again) without ending sessions.\n",
 	        MOATD_DEFAULT_MAX_STORE, MOATD_DEFAULT_MAX_UPLOADS, MOATD_DEFAULT_BACKEND,
 	        MOATD_DEFAULT_MAX_NESTING, MOATD_DEFAULT_SOCKET_MODE);
 }
@@ -186,6 +212,15 @@ static int parse_mode(const char *s, unsigned int *out)
 	return 0;
 }
 
+static int parse_log_format(const char *v, int *out)
+{
+	if (strcmp(v, "text") == 0 || strcmp(v, "json") == 0) {
+		*out = strcmp(v, "json") == 0 ? MOATD_LOG_JSON : MOATD_LOG_TEXT;
+		return 0;
+	}
+	return -1;
+}
+
 static int parse_log_level(const char *v, int *out)
 {
 	static const char *const names[] = {"error", "warn", "info", "debug"};
@@ -222,6 +257,9 @@ static int apply(moatd_config *c, int opt, const char *v)
 	case OPT_GRACE: return parse_uint(v, &c->grace_ms);
 	case OPT_SHUTDOWN: return parse_uint(v, &c->shutdown_s) < 0 || c->shutdown_s == 0 ? -1 : 0;
 	case OPT_LOG_LEVEL: return parse_log_level(v, &c->log_level);
+	case OPT_LOG_FORMAT: return parse_log_format(v, &c->log_format);
+	case OPT_CONFIG: return 0; /* read before the command line (moatd_options_parse) */
+	case OPT_METRICS_LISTEN: c->metrics_listen = v; return 0;
 	case OPT_MAX_ATTACHED: return parse_uint(v, &c->max_attached) < 0 || c->max_attached == 0 ? -1 : 0;
 	case OPT_MAX_PENDING: return parse_uint(v, &c->max_pending) < 0 || c->max_pending == 0 ? -1 : 0;
 	case OPT_MAX_WATCHES: return parse_uint(v, &c->max_watches) < 0 || c->max_watches == 0 ? -1 : 0;
@@ -278,6 +316,8 @@ static int check(moatd_config *c)
 		fprintf(stderr, "moatd: --backend must be sim or proc\n");
 		return 2;
 	}
+	if (!c->state_dir && moatd_state_dir_default(c) < 0)
+		return 2;
 	if (c->max_message < 65536) {
 		/* Image uploads come in 32 KiB chunks. */
 		fprintf(stderr, "moatd: --max-message-bytes must be at least 65536\n");
@@ -297,6 +337,60 @@ static int check(moatd_config *c)
 	return 0;
 }
 
+/* A flag's value in a configuration file. */
+static int parse_bool(const char *v, int *out)
+{
+	static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no", "off",
+	                                                                            "0"};
+	size_t i;
+
+	for (i = 0; i < 4; i++) {
+		if (strcmp(v, yes[i]) == 0 || strcmp(v, no[i]) == 0) {
+			*out = strcmp(v, yes[i]) == 0;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int moatd_option_set(moatd_config *c, const char *name, const char *value)
+{
+	size_t i;
+
+	for (i = 0; long_options[i].name; i++) {
+		int v = long_options[i].val;
+
+		if (strcmp(long_options[i].name, name) != 0)
+			continue;
+		switch (v) {
+		case 'h':
+		case OPT_VERSION:
+		case OPT_CONFIG:
+		case OPT_PARENT_FD: return -2;
+		case OPT_ALLOW_UPLOAD: return parse_bool(value, &c->allow_upload);
+		case OPT_IGNORE_FD_LIMIT: return parse_bool(value, &c->ignore_fd_limit);
+		case OPT_INSECURE_UPLOAD: return parse_bool(value, &c->insecure_upload);
+		case OPT_ALLOW_DEBUG: return parse_bool(value, &c->allow_debug);
+		default: return long_options[i].has_arg == required_argument ? apply(c, v, value) : -2;
+		}
+	}
+	return -2;
+}
+
+/* The value of --config FILE or --config=FILE in argv, or NULL. */
+static const char *config_file(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			return argv[i + 1];
+		if (strncmp(argv[i], "--config=", 9) == 0)
+			return argv[i] + 9;
+	}
+	return NULL;
+}
+
 int moatd_options_parse(moatd_config *c, int argc, char **argv)
 {
 	int opt, idx = 0;
@@ -309,7 +403,6 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 	c->max_image = 256u << 20;
 	c->grace_ms = 2000;
 	c->shutdown_s = 10;
-	c->state_dir = "moatd-state";
 	c->parent_fd = -1;
 	c->log_level = MOATD_LOG_WARN;
 	c->max_attached = 1024;
@@ -320,7 +413,11 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 	c->max_store = MOATD_DEFAULT_MAX_STORE;
 	c->max_uploads = MOATD_DEFAULT_MAX_UPLOADS;
 	c->socket_mode = MOATD_DEFAULT_SOCKET_MODE;
+	c->config_file = config_file(argc, argv);
+	if (c->config_file && moatd_config_file_load(c, c->config_file) < 0)
+		return 2;
 	opterr = 0;
+	optind = 0; /* getopt starts afresh: a reload parses the command line again */
 	/* The leading ':' makes a missing value ':' rather than '?', to say which it was. */
 	while ((opt = getopt_long(argc, argv, ":h", long_options, &idx)) != -1) {
 		switch (opt) {

@@ -45,6 +45,7 @@ void moatd_refuse(moat_rpc_call *call, int code, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	moatd_log(MOATD_LOG_INFO, "%s refused: %s", moat__rpc_call_method(call), msg);
+	moatd_metrics_refusal(code);
 	moat__rpc_finish(call, NULL, 0, status_for(code), code, msg);
 }
 
@@ -177,6 +178,8 @@ void moatd_handle_call(void *ctx, moat_rpc_call *call)
 	moatd *d = ctx;
 	const char *m = moat__rpc_call_method(call);
 
+	moatd_log(MOATD_LOG_DEBUG, "call %s", m);
+	moatd_metrics_call(m);
 	if (strcmp(m, "/moat.v1.Target/Attach") == 0) {
 		if (moat__rpc_call_data(call)) {
 			moatd_handle_attach(d, call, moat__rpc_call_data(call), is_lease(call));

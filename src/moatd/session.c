@@ -233,7 +233,7 @@ static int alive_locked(const session *s, unsigned int grace_ms)
 
 int moatd_session_attach_thread(session *s)
 {
-	unsigned int max = s->d->cfg.max_threads;
+	unsigned int max = s->d->cfg.max_threads, now;
 	int rc = 0;
 
 	pthread_mutex_lock(&s->d->lock);
@@ -242,16 +242,22 @@ int moatd_session_attach_thread(session *s)
 	} else {
 		s->streams++;
 	}
+	now = s->streams;
 	pthread_mutex_unlock(&s->d->lock);
+	if (rc == 0)
+		moatd_log(MOATD_LOG_DEBUG, "session %s: a host thread attached (%u now)", s->id, now);
 	return rc;
 }
 
 void moatd_session_detach_thread(session *s)
 {
+	unsigned int left;
+
 	pthread_mutex_lock(&s->d->lock);
-	if (--s->streams == 0 && !s->lease_seen)
+	if ((left = --s->streams) == 0 && !s->lease_seen)
 		grace_starts_locked(s, "its last stream closed");
 	pthread_mutex_unlock(&s->d->lock);
+	moatd_log(MOATD_LOG_DEBUG, "session %s: a host thread detached (%u left)", s->id, left);
 }
 
 int moatd_session_enter(session *s)
@@ -316,7 +322,9 @@ void moatd_session_serve_lease(session *s, moat_rpc_call *call)
 	s->leases++;
 	s->lease_seen = 1;
 	pthread_mutex_unlock(&d->lock);
+	moatd_log(MOATD_LOG_DEBUG, "session %s: lease opened", s->id);
 	watch_lease(s, call);
+	moatd_log(MOATD_LOG_DEBUG, "session %s: lease closed", s->id);
 	pthread_mutex_lock(&d->lock);
 	if (--s->leases == 0)
 		grace_starts_locked(s, "its lease ended (host connection lost)");

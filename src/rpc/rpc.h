@@ -259,6 +259,14 @@ int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *op
 /* Serve until *stop becomes non-zero, then cancel every call and join every handler thread. */
 void moat__rpc_server_run(moat_rpc_server *srv, volatile int *stop);
 void moat__rpc_server_free(moat_rpc_server *srv);
+/*
+ * Replace the TLS server's certificate, key and client CA with these files'
+ * (checked first: the key must go with the certificate). New handshakes get
+ * them, open connections keep theirs. Returns 0, or -1 with the reason in
+ * err and the old ones kept.
+ */
+int moat__rpc_server_tls_load(const char *cert_file, const char *key_file, const char *client_ca_file,
+                              char *err, size_t err_len);
 
 /*
  * Route gRPC's own log lines to fn (severity 0 debug, 1 info, 2 error)

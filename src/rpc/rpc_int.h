@@ -115,7 +115,12 @@ int moat__rpc_message_size_args(grpc_arg *args, int n, long max_receive_bytes);
 int moat__rpc_read_pem(char **out, const char *path, const char *what);
 grpc_byte_buffer *moat__rpc_buffer_from(const void *data, size_t len);
 
-/* ---- The server's internals (server.c, listen.c, server_call.c) ---- */
+/* ---- The server's internals (server.c, listen.c, server_call.c, server_tls.c) ---- */
+
+/* TLS server credentials from o's files, replaceable with moat__rpc_server_tls_load; NULL with err set. */
+grpc_server_credentials *moat__rpc_server_tls_creds(const moat_rpc_server_opts *o, char *err, size_t err_len);
+/* Forget the TLS files (the server is gone). */
+void moat__rpc_server_tls_free(void);
 
 typedef struct worker {
 	pthread_t thread;

@@ -142,38 +142,10 @@ static int server_args(grpc_arg *args, const moat_rpc_server_opts *o)
 /* TLS (or plaintext) credentials from o's files. Returns them, or NULL with err filled. */
 static grpc_server_credentials *server_credentials(const moat_rpc_server_opts *o, char *err, size_t err_len)
 {
-	grpc_ssl_pem_key_cert_pair pair;
-	grpc_ssl_server_certificate_config *cfg;
-	grpc_ssl_server_credentials_options *opts;
-	grpc_server_credentials *creds = NULL;
-	char *cert = NULL, *key = NULL, *client_ca = NULL;
-
 	if (!o->tls_cert_file)
 		return grpc_insecure_server_credentials_create();
-	if (moat__rpc_read_pem(&cert, o->tls_cert_file, "TLS certificate") < 0 ||
-	    moat__rpc_read_pem(&key, o->tls_key_file, "TLS key") < 0 ||
-	    (o->tls_client_ca && moat__rpc_read_pem(&client_ca, o->tls_client_ca, "TLS client CA") < 0)) {
-		snprintf(err, err_len, "%s", moat_error_last()->message);
-		goto out;
-	}
-	pair.private_key = key;
-	pair.cert_chain = cert;
-	cfg = grpc_ssl_server_certificate_config_create(client_ca, &pair, 1);
-	opts = grpc_ssl_server_credentials_create_options_using_config(
-	    client_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-	              : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
-	    cfg);
-	creds = grpc_ssl_server_credentials_create_with_options(opts);
-	if (!creds)
-		snprintf(err, err_len, "cannot create server credentials (check the certificate and key)");
-out:
-	free(cert);
-	if (key) {
-		memset(key, 0, strlen(key));
-		free(key);
-	}
-	free(client_ca);
-	return creds;
+	/* Reloadable (server_tls.c). */
+	return moat__rpc_server_tls_creds(o, err, err_len);
 }
 
 int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *o, int *port, char *err,
@@ -554,6 +526,7 @@ void moat__rpc_server_free(moat_rpc_server *s)
 	grpc_completion_queue_destroy(s->cq);
 	if (s->fd_creds)
 		grpc_server_credentials_release(s->fd_creds);
+	moat__rpc_server_tls_free();
 	pthread_mutex_destroy(&s->lock);
 	free(s->conns);
 	free(s->methods);

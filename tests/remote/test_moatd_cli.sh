@@ -32,7 +32,7 @@ start() { # start SIGNAL: run moatd, check its output, stop it with SIGNAL
   for _ in $(seq 1 200); do [ -s "$dir/ready" ] && break; sleep 0.05; done
   [ -s "$dir/ready" ] || { kill "$pid"; wait "$pid"; fail "no ready file"; }
   sleep 0.1
-  [ "$(cat "$dir/out")" = "$(cat "$dir/ready")" ] || fail "stdout and ready file differ"
+  [ "$(cat "$dir/out")" = "grpc://$(cat "$dir/ready")" ] || fail "stdout is not the URI of the ready file's address"
   grep -Eq '^127\.0\.0\.1:[0-9]+$' "$dir/ready" || fail "bad address $(cat "$dir/ready")"
   key=$(grep -o 'ed25519:[0-9a-f]\{64\}' "$dir/err") || fail "no identity key line"
   kill -"$1" "$pid"
@@ -53,6 +53,30 @@ done
 "$moatd" --listen 127.0.0.1:0 --max-uploads 0 2>/dev/null; [ $? -eq 2 ] || fail "--max-uploads 0 must exit 2"
 "$moatd" --listen 127.0.0.1:0 --max-store-bytes 0 2>/dev/null; [ $? -eq 2 ] || fail "--max-store-bytes 0 must exit 2"
 "$moatd" --listen 127.0.0.1:0 --socket-mode 0999 2>/dev/null; [ $? -eq 2 ] || fail "bad --socket-mode must exit 2"
+
+# Start-up: the URI a host uses on stdout, a warning when nothing can be served, the default state
+# directory ($STATE_DIRECTORY under systemd; $XDG_STATE_HOME/moatd when not root).
+sd() { # sd VAR=VALUE... MOATD ARGS...: run moatd until it serves, then stop it; stdout in $dir/out, stderr in $dir/err
+  env "$@" --ready-file "$dir/sd-ready" >"$dir/out" 2>"$dir/err" &
+  pid=$!
+  for _ in $(seq 1 200); do [ -s "$dir/sd-ready" ] && break; sleep 0.05; done
+  [ -s "$dir/sd-ready" ] || { kill "$pid"; wait "$pid"; fail "moatd did not serve: $(cat "$dir/err")"; }
+  kill -TERM "$pid"
+  wait "$pid" || fail "exit status $? after SIGTERM"
+}
+mkdir -m 700 "$dir/sd"
+sd STATE_DIRECTORY="$dir/sd/state" "$moatd" --listen "unix:$dir/sd/sock"
+[ "$(cat "$dir/out")" = "unix:$dir/sd/sock" ] || fail "unix: listener announced as $(cat "$dir/out")"
+[ -f "$dir/sd/state/identity.pem" ] || fail "\$STATE_DIRECTORY was not the state directory"
+grep -q 'nothing can be served' "$dir/err" || fail "no warning without --enclave-dir or --allow-upload"
+sd STATE_DIRECTORY="$dir/sd/state" "$moatd" --listen "unix:$dir/sd/sock" --enclave-dir "$dir/sd/none" --log-level info
+grep -q "enclave-dir $dir/sd/none: No such file" "$dir/err" || fail "no warning for a missing --enclave-dir"
+sd STATE_DIRECTORY="$dir/sd/state" "$moatd" --listen "unix:$dir/sd/sock" --enclave-dir "$dir/sd"
+! grep -q 'served\|enclave-dir' "$dir/err" || fail "a warning with an enclave directory: $(cat "$dir/err")"
+if [ "$(id -u)" != 0 ]; then
+  sd XDG_STATE_HOME="$dir/xdg" "$moatd" --listen 127.0.0.1:0 --allow-upload
+  [ -f "$dir/xdg/moatd/identity.pem" ] || fail "\$XDG_STATE_HOME/moatd was not the state directory"
+fi
 
 # --allow-upload on a plaintext listener others can reach needs --insecure-upload (checked before binding).
 "$moatd" --listen 0.0.0.0:0 --state-dir "$dir/up" --allow-upload 2>"$dir/err"
