@@ -20,9 +20,11 @@ install(TARGETS moat_enclave EXPORT MoatTargets
 install(TARGETS moat_enclave_host RUNTIME DESTINATION ${CMAKE_INSTALL_LIBEXECDIR} COMPONENT libmoat0)
 install(TARGETS moatd EXPORT MoatToolsTargets RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT moatd)
 install(TARGETS moat_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT moatd)
+# Typed calls: the protoc plugin goes with the headers (moat_generate() finds it next to the package).
+install(TARGETS protoc-gen-moat RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT libmoat-dev)
 
 install(DIRECTORY include/moat DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT libmoat-dev)
-foreach(p moat/v1/frame.proto moat/v1/target.proto grpc/health/v1/health.proto)
+foreach(p moat/v1/frame.proto moat/v1/target.proto moat/v1/options.proto grpc/health/v1/health.proto)
   get_filename_component(d ${p} DIRECTORY)
   install(FILES proto/${p} DESTINATION ${CMAKE_INSTALL_DATADIR}/moat/proto/${d} COMPONENT libmoat-dev)
 endforeach()
@@ -34,7 +36,7 @@ configure_package_config_file(cmake/MoatConfig.cmake.in ${PROJECT_BINARY_DIR}/Mo
                               INSTALL_DESTINATION ${MOAT_CMAKE_DIR})
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/MoatConfigVersion.cmake COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/MoatConfig.cmake ${PROJECT_BINARY_DIR}/MoatConfigVersion.cmake
-              cmake/MoatEnclave.cmake
+              cmake/MoatEnclave.cmake cmake/MoatGenerate.cmake
         DESTINATION ${MOAT_CMAKE_DIR} COMPONENT libmoat-dev)
 
 foreach(pc moat moat-enclave)
