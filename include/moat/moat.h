@@ -178,6 +178,15 @@ MOAT_EXTERN(int)
 moat_enclave_set_fallback_handler(moat_enclave *enclave, moat_exit_handler fn, void *payload);
 
 /**
+ * Ask the target server at uri (grpc://, grpcs:// or unix:, one target) what
+ * it says of itself: *out gets a malloc'd text (free it with free()): its
+ * version, whether it takes new sessions, its sessions, and its metrics in
+ * the Prometheus text format. TLS files come from options (NULL: none).
+ * Returns 0, or MOAT_EINVAL, MOAT_ETRANSPORT, MOAT_ETARGET.
+ */
+MOAT_EXTERN(int) moat_target_status(char **out, const char *uri, const moat_load_options *options);
+
+/**
  * Fill *out with the enclave's identity. Strings in it are borrowed from the
  * handle. Returns 0 or MOAT_EINVAL.
  */

@@ -3,6 +3,7 @@
  *   moat run [--backend URI] [--config STRING] [--expect HEX] ENCLAVE.so [ARGS...]
  *   moat debug [run's options] ENCLAVE.so [ARGS...]
  *   moat measure ENCLAVE.so
+ *   moat status [--tls-ca F ...] URI
  */
 #include <moat/moat.h>
 
@@ -23,6 +24,7 @@ static const char usage_main[] = "usage: moat <command> [options]\n"
                                  "  run       load an enclave and call its run selector with arguments\n"
                                  "  debug     as run, in debug mode: wait for a debugger to attach first\n"
                                  "  measure   print the measurement (SHA-256) of an enclave image\n"
+                                 "  status    show what a target server (moatd) says of itself\n"
                                  "\n"
                                  "Options:\n"
                                  "  -h, --help     show this help (also: moat <command> --help)\n"
@@ -57,6 +59,13 @@ static const char usage_debug[] =
     "--backend or $MOAT_BACKEND says otherwise): print the process to attach to, wait\n"
     "until a debugger has attached to it, then call the run selector. In another\n"
     "terminal: gdb -p PID -ex 'break HANDLER' -ex continue\n";
+
+static const char usage_status[] =
+    "usage: moat status [--tls-ca F] [--tls-cert F --tls-key F] [--tls-server-name N] URI\n"
+    "\n"
+    "Ask the moatd at URI (grpc://HOST:PORT, grpcs://HOST:PORT or unix:PATH) what it\n"
+    "says of itself: its version, whether it takes new sessions, its sessions, and the\n"
+    "counters it also serves on --metrics-listen (Prometheus text).\n";
 
 static const char usage_measure[] = "usage: moat measure ENCLAVE\n"
                                     "\n"
@@ -296,6 +305,41 @@ out:
 	return status;
 }
 
+static int cmd_status(int argc, char **argv)
+{
+	enum { OPT_CA = 256, OPT_CERT, OPT_KEY, OPT_NAME };
+	static const struct option longopts[] = {{"tls-ca", required_argument, NULL, OPT_CA},
+	                                         {"tls-cert", required_argument, NULL, OPT_CERT},
+	                                         {"tls-key", required_argument, NULL, OPT_KEY},
+	                                         {"tls-server-name", required_argument, NULL, OPT_NAME},
+	                                         {"help", no_argument, NULL, 'h'},
+	                                         {NULL, 0, NULL, 0}};
+	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
+	char *text = NULL;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_CA: opts.tls_ca_file = optarg; break;
+		case OPT_CERT: opts.tls_cert_file = optarg; break;
+		case OPT_KEY: opts.tls_key_file = optarg; break;
+		case OPT_NAME: opts.tls_server_name = optarg; break;
+		case 'h': fputs(usage_status, stdout); return 0;
+		default: fputs(usage_status, stderr); return 2;
+		}
+	}
+	if (optind + 1 != argc) {
+		fputs(usage_status, stderr);
+		return 2;
+	}
+	rc = moat_target_status(&text, argv[optind], &opts);
+	if (rc < 0)
+		return fail("status", rc);
+	fputs(text, stdout);
+	free(text);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -316,6 +360,8 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 1, argv + 1, 1);
 	if (!strcmp(argv[1], "measure"))
 		return cmd_measure(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "status"))
+		return cmd_status(argc - 1, argv + 1);
 	fprintf(stderr, "moat: unknown command '%s'\n%s", argv[1], usage_main);
 	return 2;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "moat/v1/target.pb-c.h"
 #include "moatd/moatd.h"
 
 /* Parse a HealthCheckRequest and check its service. Answers the call and returns -1 when refused. */
@@ -110,5 +111,34 @@ void moatd_handle_health(moatd *d, moat_rpc_call *call)
 		len = status_message(d, reply, &serving);
 		moat__rpc_finish(call, reply, len, MOAT_RPC_OK, 0, NULL);
 	}
+	free(buf);
+}
+
+void moatd_handle_status(moatd *d, moat_rpc_call *call)
+{
+	Moat__V1__StatusResponse resp = MOAT__V1__STATUS_RESPONSE__INIT;
+	uint8_t *buf = NULL, *reply = NULL;
+	char *metrics = NULL;
+	size_t len, mlen = 0;
+
+	if (moatd_recv_one(call, &buf, &len) < 0)
+		goto out;
+	metrics = moatd_metrics_render(d, &mlen);
+	resp.version = (char *)moat_version();
+	resp.serving = moatd_serving(d);
+	resp.draining = d->draining != 0;
+	resp.sessions = moatd_session_count(d);
+	resp.max_sessions = d->cfg.max_sessions;
+	resp.metrics = metrics ? metrics : "";
+	reply = malloc(moat__v1__status_response__get_packed_size(&resp) + 1);
+	if (!reply) {
+		moatd_refuse(call, MOAT_ENOMEM, "out of memory");
+		goto out;
+	}
+	len = moat__v1__status_response__pack(&resp, reply);
+	moat__rpc_finish(call, reply, len, MOAT_RPC_OK, 0, NULL);
+out:
+	free(reply);
+	free(metrics);
 	free(buf);
 }

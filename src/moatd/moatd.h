@@ -261,6 +261,8 @@ void moatd_dropped_call(void *ctx, moat_rpc_call *call);
 /* The rpc layer's handler: ctx is the moatd. Answers and frees the call. */
 void moatd_handle_call(void *ctx, moat_rpc_call *call);
 void moatd_handle_health(moatd *d, moat_rpc_call *call);
+/* moat.v1.Target/Status: version, serving, sessions and the metrics text (health.c). */
+void moatd_handle_status(moatd *d, moat_rpc_call *call);
 void moatd_handle_health_watch(moatd *d, moat_rpc_call *call);
 /* Is moatd serving new sessions (not stopping, not full)? */
 int moatd_serving(moatd *d);

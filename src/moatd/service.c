@@ -89,6 +89,7 @@ const moat_rpc_method moatd_methods[] = {
     {"/moat.v1.Target/Load", MOAT_RPC_SERVE_UNARY, 0},
     {"/moat.v1.Target/Destroy", MOAT_RPC_SERVE_UNARY, 0},
     {"/grpc.health.v1.Health/Check", MOAT_RPC_SERVE_INLINE, 0},
+    {"/moat.v1.Target/Status", MOAT_RPC_SERVE_INLINE, 0},
     {"/grpc.health.v1.Health/Watch", MOAT_RPC_SERVE_INLINE, 1},
 };
 const size_t moatd_n_methods = sizeof(moatd_methods) / sizeof(moatd_methods[0]);
@@ -193,6 +194,8 @@ void moatd_handle_call(void *ctx, moat_rpc_call *call)
 		moatd_handle_destroy(d, call);
 	} else if (strcmp(m, "/grpc.health.v1.Health/Check") == 0) {
 		moatd_handle_health(d, call);
+	} else if (strcmp(m, "/moat.v1.Target/Status") == 0) {
+		moatd_handle_status(d, call);
 	} else if (strcmp(m, "/grpc.health.v1.Health/Watch") == 0) {
 		moatd_handle_health_watch(d, call);
 	} else {

@@ -2,9 +2,11 @@
 # moatd's command line: --help, --version, bad options, start-up output,
 # identity key kept across restarts, clean exit on SIGINT and SIGTERM;
 # --allow-upload refused on a plaintext listener others can reach, the state
-# directory's owner and mode, a unix: listener's socket mode whatever the umask.
+# directory's owner and mode, a unix: listener's socket mode whatever the umask;
+# `moat status` against it.
 set -u
 moatd=$1
+moat=${2:-}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/moat-cli-XXXXXX")
 fail() { echo "FAIL: $*"; rm -rf "$dir"; exit 1; }
 
@@ -35,6 +37,14 @@ start() { # start SIGNAL: run moatd, check its output, stop it with SIGNAL
   [ "$(cat "$dir/out")" = "grpc://$(cat "$dir/ready")" ] || fail "stdout is not the URI of the ready file's address"
   grep -Eq '^127\.0\.0\.1:[0-9]+$' "$dir/ready" || fail "bad address $(cat "$dir/ready")"
   key=$(grep -o 'ed25519:[0-9a-f]\{64\}' "$dir/err") || fail "no identity key line"
+  # moat status asks the target what it says of itself (moat.v1.Target/Status).
+  if [ -n "$moat" ]; then
+    "$moat" status "grpc://$(cat "$dir/ready")" >"$dir/status" || fail "moat status failed"
+    grep -q '^serving:  yes$' "$dir/status" || fail "moat status: not serving: $(cat "$dir/status")"
+    grep -q '^sessions: 0 of 64$' "$dir/status" || fail "moat status: sessions"
+    grep -q '^moatd_sessions 0$' "$dir/status" || fail "moat status: no metrics"
+    "$moat" status grpc://127.0.0.1:1 2>/dev/null && fail "moat status of nothing must fail"
+  fi
   kill -"$1" "$pid"
   wait "$pid"
   rc=$?
