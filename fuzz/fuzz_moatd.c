@@ -796,8 +796,9 @@ static void op_health(fz *z)
 		           (z->w->d.cfg.max_sessions && z->w->d.n_sessions >= z->w->d.cfg.max_sessions);
 
 		CHECK(r != NULL);
-		CHECK(r->status == (down ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
-		                         : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING));
+		CHECK(r->status == (down
+		                        ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+		                        : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING));
 		grpc__health__v1__health_check_response__free_unpacked(r, NULL);
 	}
 	free(o.reply);

@@ -117,6 +117,13 @@ static void unwait_locked(moat_rpc_server *s, moat_rpc_call *c)
 	}
 }
 
+/* End c at a limit: RESOURCE_EXHAUSTED, moat-error MOAT_ELIMIT, the limit's message (logged too). */
+static void refuse_at_limit(moat_rpc_server *s, moat_rpc_call *c, const char *limit)
+{
+	moat__rpc_server_report(s, 0, "refused a call: %s", limit);
+	moat__rpc_event_finish(c, NULL, 0, GRPC_STATUS_RESOURCE_EXHAUSTED, MOAT_ELIMIT, limit);
+}
+
 void moat__rpc_event_start(moat_rpc_server *s, moat_rpc_call *c)
 {
 	grpc_op op;
@@ -132,9 +139,7 @@ void moat__rpc_event_start(moat_rpc_server *s, moat_rpc_call *c)
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (full) {
-		moat__rpc_server_report(s, 0, "refused a call: %s", s->pending_limit);
-		moat__rpc_event_finish(c, NULL, 0, GRPC_STATUS_RESOURCE_EXHAUSTED, MOAT_ELIMIT,
-		                       s->pending_limit);
+		refuse_at_limit(s, c, s->pending_limit);
 		ev_put(c, 1);
 		return;
 	}
@@ -409,9 +414,7 @@ int moat__rpc_park(moat_rpc_call *c, const void *first, size_t first_len, const 
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (full) {
-		moat__rpc_server_report(s, 0, "refused a call: %s", s->parked_limit);
-		moat__rpc_event_finish(c, NULL, 0, GRPC_STATUS_RESOURCE_EXHAUSTED, MOAT_ELIMIT,
-		                       s->parked_limit);
+		refuse_at_limit(s, c, s->parked_limit);
 		return MOAT_ELIMIT;
 	}
 	if (at_stop) {
