@@ -27,7 +27,7 @@
 #include "test_enclave.h"
 
 #define N_TARGETS  3
-#define N_SESSIONS 30
+#define N_SESSIONS 60
 #define C_MAX      4 /* --max-sessions of the third target */
 
 static test_moatd targets[N_TARGETS];
