@@ -14,19 +14,24 @@
  *
  * The balancing channel of a fleet is shared by the handles placed on it
  * while any of them lives, so that consecutive loads take turns over the
- * targets (a fresh channel would pick whichever target connected first).
+ * targets (a fresh channel picks whichever target is ready first, which is
+ * why a listed fleet's addresses are given to gRPC in a random order).
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backends/remote/agent.h"
 #include "codec/protocol.h"
 
+#include <openssl/rand.h>
+
 #define PICK_TIMEOUT_MS 10000u
 #define DNS_ATTEMPTS    3u
 #define MAX_ATTEMPTS    16u
+#define PICK_AGAIN_MS   2000u
 
 /* A fleet's balancing channel, shared by the handles of this process placed on it. */
 struct moat_fleet {
@@ -40,13 +45,13 @@ static pthread_mutex_t fleets_lock = PTHREAD_MUTEX_INITIALIZER;
 static moat_fleet *fleets;
 
 /* The shared channel for o (opened on first use), with a reference for the caller. Records errors. */
-static int fleet_acquire(moat_fleet **out, const moat_rpc_channel_opts *o)
+static int fleet_acquire(moat_fleet **out, const char *uri, const moat_rpc_channel_opts *o)
 {
 	char key[sizeof(((moat_fleet *)0)->key)];
 	moat_fleet *f;
 	int rc = 0;
 
-	snprintf(key, sizeof(key), "%s|%d|%s|%s|%s|%s", o->target, o->tls, o->ca_file ? o->ca_file : "",
+	snprintf(key, sizeof(key), "%s|%d|%s|%s|%s|%s", uri, o->tls, o->ca_file ? o->ca_file : "",
 	         o->cert_file ? o->cert_file : "", o->key_file ? o->key_file : "",
 	         o->server_name ? o->server_name : "");
 	pthread_mutex_lock(&fleets_lock);
@@ -101,18 +106,38 @@ int moat__remote_is_fleet(const moat_backend_params *params)
 /* gRPC's target for the whole fleet, and how many picks a load may take. */
 static unsigned int fleet_target(const moat_backend_params *params, char *out, size_t cap)
 {
-	unsigned int n = 1;
-	const char *p;
+	char list[MAX_ATTEMPTS][128], *save = NULL, *tok, copy[600];
+	unsigned int n = 0, i;
+	size_t off;
 
 	if (strstr(params->scheme, "+dns")) {
 		snprintf(out, cap, "dns:///%s", params->address);
 		return DNS_ATTEMPTS;
 	}
-	for (p = params->address; *p; p++)
-		n += *p == ',';
+	/*
+	 * The addresses in a random order: every subchannel connects at once
+	 * and the first one ready takes the first pick, so a process that
+	 * loads once would otherwise always land on the first address listed.
+	 */
+	snprintf(copy, sizeof(copy), "%s", params->address);
+	for (tok = strtok_r(copy, ",", &save); tok && n < MAX_ATTEMPTS; tok = strtok_r(NULL, ",", &save))
+		snprintf(list[n++], sizeof(list[0]), "%s", tok);
+	for (i = n; i > 1; i--) {
+		unsigned int j = 0;
+		char tmp[128];
+
+		if (RAND_bytes((unsigned char *)&j, sizeof(j)) != 1)
+			break;
+		j %= i;
+		memcpy(tmp, list[i - 1], sizeof(tmp));
+		memcpy(list[i - 1], list[j], sizeof(tmp));
+		memcpy(list[j], tmp, sizeof(tmp));
+	}
 	/* gRPC's ipv4: and ipv6: resolvers take a comma-separated list of literal addresses. */
-	snprintf(out, cap, "%s:%s", strchr(params->address, '[') ? "ipv6" : "ipv4", params->address);
-	return n < MAX_ATTEMPTS ? n : MAX_ATTEMPTS;
+	off = (size_t)snprintf(out, cap, "%s:", strchr(params->address, '[') ? "ipv6" : "ipv4");
+	for (i = 0; i < n && off < cap; i++)
+		off += (size_t)snprintf(out + off, cap - off, "%s%s", i ? "," : "", list[i]);
+	return n ? n : 1;
 }
 
 /* Ask the fleet's balancer for a serving target: its address goes to peer. Records errors. */
@@ -140,11 +165,40 @@ static int pick(remote_backend *r, moat_rpc_channel *balanced, char *peer, size_
 	return 0;
 }
 
+/*
+ * A pick that is none of the n targets tried already. Right after the
+ * channel is made only the targets whose health check answered first are
+ * in the rotation, so the balancer may name a tried one again: ask again
+ * a moment later, for at most PICK_AGAIN_MS. Records errors.
+ */
+static int pick_untried(remote_backend *r, char *peer, size_t cap, char (*tried)[128], unsigned int n)
+{
+	struct timespec nap = {0, 10 * 1000000L};
+	unsigned int waited = 0, i;
+	int rc;
+
+	for (;;) {
+		if ((rc = pick(r, r->fleet->ch, peer, cap)) < 0)
+			return rc;
+		for (i = 0; i < n && strcmp(tried[i], peer) != 0; i++)
+			;
+		if (i == n)
+			return 0;
+		if (waited >= PICK_AGAIN_MS)
+			return moat_error_last()->code
+			           ? moat_error_last()->code
+			           : moat_error_set(MOAT_ELIMIT, MOAT_ORIGIN_TARGET,
+			                            "no other target of %s takes the session", r->where);
+		nanosleep(&nap, NULL);
+		waited += 10;
+	}
+}
+
 int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params,
                             const moat_rpc_channel_opts *co)
 {
 	moat_rpc_channel_opts bo = *co, po = *co;
-	char target[340], peer[128], host[256];
+	char target[340], peer[128], host[256], tried[MAX_ATTEMPTS][128];
 	unsigned int attempts = fleet_target(params, target, sizeof(target)), i;
 	int rc;
 
@@ -156,11 +210,12 @@ int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params
 		po.server_name = host;
 		bo.server_name = host;
 	}
-	if ((rc = fleet_acquire(&r->fleet, &bo)) < 0)
+	if ((rc = fleet_acquire(&r->fleet, params->uri, &bo)) < 0)
 		return rc;
 	for (i = 0; i < attempts; i++) {
-		if ((rc = pick(r, r->fleet->ch, peer, sizeof(peer))) < 0)
+		if ((rc = pick_untried(r, peer, sizeof(peer), tried, i)) < 0)
 			break;
+		snprintf(tried[i], sizeof(tried[i]), "%s", peer);
 		po.target = peer;
 		if ((rc = moat__rpc_channel_open(&r->ch, &po)) < 0)
 			break;
