@@ -193,7 +193,7 @@ static int check_fd_limit(const moatd_config *c)
 {
 	unsigned long long sessions = c->max_sessions ? c->max_sessions : 1000000ull;
 	unsigned long long threads = c->max_threads ? c->max_threads : 1000000ull;
-	unsigned long long attached = sessions * threads, need;
+	unsigned long long attached = sessions * threads, need, conns;
 	struct rlimit rl;
 	unsigned long long have;
 
@@ -211,8 +211,11 @@ static int check_fd_limit(const moatd_config *c)
 	have = rl.rlim_cur == RLIM_INFINITY ? (1ull << 30) : (unsigned long long)rl.rlim_cur;
 	if (attached > c->max_attached)
 		attached = c->max_attached;
-	need = sessions * FDS_PER_SESSION + (attached + c->max_pending + c->max_watches) * FDS_PER_THREAD +
-	       FDS_HEADROOM + (c->tls_cert ? FDS_TLS_BURST : 0);
+	/* Each attached thread, pending call or health watch holds at worst a connection of its own. */
+	conns = (attached + c->max_pending + c->max_watches) * FDS_PER_THREAD;
+	if (conns > c->max_connections)
+		conns = c->max_connections;
+	need = sessions * FDS_PER_SESSION + conns + FDS_HEADROOM + (c->tls_cert ? FDS_TLS_BURST : 0);
 	fd_reserve = (unsigned int)(sessions * FDS_PER_SESSION + FDS_HEADROOM < have / 2
 	                                ? sessions * FDS_PER_SESSION + FDS_HEADROOM
 	                                : have / 2);
@@ -222,18 +225,17 @@ static int check_fd_limit(const moatd_config *c)
 	          have, need, fd_reserve);
 	if (need <= have)
 		return 0;
-	moatd_log(c->ignore_fd_limit ? MOATD_LOG_WARN : MOATD_LOG_ERROR,
-	          "the limits need up to %llu file descriptors (%s sessions x %u + %llu attached threads "
-	          "(--max-attached-threads) + %u pending calls + %u health watches + %u%s) but "
-	          "RLIMIT_NOFILE allows %llu: lower "
-	          "--max-sessions, --max-attached-threads or --max-pending-calls, or raise the hard limit "
-	          "(ulimit -Hn)%s",
-	          need, c->max_sessions ? "--max-sessions" : "unlimited", FDS_PER_SESSION, attached,
-	          c->max_pending, c->max_watches, FDS_HEADROOM,
-	          c->tls_cert ? " + 1024 for a burst of TLS connections" : "", have,
-	          c->ignore_fd_limit ? "; going on (--ignore-fd-limit): connections past the limit are "
-	                               "refused"
-	                             : "; or start with --ignore-fd-limit to go on anyway");
+	moatd_log(
+	    c->ignore_fd_limit ? MOATD_LOG_WARN : MOATD_LOG_ERROR,
+	    "the limits need up to %llu file descriptors (%s sessions x %u + %llu connections (attached "
+	    "threads, pending calls and health watches, at most --max-connections) + %u%s) but "
+	    "RLIMIT_NOFILE allows %llu: lower --max-sessions, --max-connections, "
+	    "--max-attached-threads or --max-pending-calls, or raise the hard limit (ulimit -Hn)%s",
+	    need, c->max_sessions ? "--max-sessions" : "unlimited", FDS_PER_SESSION, conns, FDS_HEADROOM,
+	    c->tls_cert ? " + 1024 for a burst of TLS connections" : "", have,
+	    c->ignore_fd_limit ? "; going on (--ignore-fd-limit): connections past the limit are "
+	                         "refused"
+	                       : "; or start with --ignore-fd-limit to go on anyway");
 	return c->ignore_fd_limit ? 0 : -1;
 }
 

@@ -126,7 +126,9 @@ static void usage(FILE *f)
 	        "are\n"
 	        "                                refused with RESOURCE_EXHAUSTED\n"
 	        "  --max-health-watches N        most open grpc.health.v1.Health/Watch streams (default "
-	        "64)\n"
+	        "1024;\n"
+	        "                                a fleet's host holds one per target while it has a "
+	        "session)\n"
 	        "  --max-connections N           most connections open at once on a plaintext listener "
 	        "(default\n"
 	        "                                1024); more are closed at once\n"
@@ -407,7 +409,7 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 	c->log_level = MOATD_LOG_WARN;
 	c->max_attached = 1024;
 	c->max_pending = 128;
-	c->max_watches = 64;
+	c->max_watches = 1024;
 	c->max_connections = 1024;
 	c->request_timeout_ms = 10000;
 	c->max_store = MOATD_DEFAULT_MAX_STORE;
