@@ -406,6 +406,40 @@ static void enclave_free(struct moat_enclave *e)
 	free(e);
 }
 
+/*
+ * Check the caller's options and copy them into *opts, with what the
+ * environment adds. Returns 0 or a negative code (recorded).
+ */
+static int copy_options(moat_load_options *opts, const moat_load_options *options)
+{
+	if (options->version < 1 || options->version > MOAT_LOAD_OPTIONS_VERSION)
+		return moat_error_set(
+		    MOAT_EVERSION, MOAT_ORIGIN_API,
+		    "moat_load_options version %u is not supported (this library speaks 1 to %u); "
+		    "initialise options with MOAT_LOAD_OPTIONS_INIT",
+		    options->version, MOAT_LOAD_OPTIONS_VERSION);
+	if (options->config_len && !options->config)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "config_len is set but config is NULL");
+	if (options->thread_policy != MOAT_THREADS_WAIT && options->thread_policy != MOAT_THREADS_FAIL)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "unknown thread_policy %d",
+		                      options->thread_policy);
+	/* An older struct ends before the fields added since: read no further than it goes. */
+	memset(opts, 0, sizeof(*opts));
+	memcpy(opts, options,
+	       options->version == 1   ? offsetof(moat_load_options, image_name)
+	       : options->version == 2 ? offsetof(moat_load_options, target_keys)
+	                               : sizeof(*opts));
+	if (opts->n_target_keys && !opts->target_keys)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                      "n_target_keys is set but target_keys is NULL");
+	/* The environment can turn debug mode and tracing on for an application that does not ask. */
+	if (moat__env_on("MOAT_DEBUG"))
+		opts->flags |= MOAT_LOAD_DEBUG;
+	if (moat__env_on("MOAT_TRACE"))
+		opts->flags |= MOAT_LOAD_TRACE;
+	return 0;
+}
+
 int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_options *options)
 {
 	static const moat_load_options defaults = MOAT_LOAD_OPTIONS_INIT;
@@ -424,31 +458,8 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_load: no image path");
 	if (!options)
 		options = &defaults;
-	if (options->version < 1 || options->version > MOAT_LOAD_OPTIONS_VERSION)
-		return moat_error_set(
-		    MOAT_EVERSION, MOAT_ORIGIN_API,
-		    "moat_load_options version %u is not supported (this library speaks 1 to %u); "
-		    "initialise options with MOAT_LOAD_OPTIONS_INIT",
-		    options->version, MOAT_LOAD_OPTIONS_VERSION);
-	if (options->config_len && !options->config)
-		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "config_len is set but config is NULL");
-	if (options->thread_policy != MOAT_THREADS_WAIT && options->thread_policy != MOAT_THREADS_FAIL)
-		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "unknown thread_policy %d",
-		                      options->thread_policy);
-	/* The environment can turn debug mode and tracing on for an application that does not ask. */
-	/* An older struct ends before the fields added since: read no further than it goes. */
-	memset(&opts, 0, sizeof(opts));
-	memcpy(&opts, options,
-	       options->version == 1   ? offsetof(moat_load_options, image_name)
-	       : options->version == 2 ? offsetof(moat_load_options, target_keys)
-	                               : sizeof(opts));
-	if (opts.n_target_keys && !opts.target_keys)
-		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
-		                      "n_target_keys is set but target_keys is NULL");
-	if (moat__env_on("MOAT_DEBUG"))
-		opts.flags |= MOAT_LOAD_DEBUG;
-	if (moat__env_on("MOAT_TRACE"))
-		opts.flags |= MOAT_LOAD_TRACE;
+	if ((rc = copy_options(&opts, options)) < 0)
+		return rc;
 	options = &opts;
 	uri = options->backend;
 	if (!uri || !*uri)

@@ -87,6 +87,7 @@ static const struct option long_options[] = {
     {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
     {NULL, 0, NULL, 0}};
 
+/* The --help text: one fprintf, as long as the text (the man page is made from it). */
 static void usage(FILE *f)
 {
 	fprintf(f,
