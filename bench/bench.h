@@ -148,6 +148,8 @@ typedef struct lane {
 #define ROUNDS 5
 
 int cmp_double(const void *a, const void *b);
+/* Fill r from n one-shot times in microseconds (sorted here): p50, p99, their rate, done. */
+void row_set_times(row *r, double *us, int n);
 /* Warm up op and size its batches; 0, or -1 with r marked failed. */
 int lane_begin(lane *l, row *r, bench_op op, void *ctx);
 /* Time every live lane, interleaved round by round, and fill in their rows. */

@@ -56,12 +56,7 @@ static void fleet_load_row(const char *id, const char *uri)
 		us[i] = (double)(bench_now_ns() - t0) / 1000.0;
 		moat_enclave_destroy(e);
 	}
-	qsort(us, (size_t)reps, sizeof(double), cmp_double);
-	r->p50 = us[reps / 2];
-	r->p99 = us[reps - 1 - reps / 100];
-	r->cps = 1e6 / r->p50;
-	r->samples = (size_t)reps;
-	r->state = ROW_DONE;
+	row_set_times(r, us, reps);
 	free(us);
 }
 

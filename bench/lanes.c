@@ -19,6 +19,16 @@ int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+void row_set_times(row *r, double *us, int n)
+{
+	qsort(us, (size_t)n, sizeof(double), cmp_double);
+	r->p50 = us[n / 2];
+	r->p99 = us[n - 1 - n / 100];
+	r->cps = 1e6 / r->p50;
+	r->samples = (size_t)n;
+	r->state = ROW_DONE;
+}
+
 /*
  * Warm up and size the batches: operations under a microsecond are timed in
  * batches (each sample is the mean of a batch) so that reading the clock

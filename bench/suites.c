@@ -335,15 +335,10 @@ static void setup_one(const char *id, const char *uri)
 		fc[i] = (double)(t2 - t1) / 1000.0;
 		ds[i] = (double)(t3 - t2) / 1000.0;
 	}
-	qsort(tot, (size_t)reps, sizeof(double), cmp_double);
 	qsort(ld, (size_t)reps, sizeof(double), cmp_double);
 	qsort(fc, (size_t)reps, sizeof(double), cmp_double);
 	qsort(ds, (size_t)reps, sizeof(double), cmp_double);
-	r->p50 = tot[reps / 2];
-	r->p99 = tot[reps - 1 - reps / 100];
-	r->cps = 1e6 / r->p50;
-	r->samples = (size_t)reps;
-	r->state = ROW_DONE;
+	row_set_times(r, tot, reps);
 	snprintf(r->note, sizeof(r->note), "p50 load %.0f us, first call %.0f us, destroy %.0f us",
 	         ld[reps / 2], fc[reps / 2], ds[reps / 2]);
 out:

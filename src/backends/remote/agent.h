@@ -76,6 +76,13 @@ int moat__remote_status_error(remote_backend *r, const moat_rpc_status *st, cons
 /* Upload (unless by name), Load, and check the answer and its signed report; fills r. Records errors. */
 int moat__remote_load(remote_backend *r, const moat_backend_params *params);
 
+/*
+ * The channel options for target (gRPC's form) with the TLS files of o;
+ * refuses TLS files on a target without TLS (uri names it). Records errors.
+ */
+int moat__remote_channel_opts(moat_rpc_channel_opts *co, const char *target, int tls,
+                              const moat_load_options *o, const char *uri);
+
 /* Does the URI name a fleet (a list of addresses, or a name resolved to all of its addresses)? */
 int moat__remote_is_fleet(const moat_backend_params *params);
 /*

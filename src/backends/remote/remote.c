@@ -350,6 +350,23 @@ static remote_backend *agent_new(const moat_backend_params *params)
 	return r;
 }
 
+int moat__remote_channel_opts(moat_rpc_channel_opts *co, const char *target, int tls,
+                              const moat_load_options *o, const char *uri)
+{
+	if (!tls && (o->tls_ca_file || o->tls_cert_file || o->tls_key_file))
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                      "TLS files are set but '%s' is not a grpcs:// URI", uri);
+	memset(co, 0, sizeof(*co));
+	co->target = target;
+	co->tls = tls;
+	co->ca_file = o->tls_ca_file;
+	co->cert_file = o->tls_cert_file;
+	co->key_file = o->tls_key_file;
+	co->server_name = o->tls_server_name;
+	co->max_receive_bytes = -1;
+	return 0;
+}
+
 /*
  * Start a private moatd for "local", then open the channel to the target
  * and load there; a fleet URI first picks the target. Records errors.
@@ -376,21 +393,13 @@ static int agent_connect(remote_backend *r, const moat_backend_params *params)
 		snprintf(target, sizeof(target), "%s%s", strcmp(params->scheme, "unix") == 0 ? "unix:" : "",
 		         params->address);
 	}
-	if (!r->tls && (o->tls_ca_file || o->tls_cert_file || o->tls_key_file))
-		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
-		                      "TLS files are set but '%s' is not a grpcs:// URI", params->uri);
+	if ((rc = moat__remote_channel_opts(&co, target, r->tls, o, params->uri)) < 0)
+		return rc;
 	moat__rpc_init();
 	r->rpc_inited = 1;
-	co.target = target;
-	co.tls = r->tls;
-	co.ca_file = o->tls_ca_file;
-	co.cert_file = o->tls_cert_file;
-	co.key_file = o->tls_key_file;
-	co.server_name = o->tls_server_name;
 	co.keepalive_ms = r->keepalive_ms;
 	/* Generous on a slow machine (valgrind runs raise the keepalive period), bounded everywhere. */
 	co.connect_timeout_ms = r->keepalive_ms > 1250 ? 4 * r->keepalive_ms : 5000;
-	co.max_receive_bytes = -1;
 	if (!r->has_local && moat__remote_is_fleet(params))
 		return moat__remote_fleet_load(r, params, &co);
 	if ((rc = moat__rpc_channel_open(&r->ch, &co)) < 0)

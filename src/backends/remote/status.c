@@ -39,7 +39,7 @@ static int describe(char **out, const char *uri, const Moat__V1__StatusResponse 
 int moat_target_status(char **out, const char *uri, const moat_load_options *options)
 {
 	static const moat_load_options defaults = MOAT_LOAD_OPTIONS_INIT;
-	moat_rpc_channel_opts co = {0};
+	moat_rpc_channel_opts co;
 	moat_rpc_channel *ch = NULL;
 	Moat__V1__StatusResponse *r = NULL;
 	moat__backend_uri parsed;
@@ -62,13 +62,9 @@ int moat_target_status(char **out, const char *uri, const moat_load_options *opt
 		    "moat_target_status: '%s' names no single target (grpc://, grpcs:// or unix:)", uri);
 	snprintf(target, sizeof(target), "%s%s", strcmp(parsed.scheme, "unix") == 0 ? "unix:" : "",
 	         parsed.address);
-	co.target = target;
-	co.tls = strcmp(parsed.scheme, "grpcs") == 0;
-	co.ca_file = options->tls_ca_file;
-	co.cert_file = options->tls_cert_file;
-	co.key_file = options->tls_key_file;
-	co.server_name = options->tls_server_name;
-	co.max_receive_bytes = -1;
+	if ((rc = moat__remote_channel_opts(&co, target, strcmp(parsed.scheme, "grpcs") == 0, options, uri)) <
+	    0)
+		return rc;
 	moat__rpc_init();
 	if ((rc = moat__rpc_channel_open(&ch, &co)) < 0)
 		goto out;
