@@ -154,6 +154,16 @@ void row_set_times(row *r, double *us, int n);
 int lane_begin(lane *l, row *r, bench_op op, void *ctx);
 /* Time every live lane, interleaved round by round, and fill in their rows. */
 void lanes_run(lane *l, size_t n);
+/*
+ * lanes_run in slices: slice k of slices runs its share of the rounds; the
+ * last one fills in the rows. Between slices a caller may give the lanes
+ * fresh processes (their ctx must stay the same objects), then lanes_warm.
+ */
+void lanes_run_slice(lane *l, size_t n, int slice, int slices);
+/* A few untimed operations on every live lane (after its process was replaced). */
+void lanes_warm(lane *l, size_t n);
+/* Stop timing a lane whose operation can no longer run; its row says why. */
+void lane_drop(lane *l, const char *why);
 
 /* The baseline of the sim rows: a copy through a function pointer the compiler cannot see through. */
 typedef struct fnptr_ctx {
@@ -189,6 +199,8 @@ int moat_rows_open(moat_rows *m, const char *prefix, const char *uri);
 /* Add the call and call+exit lanes of an open backend at size index s; returns how many. */
 size_t moat_rows_lanes(moat_rows *m, size_t s, lane *l);
 void moat_rows_close(moat_rows *m);
+/* Load the bench enclave on uri again in place of m's (its lanes keep their contexts); 0 or -1. */
+int moat_rows_reload(moat_rows *m, const char *uri);
 
 /* ---- moatd and TLS material (moatd.c) ---- */
 

@@ -123,17 +123,46 @@ static void lane_end(lane *l)
 	l->live = 0;
 }
 
-void lanes_run(lane *l, size_t n)
+void lanes_run_slice(lane *l, size_t n, int slice, int slices)
 {
 	int rounds = bench_cfg.smoke ? 1 : ROUNDS, k;
 	size_t i;
 
 	for (k = 0; k < rounds; k++) {
 		for (i = 0; i < n; i++)
-			lane_round(&l[i], k, rounds);
+			lane_round(&l[i], slice * rounds + k, slices * rounds);
 	}
+	if (slice + 1 < slices)
+		return;
 	for (i = 0; i < n; i++)
 		lane_end(&l[i]);
+}
+
+void lanes_run(lane *l, size_t n)
+{
+	lanes_run_slice(l, n, 0, 1);
+}
+
+void lanes_warm(lane *l, size_t n)
+{
+	size_t i, k, warm = bench_cfg.smoke ? 2 : 100;
+
+	for (i = 0; i < n; i++) {
+		for (k = 0; l[i].live && k < warm; k++) {
+			if (l[i].op(l[i].ctx) < 0) {
+				l[i].live = 0;
+				row_na(l[i].r, "failed", bench_error[0] ? bench_error : "operation failed");
+			}
+		}
+	}
+}
+
+void lane_drop(lane *l, const char *why)
+{
+	if (!l->live)
+		return;
+	l->live = 0;
+	row_na(l->r, "failed", why);
 }
 
 /* ---- the sim baseline ---- */
@@ -273,6 +302,17 @@ int moat_rows_open(moat_rows *m, const char *prefix, const char *uri)
 		return -1;
 	}
 	m->call.e = m->exit.e = m->e;
+	return 0;
+}
+
+int moat_rows_reload(moat_rows *m, const char *uri)
+{
+	moat_enclave *e;
+
+	if (!m->e || enclave_open(&e, uri) < 0)
+		return -1;
+	moat_enclave_destroy(m->e);
+	m->e = m->call.e = m->exit.e = e;
 	return 0;
 }
 
