@@ -158,10 +158,13 @@ static int pick(remote_backend *r, moat_rpc_channel *balanced, char *peer, size_
 	free(resp);
 	if (rc < 0)
 		return rc;
-	if (rc != MOAT_RPC_OK || !serving || !peer[0])
+	if (rc != MOAT_RPC_OK)
 		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
-		                      "no target of %s is serving (%s)", r->where,
-		                      rc != MOAT_RPC_OK ? st.message : "the one picked is not serving");
+		                      "no target of %s is serving (%s; %s)", r->where, st.message,
+		                      moat__remote_transport_hint(r, st.message));
+	if (!serving || !peer[0])
+		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		                      "no target of %s is serving (the one picked is not serving)", r->where);
 	return 0;
 }
 
@@ -219,7 +222,10 @@ int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params
 		po.target = peer;
 		if ((rc = moat__rpc_channel_open(&r->ch, &po)) < 0)
 			break;
-		snprintf(r->where, sizeof(r->where), "%s (target %s)", params->uri, peer);
+		/* gRPC names the peer "ipv4:A:P" or "ipv6:[A]:P"; the handle names it "A:P", "[A]:P". */
+		snprintf(r->target, sizeof(r->target), "%s",
+		         strncmp(peer, "ipv4:", 5) == 0 || strncmp(peer, "ipv6:", 5) == 0 ? peer + 5 : peer);
+		snprintf(r->where, sizeof(r->where), "%s (target %.127s)", params->uri, r->target);
 		rc = moat__remote_load(r, params);
 		/* Full, gone since the pick, or not one of the pinned keys: the next pick goes elsewhere. */
 		if (rc == 0 || (rc != MOAT_ELIMIT && rc != MOAT_ETRANSPORT && rc != MOAT_EKEY) ||
@@ -231,6 +237,7 @@ int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params
 		r->ch = NULL;
 		r->parent.dead = 0;
 		r->session_id[0] = '\0';
+		snprintf(r->where, sizeof(r->where), "%s", params->uri);
 	}
 	return rc;
 }
