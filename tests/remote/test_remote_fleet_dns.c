@@ -368,6 +368,64 @@ static void test_tls_by_name(void **state)
 	moat_enclave_destroy(one);
 }
 
+/*
+ * grpcs://A,B,...: a list of addresses. On one host, each certificate is
+ * checked against that host (127.0.0.1, which make_certs.sh's server
+ * certificate names). On several hosts, gRPC checks one name for the whole
+ * fleet: tls_server_name gives it (the name's targets of the test before,
+ * and still never the one with another name's certificate), and without it
+ * the load is refused, saying so.
+ */
+static void test_tls_list(void **state)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	char ca[300], cert[2][300], uri[600];
+	int count[8] = {0}, i, on[2] = {0, 0};
+	moat_enclave *e[N_LOADS];
+	unsigned int port = 0;
+	test_moatd local[2];
+
+	(void)state;
+	snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+	snprintf(cert[0], sizeof(cert[0]), "%s/server.pem", certs);
+	snprintf(cert[1], sizeof(cert[1]), "%s/server.key", certs);
+	for (i = 0; i < 2; i++) {
+		port = 0;
+		assert_int_equal(start_on(&local[i], "grpcs", "127.0.0.1", &port, "--tls-cert", cert[0],
+		                          "--tls-key", cert[1], NULL),
+		                 0);
+	}
+	o.tls_ca_file = ca;
+	snprintf(uri, sizeof(uri), "grpcs://%s,%s", local[0].addr, local[1].addr);
+	for (i = 0; i < N_LOADS; i++) {
+		e[i] = load(uri, &o);
+		assert_non_null(e[i]);
+		assert_non_null(moat_enclave_target(e[i]));
+		on[strcmp(moat_enclave_target(e[i]), local[1].addr) == 0]++;
+	}
+	print_message("%d loads on %s: %d and %d\n", N_LOADS, uri, on[0], on[1]);
+	assert_true(on[0] >= N_LOADS / 4 && on[1] >= N_LOADS / 4);
+	for (i = 0; i < N_LOADS; i++)
+		moat_enclave_destroy(e[i]);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(test_moatd_stop(&local[i]), 0);
+
+	snprintf(uri, sizeof(uri), "grpcs://127.0.0.2:%u,127.0.0.3:%u,127.0.0.4:%u,127.0.0.5:%u", tls_port,
+	         tls_port, tls_port, tls_port);
+	assert_null(load(uri, &o));
+	assert_int_equal(moat_error_last()->code, MOAT_EINVAL);
+	assert_non_null(strstr(moat_error_last()->message, "tls_server_name"));
+	o.tls_server_name = "fleet.moat.test";
+	spread(e, uri, &o, tls_port, count);
+	print_message("%d loads on %s: %d on .2, %d on .3, %d on .4, %d on .5\n", N_LOADS, uri, count[2],
+	              count[3], count[4], count[5]);
+	assert_int_equal(count[5], 0);
+	for (i = 2; i <= 4; i++)
+		assert_true(count[i] >= N_LOADS / 6);
+	for (i = 0; i < N_LOADS; i++)
+		moat_enclave_destroy(e[i]);
+}
+
 static int teardown(void **state)
 {
 	int i, rc = 0;
@@ -388,6 +446,7 @@ int main(void)
 	    cmocka_unit_test(test_plain_spread_and_late_target),
 	    cmocka_unit_test(test_plain_address_added),
 	    cmocka_unit_test(test_tls_by_name),
+	    cmocka_unit_test(test_tls_list),
 	};
 	char cmd[200];
 	int rc = enter_namespace();

@@ -197,6 +197,51 @@ static int pick_untried(remote_backend *r, char *peer, size_t cap, char (*tried)
 	}
 }
 
+/*
+ * The name TLS checks when tls_server_name is not set. A name's
+ * certificates name the name, not the address a session is pinned to:
+ * every channel checks NAME. A list's balancing channel checks one name for
+ * all its targets (left to itself, gRPC would check the whole list): the
+ * host the addresses share, while each pinned channel checks its own
+ * address, as for one target. A list over several hosts needs
+ * tls_server_name. Records errors.
+ */
+static int tls_names(const moat_backend_params *params, moat_rpc_channel_opts *bo, moat_rpc_channel_opts *po,
+                     char *host, size_t cap)
+{
+	char copy[600], *save = NULL, *tok, *colon;
+	int n = 0;
+
+	if (!bo->tls || bo->server_name)
+		return 0;
+	if (strstr(params->scheme, "+dns")) {
+		snprintf(host, cap, "%.*s", (int)strcspn(params->address, ":"), params->address);
+		po->server_name = bo->server_name = host;
+		return 0;
+	}
+	snprintf(copy, sizeof(copy), "%s", params->address);
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save), n++) {
+		if ((colon = strrchr(tok, ':')) != NULL)
+			*colon = '\0';
+		if (tok[0] == '[' && (colon = strchr(tok, ']')) != NULL) {
+			*colon = '\0';
+			tok++;
+		}
+		if (n == 0)
+			snprintf(host, cap, "%s", tok);
+		else if (strcmp(host, tok) != 0)
+			return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+			                      "%s: a TLS fleet listed on several hosts needs "
+			                      "tls_server_name, a name every target's "
+			                      "certificate carries (gRPC checks one name on the fleet's "
+			                      "channel); or name the fleet by "
+			                      "DNS (grpcs+dns://NAME:PORT)",
+			                      params->uri);
+	}
+	bo->server_name = host;
+	return 0;
+}
+
 int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params,
                             const moat_rpc_channel_opts *co)
 {
@@ -207,13 +252,8 @@ int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params
 
 	bo.target = target;
 	bo.health_service = "moat.v1.Target";
-	/* A name's certificate names the name, not the address a session is pinned to. */
-	if (strstr(params->scheme, "+dns") && !po.server_name) {
-		snprintf(host, sizeof(host), "%.*s", (int)strcspn(params->address, ":"), params->address);
-		po.server_name = host;
-		bo.server_name = host;
-	}
-	if ((rc = fleet_acquire(&r->fleet, params->uri, &bo)) < 0)
+	if ((rc = tls_names(params, &bo, &po, host, sizeof(host))) < 0 ||
+	    (rc = fleet_acquire(&r->fleet, params->uri, &bo)) < 0)
 		return rc;
 	for (i = 0; i < attempts; i++) {
 		if ((rc = pick_untried(r, peer, sizeof(peer), tried, i)) < 0)
