@@ -128,6 +128,8 @@ const char *moat__remote_transport_hint(const remote_backend *r, const char *det
 {
 	if (r->has_local)
 		return "the private moatd went away";
+	if (strstr(detail, "DNS resolution failed"))
+		return "the host name does not resolve: check it (DNS, /etc/hosts)";
 	if (!r->tls)
 		return "is moatd running and reachable there (and not serving TLS only)?";
 	if (strstr(detail, "certificate verify failed"))
