@@ -4,8 +4,10 @@
  * round_robin with client-side health checks; a full target reports
  * NOT_SERVING and is skipped), and when a target dies only its sessions
  * fail while new loads go to the others; a drained target takes no new
- * sessions and stops once its last one ended. Which target hosts a session
- * is told by the identity key in the session's identity.
+ * sessions and stops once its last one ended; a target listed before it
+ * runs is taken once it starts. Which target hosts a session is told by
+ * the identity key in the session's identity, and its address by
+ * moat_enclave_target().
  */
 #include <setjmp.h>
 #include <signal.h>

@@ -1,7 +1,7 @@
 /*
  * Fleets of targets: grpc://A:P,B:P,... (a static list of IP addresses)
- * and grpc+dns://NAME:PORT (every address NAME resolves to, re-resolved
- * by gRPC as the name changes), with grpcs for TLS. Placement is gRPC's
+ * and grpc+dns://NAME:PORT (every address NAME resolves to, resolved
+ * again by gRPC when a target's connection fails), with grpcs for TLS. Placement is gRPC's
  * own, not a scheduler of ours: a Health/Check of moat.v1.Target on a
  * channel with the round_robin policy and client-side health checking
  * lands on a target that is up and takes sessions (moatd reports
@@ -16,6 +16,8 @@
  * while any of them lives, so that consecutive loads take turns over the
  * targets (a fresh channel picks whichever target is ready first, which is
  * why a listed fleet's addresses are given to gRPC in a random order).
+ * With TLS, a name's channels all check the name; a list's check the host
+ * its addresses share (tls_names).
  */
 #include <pthread.h>
 #include <stdio.h>
