@@ -212,6 +212,16 @@ MOAT_EXTERN(void) moat_enclave_destroy(moat_enclave *enclave);
 MOAT_EXTERN(int) moat_enclave_abort(moat_enclave *enclave);
 
 /**
+ * The address of the target that hosts the enclave's session, for remote
+ * backends: the one a fleet's load was placed on ("10.0.0.2:7070",
+ * "[fd00::3]:7070"), or the one a single-target URI names ("HOST:PORT",
+ * "unix:/PATH"; local: the private moatd's socket). NULL for backends that
+ * run the enclave on this machine (sim, proc) and for a NULL enclave. The
+ * string is borrowed from the handle.
+ */
+MOAT_EXTERN(const char *) moat_enclave_target(const moat_enclave *enclave);
+
+/**
  * Compute the measurement (SHA-256) of the enclave image at path into out.
  * Returns 0, MOAT_EINVAL, MOAT_ENOENT, MOAT_EBADIMAGE (not a regular file)
  * or MOAT_EIO.

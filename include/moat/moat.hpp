@@ -276,6 +276,11 @@ class enclave
 		check(moat_enclave_identity(get(), &id));
 		return id;
 	}
+	/** The address of the target hosting a remote session (moat_enclave_target); nullptr on sim, proc. */
+	const char *target() const
+	{
+		return moat_enclave_target(get());
+	}
 	/** End the enclave now (moat_enclave_abort); the object must still be destroyed. */
 	void abort()
 	{

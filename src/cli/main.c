@@ -33,7 +33,7 @@ static const char usage_main[] = "usage: moat <command> [options]\n"
 static const char usage_run[] =
     "usage: moat run [--backend URI] [--config STRING] [--expect HEX] [--timeout MS]\n"
     "                [--tls-ca F] [--tls-cert F] [--tls-key F] [--tls-server-name N]\n"
-    "                [--target-key HEX] [--by-name] ENCLAVE [ARGS...]\n"
+    "                [--target-key HEX] [--by-name] [--verbose] ENCLAVE [ARGS...]\n"
     "\n"
     "Load ENCLAVE, call its run selector (MOAT_SELECTOR_RUN) with each ARG as an\n"
     "item, and print every item it returns on its own line.\n"
@@ -50,6 +50,8 @@ static const char usage_run[] =
     "      --tls-server-name N  name expected in the target's certificate\n"
     "      --target-key HEX  refuse unless the target's Ed25519 key is HEX\n"
     "      --by-name         ENCLAVE names an image in the target's enclave directory\n"
+    "  -v, --verbose         say on stderr where the enclave runs: backend, and for\n"
+    "                        remote ones the target's address and key (a fleet's pick)\n"
     "  -h, --help            show this help\n";
 
 static const char usage_debug[] =
@@ -111,7 +113,8 @@ static int cmd_measure(int argc, char **argv)
  * Parse run's options into opts (expect and tkey hold the pins it points
  * to). Returns -1 to go on, or the exit status (help, bad option).
  */
-static int run_options(int argc, char **argv, moat_load_options *opts, uint8_t *expect, uint8_t *tkey)
+static int run_options(int argc, char **argv, moat_load_options *opts, uint8_t *expect, uint8_t *tkey,
+                       int *verbose)
 {
 	enum { OPT_CA = 256, OPT_CERT, OPT_KEY, OPT_NAME, OPT_TKEY, OPT_BYNAME };
 	static const struct option longopts[] = {{"backend", required_argument, NULL, 'b'},
@@ -124,12 +127,13 @@ static int run_options(int argc, char **argv, moat_load_options *opts, uint8_t *
 	                                         {"tls-server-name", required_argument, NULL, OPT_NAME},
 	                                         {"target-key", required_argument, NULL, OPT_TKEY},
 	                                         {"by-name", no_argument, NULL, OPT_BYNAME},
+	                                         {"verbose", no_argument, NULL, 'v'},
 	                                         {"help", no_argument, NULL, 'h'},
 	                                         {NULL, 0, NULL, 0}};
 	char *end;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "+b:c:e:t:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+b:c:e:t:vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'b': opts->backend = optarg; break;
 		case 'c':
@@ -171,6 +175,7 @@ static int run_options(int argc, char **argv, moat_load_options *opts, uint8_t *
 			opts->target_key = tkey;
 			break;
 		case OPT_BYNAME: opts->flags |= MOAT_LOAD_BY_NAME; break;
+		case 'v': *verbose = 1; break;
 		case 'h': fputs(usage_run, stdout); return 0;
 		default: fputs(usage_run, stderr); return 2;
 		}
@@ -251,6 +256,25 @@ static int wait_for_debugger(moat_enclave *e, const char *image)
 	return 0;
 }
 
+/* --verbose: where the enclave runs (a fleet's pick: the target's address and key), on stderr. */
+static void say_where(const moat_enclave *e)
+{
+	char key[2 * MOAT_TARGET_KEY_LEN + 1] = "";
+	const char *target = moat_enclave_target(e);
+	moat_identity id;
+	size_t i;
+
+	if (moat_enclave_identity(e, &id) < 0)
+		return;
+	for (i = 0; id.has_target_key && i < MOAT_TARGET_KEY_LEN; i++)
+		snprintf(key + 2 * i, 3, "%02x", id.target_key[i]);
+	if (target)
+		fprintf(stderr, "moat: the enclave runs on target %s (backend %s, key ed25519:%s)\n", target,
+		        id.backend, key);
+	else
+		fprintf(stderr, "moat: the enclave runs on this machine (backend %s)\n", id.backend);
+}
+
 static int cmd_run(int argc, char **argv, int debug)
 {
 	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
@@ -258,13 +282,13 @@ static int cmd_run(int argc, char **argv, int debug)
 	moat_enclave *e = NULL;
 	moat_msg *in = NULL, *out = NULL;
 	size_t i;
-	int c, rc, status = 1;
+	int c, rc, status = 1, verbose = 0;
 
 	if (debug && argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
 		fputs(usage_debug, stdout);
 		return 0;
 	}
-	if ((rc = run_options(argc, argv, &opts, expect, tkey)) >= 0)
+	if ((rc = run_options(argc, argv, &opts, expect, tkey, &verbose)) >= 0)
 		return rc;
 	if (optind >= argc) {
 		fprintf(stderr, "moat: run: no enclave image given\n%s", usage_run);
@@ -277,6 +301,8 @@ static int cmd_run(int argc, char **argv, int debug)
 	}
 	if ((rc = moat_enclave_load(&e, argv[optind], &opts)) < 0)
 		return fail("load", rc);
+	if (verbose)
+		say_where(e);
 	if (debug && wait_for_debugger(e, argv[optind]) != 0)
 		goto out;
 	if (moat_msg_new(&in) < 0 || moat_msg_new(&out) < 0) {

@@ -396,6 +396,11 @@ int moat_enclave_identity(const moat_enclave *e, moat_identity *out)
 	return 0;
 }
 
+const char *moat_enclave_target(const moat_enclave *e)
+{
+	return e ? e->backend->target : NULL;
+}
+
 static void enclave_free(struct moat_enclave *e)
 {
 	pthread_rwlock_destroy(&e->handlers_lock);

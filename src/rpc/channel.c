@@ -97,8 +97,12 @@ static int channel_args(grpc_arg *args, const moat_rpc_channel_opts *o, char *se
 	if (o->tls && o->server_name)
 		args[n++] = (grpc_arg){
 		    GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, {.string = (char *)o->server_name}};
-	if (service_config)
+	if (service_config) {
 		args[n++] = (grpc_arg){GRPC_ARG_STRING, GRPC_ARG_SERVICE_CONFIG, {.string = service_config}};
+		/* A name's DNS TXT record (_grpc_config.NAME) must not replace the balancing policy. */
+		args[n++] =
+		    (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_SERVICE_CONFIG_DISABLE_RESOLUTION, {.integer = 1}};
+	}
 	return n;
 }
 

@@ -64,6 +64,8 @@ run 0 run "$hello" && out_is "Hello, world!"
 run 0 run "$dir/fib_enclave.so" 90 && out_is "2880067194370816120"
 run 0 run "$dir/threads_enclave.so" 4 && out_is "$(printf '500000500000\n4')"
 run 0 run "$dir/kv_enclave.so" put k v get k get nope && out_is "$(printf 'v\n(not found)')"
+# --verbose says where the enclave runs, on stderr only (remote targets: test_remote_fleet_dns).
+run 0 run --verbose "$hello" v && { out_is "Hello, v!"; err_has "runs on this machine (backend sim)"; }
 
 # measure: 64 lowercase hex digits, equal to sha256sum of the file.
 if run 0 measure "$hello"; then

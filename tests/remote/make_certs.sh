@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# make_certs.sh DIR: throwaway TLS material for the tests (test_remote) and
+# make_certs.sh DIR [NAME...]: throwaway TLS material for the tests (test_remote) and
 # moat-bench: a CA (ca.pem), a server certificate for localhost/127.0.0.1
 # (server.pem/.key), a client certificate for mutual TLS (client.pem/.key),
-# and a second CA that signed nothing (other-ca.pem). P-256 keys: quick to
+# and a second CA that signed nothing (other-ca.pem). Each NAME also gets a
+# server certificate from the CA that names NAME alone, no address
+# (NAME.pem/.key: a fleet reached by name). P-256 keys: quick to
 # make, and the handshake cost moat-bench's grpcs rows have always measured.
 set -euo pipefail
 d=$1
+shift
 mkdir -p "$d"
 cd "$d"
 q() { "$@" >/dev/null 2>&1; }
@@ -18,3 +21,9 @@ q openssl req "${ec[@]}" -subj "/CN=localhost" -keyout server.key -out server.cs
 q openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.pem
 q openssl req "${ec[@]}" -subj "/CN=moat-host" -keyout client.key -out client.csr
 q openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out client.pem
+for name in "$@"; do
+  printf 'subjectAltName=DNS:%s\nbasicConstraints=critical,CA:FALSE\n' "$name" >"$name.ext"
+  q openssl req "${ec[@]}" -subj "/CN=$name" -keyout "$name.key" -out "$name.csr"
+  q openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile "$name.ext" \
+    -out "$name.pem"
+done

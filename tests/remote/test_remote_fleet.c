@@ -4,8 +4,10 @@
  * round_robin with client-side health checks; a full target reports
  * NOT_SERVING and is skipped), and when a target dies only its sessions
  * fail while new loads go to the others; a drained target takes no new
- * sessions and stops once its last one ended. Which target hosts a session
- * is told by the identity key in the session's identity.
+ * sessions and stops once its last one ended; a target listed before it
+ * runs is taken once it starts. Which target hosts a session is told by
+ * the identity key in the session's identity, and its address by
+ * moat_enclave_target().
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -60,9 +62,13 @@ static moat_enclave *load_pinned(const char *uri, const uint8_t *set, size_t n)
 	return moat_enclave_load(&e, TEST_ENCLAVE("test_enclave"), &o) == 0 ? e : NULL;
 }
 
-/* Which target hosts e (by its identity key); -1 when none. */
+/*
+ * Which target hosts e, by its identity key; -1 when none. The address the
+ * handle names (moat_enclave_target) must be that target's.
+ */
 static int target_of(const moat_enclave *e)
 {
+	const char *addr = moat_enclave_target(e);
 	moat_identity id;
 	int i;
 
@@ -70,8 +76,12 @@ static int target_of(const moat_enclave *e)
 		return -1;
 	for (i = 0; i < N_TARGETS; i++)
 		if (memcmp(id.target_key, keys[i], MOAT_TARGET_KEY_LEN) == 0)
-			return i;
-	return -1;
+			break;
+	if (i == N_TARGETS || !addr || strcmp(addr, targets[i].addr) != 0) {
+		print_message("key of target %d, address %s\n", i, addr ? addr : "(none)");
+		return -1;
+	}
+	return i;
 }
 
 static int echo_works(moat_enclave *e)
@@ -109,6 +119,9 @@ static int setup(void **state)
 		e = load(targets[i].uri);
 		if (!e || moat_enclave_identity(e, &id) < 0)
 			return -1;
+		/* One target named alone: the handle names the URI's address. */
+		if (!moat_enclave_target(e) || strcmp(moat_enclave_target(e), targets[i].addr) != 0)
+			return -1;
 		memcpy(keys[i], id.target_key, MOAT_TARGET_KEY_LEN);
 		moat_enclave_destroy(e);
 		off +=
@@ -123,8 +136,9 @@ static int teardown(void **state)
 	int i, rc = 0;
 
 	(void)state;
+	/* A target killed or drained is gone, but its directory is still to remove. */
 	for (i = 0; i < N_TARGETS; i++)
-		if (targets[i].pid && test_moatd_stop(&targets[i]) < 0)
+		if ((targets[i].pid || targets[i].dir[0]) && test_moatd_stop(&targets[i]) < 0)
 			rc = -1;
 	return rc;
 }
@@ -308,12 +322,67 @@ static void test_key_set(void **state)
 	assert_int_equal(moat_error_last()->code, MOAT_EKEY);
 }
 
+/*
+ * A target listed in the fleet but not running yet: loads go to the
+ * running one; once it starts, loads of the same process (a session held
+ * keeps the balancing channel) reach it after gRPC's reconnect backoff
+ * (capped at the 5 s connect timeout). Runs last: only the third target of
+ * the first tests is still up.
+ */
+static void test_late_target(void **state)
+{
+	moat_enclave *hold, *e;
+	test_moatd late;
+	char uri[600], listen[300];
+	int i, on_late = 0;
+
+	(void)state;
+	/* A backend that runs the enclave on this machine names no target. */
+	assert_null(moat_enclave_target(NULL));
+	e = load("sim");
+	assert_non_null(e);
+	assert_null(moat_enclave_target(e));
+	moat_enclave_destroy(e);
+	/* Learn a free port for the late target: start a moatd there and stop it again. */
+	assert_int_equal(test_moatd_start(&late, "grpc", "--backend=sim", NULL), 0);
+	snprintf(listen, sizeof(listen), "%s", late.addr);
+	assert_int_equal(test_moatd_stop(&late), 0);
+	snprintf(uri, sizeof(uri), "grpc://%s,%s", targets[2].addr, listen);
+	hold = load(uri);
+	assert_non_null(hold);
+	assert_int_equal(target_of(hold), 2);
+	for (i = 0; i < 3; i++) {
+		e = load(uri);
+		assert_non_null(e);
+		assert_int_equal(target_of(e), 2);
+		moat_enclave_destroy(e);
+	}
+	assert_int_equal(
+	    test_moatd_start(&late, "grpc", "--allow-upload", "--backend=sim", "--listen", listen, NULL), 0);
+	assert_string_equal(late.addr, listen);
+	for (i = 1; i <= 300 && !on_late; i++) {
+		e = load(uri);
+		assert_non_null(e);
+		assert_non_null(moat_enclave_target(e));
+		on_late = strcmp(moat_enclave_target(e), listen) == 0;
+		assert_int_equal(echo_works(e), 0);
+		moat_enclave_destroy(e);
+		if (!on_late)
+			test_sleep_ms(50);
+	}
+	print_message("the target started late took load %d after it started\n", i - 1);
+	assert_true(on_late);
+	moat_enclave_destroy(hold);
+	assert_int_equal(test_moatd_stop(&late), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_key_set),
 	    cmocka_unit_test(test_fleet_spreads_and_survives),
 	    cmocka_unit_test(test_drain),
+	    cmocka_unit_test(test_late_target),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

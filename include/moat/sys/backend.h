@@ -77,6 +77,12 @@ struct moat_backend {
 	 * __atomic_store_n(&b->dead, code, __ATOMIC_RELEASE).
 	 */
 	int dead;
+	/**
+	 * Remote: the address of the target that hosts the session
+	 * ("HOST:PORT", "unix:/PATH"), kept by the backend for the handle's
+	 * life; NULL for backends that run the enclave on this machine.
+	 */
+	const char *target;
 };
 
 /**

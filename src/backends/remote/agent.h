@@ -38,7 +38,8 @@ struct remote_backend {
 	moat_chan_owner streams; /* every host thread's Attach stream of this session */
 	moat_exit_dispatch exit_dispatch;
 	void *exit_ctx;
-	char where[320]; /* what to name in messages: the URI */
+	char where[320];  /* what to name in messages: the URI */
+	char target[320]; /* the address of the target hosting the session (parent.target) */
 	int tls;
 	/*
 	 * One connection per session: every host thread's stream shares it, so
@@ -70,6 +71,8 @@ struct remote_backend {
 /* Record the handle's fatal error; the first one stays (an abort, a timeout, a lost target). */
 void moat__remote_mark_dead(remote_backend *r, int code);
 
+/* What to check when a connection failed, from gRPC's detail (TLS names, CA, client certificate). */
+const char *moat__remote_transport_hint(const remote_backend *r, const char *detail);
 /* Turn how a call ended into a Moat error. Marks the handle dead when the target is gone. */
 int moat__remote_status_error(remote_backend *r, const moat_rpc_status *st, const char *what);
 

@@ -1,8 +1,9 @@
 /*
  * Fleets of targets: grpc://A:P,B:P,... (a static list of IP addresses)
- * and grpc+dns://NAME:PORT (every address NAME resolves to, re-resolved
- * by gRPC as the name changes), with grpcs for TLS. Placement is gRPC's
- * own, not a scheduler of ours: a Health/Check of moat.v1.Target on a
+ * and grpc+dns://NAME:PORT (every address NAME resolves to, resolved
+ * again by gRPC when a target's connection fails), with grpcs for TLS.
+ * Placement is gRPC's own, not a scheduler of ours: a Health/Check of
+ * moat.v1.Target on a
  * channel with the round_robin policy and client-side health checking
  * lands on a target that is up and takes sessions (moatd reports
  * NOT_SERVING while it is full or stopping), and the call's peer says
@@ -16,6 +17,8 @@
  * while any of them lives, so that consecutive loads take turns over the
  * targets (a fresh channel picks whichever target is ready first, which is
  * why a listed fleet's addresses are given to gRPC in a random order).
+ * With TLS, a name's channels all check the name; a list's check the host
+ * its addresses share (tls_names).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -158,10 +161,13 @@ static int pick(remote_backend *r, moat_rpc_channel *balanced, char *peer, size_
 	free(resp);
 	if (rc < 0)
 		return rc;
-	if (rc != MOAT_RPC_OK || !serving || !peer[0])
+	if (rc != MOAT_RPC_OK)
 		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
-		                      "no target of %s is serving (%s)", r->where,
-		                      rc != MOAT_RPC_OK ? st.message : "the one picked is not serving");
+		                      "no target of %s is serving (%s; %s)", r->where, st.message,
+		                      moat__remote_transport_hint(r, st.message));
+	if (!serving || !peer[0])
+		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
+		                      "no target of %s is serving (the one picked is not serving)", r->where);
 	return 0;
 }
 
@@ -194,6 +200,51 @@ static int pick_untried(remote_backend *r, char *peer, size_t cap, char (*tried)
 	}
 }
 
+/*
+ * The name TLS checks when tls_server_name is not set. A name's
+ * certificates name the name, not the address a session is pinned to:
+ * every channel checks NAME. A list's balancing channel checks one name for
+ * all its targets (left to itself, gRPC would check the whole list): the
+ * host the addresses share, while each pinned channel checks its own
+ * address, as for one target. A list over several hosts needs
+ * tls_server_name. Records errors.
+ */
+static int tls_names(const moat_backend_params *params, moat_rpc_channel_opts *bo, moat_rpc_channel_opts *po,
+                     char *host, size_t cap)
+{
+	char copy[600], *save = NULL, *tok, *colon;
+	int n = 0;
+
+	if (!bo->tls || bo->server_name)
+		return 0;
+	if (strstr(params->scheme, "+dns")) {
+		snprintf(host, cap, "%.*s", (int)strcspn(params->address, ":"), params->address);
+		po->server_name = bo->server_name = host;
+		return 0;
+	}
+	snprintf(copy, sizeof(copy), "%s", params->address);
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save), n++) {
+		if ((colon = strrchr(tok, ':')) != NULL)
+			*colon = '\0';
+		if (tok[0] == '[' && (colon = strchr(tok, ']')) != NULL) {
+			*colon = '\0';
+			tok++;
+		}
+		if (n == 0)
+			snprintf(host, cap, "%s", tok);
+		else if (strcmp(host, tok) != 0)
+			return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+			                      "%s: a TLS fleet listed on several hosts needs "
+			                      "tls_server_name, a name every target's "
+			                      "certificate carries (gRPC checks one name on the fleet's "
+			                      "channel); or name the fleet by "
+			                      "DNS (grpcs+dns://NAME:PORT)",
+			                      params->uri);
+	}
+	bo->server_name = host;
+	return 0;
+}
+
 int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params,
                             const moat_rpc_channel_opts *co)
 {
@@ -204,13 +255,8 @@ int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params
 
 	bo.target = target;
 	bo.health_service = "moat.v1.Target";
-	/* A name's certificate names the name, not the address a session is pinned to. */
-	if (strstr(params->scheme, "+dns") && !po.server_name) {
-		snprintf(host, sizeof(host), "%.*s", (int)strcspn(params->address, ":"), params->address);
-		po.server_name = host;
-		bo.server_name = host;
-	}
-	if ((rc = fleet_acquire(&r->fleet, params->uri, &bo)) < 0)
+	if ((rc = tls_names(params, &bo, &po, host, sizeof(host))) < 0 ||
+	    (rc = fleet_acquire(&r->fleet, params->uri, &bo)) < 0)
 		return rc;
 	for (i = 0; i < attempts; i++) {
 		if ((rc = pick_untried(r, peer, sizeof(peer), tried, i)) < 0)
@@ -219,7 +265,10 @@ int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params
 		po.target = peer;
 		if ((rc = moat__rpc_channel_open(&r->ch, &po)) < 0)
 			break;
-		snprintf(r->where, sizeof(r->where), "%s (target %s)", params->uri, peer);
+		/* gRPC names the peer "ipv4:A:P" or "ipv6:[A]:P"; the handle names it "A:P", "[A]:P". */
+		snprintf(r->target, sizeof(r->target), "%s",
+		         strncmp(peer, "ipv4:", 5) == 0 || strncmp(peer, "ipv6:", 5) == 0 ? peer + 5 : peer);
+		snprintf(r->where, sizeof(r->where), "%s (target %.127s)", params->uri, r->target);
 		rc = moat__remote_load(r, params);
 		/* Full, gone since the pick, or not one of the pinned keys: the next pick goes elsewhere. */
 		if (rc == 0 || (rc != MOAT_ELIMIT && rc != MOAT_ETRANSPORT && rc != MOAT_EKEY) ||
@@ -231,6 +280,7 @@ int moat__remote_fleet_load(remote_backend *r, const moat_backend_params *params
 		r->ch = NULL;
 		r->parent.dead = 0;
 		r->session_id[0] = '\0';
+		snprintf(r->where, sizeof(r->where), "%s", params->uri);
 	}
 	return rc;
 }

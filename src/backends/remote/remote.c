@@ -124,10 +124,12 @@ void moat__remote_mark_dead(remote_backend *r, int code)
 }
 
 /* The likeliest cause of a failed connection, from what gRPC said. */
-static const char *transport_hint(const remote_backend *r, const char *detail)
+const char *moat__remote_transport_hint(const remote_backend *r, const char *detail)
 {
 	if (r->has_local)
 		return "the private moatd went away";
+	if (strstr(detail, "DNS resolution failed"))
+		return "the host name does not resolve: check it (DNS, /etc/hosts)";
 	if (!r->tls)
 		return "is moatd running and reachable there (and not serving TLS only)?";
 	if (strstr(detail, "certificate verify failed"))
@@ -188,7 +190,7 @@ int moat__remote_status_error(remote_backend *r, const moat_rpc_status *st, cons
 		return moat_error_set(MOAT_ETRANSPORT, MOAT_ORIGIN_TRANSPORT,
 		                      "%s: connection to %s failed or was lost (%s; %s)", what, r->where,
 		                      st->message[0] ? st->message : "no detail",
-		                      transport_hint(r, st->message));
+		                      moat__remote_transport_hint(r, st->message));
 	default:
 		return moat_error_set(MOAT_ETARGET, MOAT_ORIGIN_TARGET,
 		                      "%s refused by the target (gRPC status %d): %s", what, st->code,
@@ -395,6 +397,8 @@ static int agent_connect(remote_backend *r, const moat_backend_params *params)
 	}
 	if ((rc = moat__remote_channel_opts(&co, target, r->tls, o, params->uri)) < 0)
 		return rc;
+	snprintf(r->target, sizeof(r->target), "%s", target); /* a fleet's load names its pick instead */
+	r->parent.target = r->target;
 	moat__rpc_init();
 	r->rpc_inited = 1;
 	co.keepalive_ms = r->keepalive_ms;
