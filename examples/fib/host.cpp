@@ -9,7 +9,7 @@
 
 int main(int argc, char **argv)
 {
-	Fib__V1__FibRequest request = FIB__V1__FIB_REQUEST__INIT;
+	Fib__V1__FibRequest request = fib::v1::Enclave::Fib::request(); // at its defaults
 
 	request.n = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 50;
 	try {

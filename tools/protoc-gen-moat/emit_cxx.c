@@ -27,8 +27,8 @@ static const char *const taken[] = {
     "try", "typedef", "typeid", "typename", "union", "unsigned", "using", "virtual", "void", "volatile",
     "wchar_t", "while", "xor", "xor_eq",
     /* members of the generated method types */
-    "request_type", "reply_type", "server_type", "host", "name", "selector", "call", "reply_free", "set",
-    "serve"};
+    "request_type", "reply_type", "server_type", "host", "name", "selector", "request", "call", "reply_free",
+    "set", "serve"};
 
 /* Write the n bytes at s as a C++ identifier. */
 static void cxx_name(gen_buf *b, const char *s, size_t n)
@@ -100,8 +100,12 @@ static void emit_method(gen_buf *b, const gen_service *s, const gen_method *m)
 	               "\t/** true: the host serves it (option moat.v1.host); false: the enclave does. */\n"
 	               "\tstatic constexpr bool host = %s;\n"
 	               "\tstatic const char *name()\n\t{\n\t\treturn \"%s\";\n\t}\n"
-	               "\tstatic uint64_t selector()\n\t{\n\t\treturn %s__%s__SELECTOR;\n\t}\n",
-	               m->in_type, m->out_type, s->host ? "true" : "false", m->full, s->upper, m->upper);
+	               "\tstatic uint64_t selector()\n\t{\n\t\treturn %s__%s__SELECTOR;\n\t}\n"
+	               "\t/** A request at its defaults (what the INIT macro gives, without its casts). */\n"
+	               "\tstatic request_type request()\n\t{\n\t\trequest_type r;\n\n"
+	               "\t\t%.*s__init(&r);\n\t\treturn r;\n\t}\n",
+	               m->in_type, m->out_type, s->host ? "true" : "false", m->full, s->upper, m->upper,
+	               (int)(strlen(m->in_desc) - strlen("__descriptor")), m->in_desc);
 	if (!s->host)
 		gen_buf_printf(
 		    b,
