@@ -86,11 +86,11 @@ static void emit_service(gen_buf *b, const gen_service *s)
 	               s->host ? "exit calls (option moat.v1.host): the enclave calls, the host serves"
 	                       : "entry calls: the host calls, the enclave serves");
 	for (i = 0; i < s->n_method; i++)
-		gen_buf_printf(
-		    b, "/** Selector of %s (%s). */\n#define %s__%s__SELECTOR UINT64_C(%llu)\n",
-		    s->method[i].full,
-		    s->method[i].explicit_sel ? "option moat.v1.selector" : "derived from the name", s->upper,
-		    s->method[i].upper, (unsigned long long)s->method[i].selector);
+		gen_buf_printf(b, "/** Selector of %s (%s). */\n#define %s__%s__SELECTOR UINT64_C(%llu)\n",
+		               s->method[i].full,
+		               s->method[i].explicit_sel ? "option moat.v1.selector"
+		                                         : "derived from the name",
+		               s->upper, s->method[i].upper, (unsigned long long)s->method[i].selector);
 	gen_buf_printf(b, "\n");
 	emit_server_struct(b, s);
 	for (i = 0; i < s->n_method; i++)
