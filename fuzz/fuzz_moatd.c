@@ -96,7 +96,7 @@
 
 static const char *const load_names[] = {"test_enclave.so",
                                          "hello_enclave",
-                                         "kv_enclave",
+                                         "kv_raw_enclave",
                                          "test_noentry",
                                          "test_abi",
                                          "nothing",
@@ -105,7 +105,7 @@ static const char *const load_names[] = {"test_enclave.so",
                                          "a/b",
                                          ""};
 /* Images moatd may load by name: ones that behave (test_abi and test_noentry are refused at load). */
-static const char *const safe_images[] = {"test_enclave", "hello_enclave", "kv_enclave", "test_noentry",
+static const char *const safe_images[] = {"test_enclave", "hello_enclave", "kv_raw_enclave", "test_noentry",
                                           "test_abi"};
 
 static const uint64_t selectors[] = {T_ECHO,

@@ -1,62 +1,36 @@
-/* fib: recursive Fibonacci that bounces between enclave and host at every level. */
+/*
+ * fib: recursive Fibonacci that bounces between enclave and host at every
+ * level, through the calls generated from fib.proto: Enclave.Fib for n asks
+ * the host's Host.Fib for n - 1 (an exit call), which calls Enclave.Fib again.
+ */
 #include <moat/enclave.h>
 
-#include <stdio.h>
-#include <stdlib.h>
+#include "fib.moat.h"
 
-#include "fib.h"
-
-static int fib(void *payload, const moat_msg *in, moat_msg *out)
+static int fib(void *payload, const Fib__V1__FibRequest *request, Fib__V1__FibReply *reply)
 {
-	moat_msg *sub_in = NULL, *sub_out = NULL;
-	uint64_t n, a = 0, b = 0;
+	Fib__V1__FibRequest below = FIB__V1__FIB_REQUEST__INIT;
+	Fib__V1__FibReply *sub = NULL;
 	int rc;
 
-	if (moat_msg_item_u64(in, 0, &n) < 0)
-		return MOAT_EINVAL;
-	if (n <= 1) {
-		moat_msg_push_u64(out, n);
-		return moat_msg_push_u64(out, 0);
+	if (request->n <= 1) {
+		reply->value = request->n;
+		return 0;
 	}
-	if ((rc = moat_msg_new(&sub_in)) < 0 || (rc = moat_msg_new(&sub_out)) < 0)
-		goto out;
-	moat_msg_push_u64(sub_in, n - 1);
-	if ((rc = moat_exit_call(FIB_EXIT, sub_in, sub_out)) < 0)
-		goto out;
-	if ((rc = moat_msg_item_u64(sub_out, 0, &a)) < 0 || (rc = moat_msg_item_u64(sub_out, 1, &b)) < 0)
-		goto out;
-	moat_msg_push_u64(out, a + b);
-	rc = moat_msg_push_u64(out, a);
-out:
-	moat_msg_free(sub_in);
-	moat_msg_free(sub_out);
+	below.n = request->n - 1;
+	if ((rc = fib__v1__host__fib__call(&below, &sub)) == 0) {
+		reply->value = sub->value + sub->previous;
+		reply->previous = sub->value;
+	}
+	fib__v1__host__fib__reply_free(sub);
 	return rc;
 }
 
-/* RUN (for `moat run`, which has no FIB_EXIT handler): decimal n in item 0 -> F(n), computed in place. */
-static int run(void *payload, const moat_msg *in, moat_msg *out)
-{
-	unsigned long long n = 10, a = 0, b = 1, i;
-	char *s = NULL, buf[32];
-
-	if (moat_msg_count(in) > 0 && moat_msg_item_strdup(in, 0, &s) == 0)
-		n = strtoull(s, NULL, 10);
-	free(s);
-	for (i = 0; i < n; i++) {
-		unsigned long long t = a + b;
-
-		a = b;
-		b = t;
-	}
-	snprintf(buf, sizeof(buf), "%llu", a);
-	return moat_msg_push_str(out, buf);
-}
+static const Fib__V1__Enclave_MoatServer server = {NULL, fib};
 
 static int init(const void *config, size_t len)
 {
-	int rc = moat_entry_register(FIB_ENTRY, fib, NULL);
-
-	return rc ? rc : moat_entry_register(MOAT_SELECTOR_RUN, run, NULL);
+	return fib__v1__enclave__moat_register(&server);
 }
 
 MOAT_ENCLAVE(init)

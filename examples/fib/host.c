@@ -1,39 +1,48 @@
-/* Host for the fib example: fib_host [N] answers the enclave's exit calls by calling it again. */
+/*
+ * Host for the fib example: fib_host [N] [ENCLAVE.so] prints F(N), answering
+ * the enclave's exit calls (Host.Fib) by calling it again (Enclave.Fib).
+ */
 #include <moat/moat.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "fib.h"
+#include "fib.moat.h"
 
-static int fib_exit(void *payload, uint64_t selector, const moat_msg *in, moat_msg *out)
+static int answer(void *payload, const Fib__V1__FibRequest *request, Fib__V1__FibReply *reply)
 {
-	/* Nesting: the exit handler makes an entry call on the same enclave and thread. */
-	return moat_enclave_call(payload, FIB_ENTRY, in, out);
+	Fib__V1__FibReply *sub = NULL;
+	int rc;
+
+	/* Nesting: the exit call's function makes an entry call on the same enclave and thread. */
+	if ((rc = fib__v1__enclave__fib__call(payload, request, &sub)) == 0) {
+		reply->value = sub->value;
+		reply->previous = sub->previous;
+	}
+	fib__v1__enclave__fib__reply_free(sub);
+	return rc;
 }
 
 int main(int argc, char **argv)
 {
+	Fib__V1__Host_MoatServer host = {NULL, answer};
+	Fib__V1__FibRequest request = FIB__V1__FIB_REQUEST__INIT;
+	Fib__V1__FibReply *reply = NULL;
 	moat_enclave *e = NULL;
-	moat_msg *in = NULL, *out = NULL;
-	uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 50, f = 0;
 	int rc;
 
+	request.n = argc > 1 ? strtoull(argv[1], NULL, 10) : 50;
 	if ((rc = moat_enclave_load(&e, argc > 2 ? argv[2] : EXAMPLE_ENCLAVE, NULL)) < 0)
 		goto fail;
-	moat_enclave_set_exit_handler(e, FIB_EXIT, fib_exit, e);
-	moat_msg_new(&in);
-	moat_msg_new(&out);
-	moat_msg_push_u64(in, n);
-	if ((rc = moat_enclave_call(e, FIB_ENTRY, in, out)) < 0)
+	host.payload = e;
+	if ((rc = fib__v1__host__moat_register(e, &host)) < 0 ||
+	    (rc = fib__v1__enclave__fib__call(e, &request, &reply)) < 0)
 		goto fail;
-	moat_msg_item_u64(out, 0, &f);
-	printf("fib(%llu) = %llu\n", (unsigned long long)n, (unsigned long long)f);
+	printf("fib(%llu) = %llu\n", (unsigned long long)request.n, (unsigned long long)reply->value);
 fail:
 	if (rc < 0)
 		fprintf(stderr, "fib_host: %s\n", moat_error_last()->message);
-	moat_msg_free(in);
-	moat_msg_free(out);
+	fib__v1__enclave__fib__reply_free(reply);
 	moat_enclave_destroy(e);
 	return rc < 0;
 }

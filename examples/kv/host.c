@@ -1,52 +1,46 @@
-/* Host for the kv example: stores, reads and deletes keys that live only in the enclave. */
+/*
+ * Host for the kv example: stores, reads and deletes a key that lives only in
+ * the enclave, through the calls generated from kv.proto.
+ */
 #include <moat/moat.h>
 
 #include <stdio.h>
 
-#include "kv.h"
-
-static int call(moat_enclave *e, uint64_t sel, moat_msg *in, moat_msg *out)
-{
-	int rc = moat_enclave_call(e, sel, in, out);
-
-	moat_msg_reset(in);
-	return rc;
-}
+#include "kv.moat.h"
 
 int main(int argc, char **argv)
 {
+	Kv__V1__PutRequest put = KV__V1__PUT_REQUEST__INIT;
+	Kv__V1__GetRequest get = KV__V1__GET_REQUEST__INIT;
+	Kv__V1__DelRequest del = KV__V1__DEL_REQUEST__INIT;
+	Kv__V1__GetReply *got = NULL;
 	moat_enclave *e = NULL;
-	moat_msg *in = NULL, *out = NULL;
-	const void *v;
-	size_t vl;
 	int rc;
 
 	if ((rc = moat_enclave_load(&e, argc > 1 ? argv[1] : EXAMPLE_ENCLAVE, NULL)) < 0)
 		goto fail;
-	moat_msg_new(&in);
-	moat_msg_new(&out);
-	moat_msg_push_str(in, "colour");
-	moat_msg_push_str(in, "blue");
-	if ((rc = call(e, KV_PUT, in, out)) < 0)
+	put.key = get.key = del.key = "colour";
+	put.value.data = (uint8_t *)"blue";
+	put.value.len = 4;
+	/* A NULL reply: Put's (empty) reply is not wanted. */
+	if ((rc = kv__v1__store__put__call(e, &put, NULL)) < 0 ||
+	    (rc = kv__v1__store__get__call(e, &get, &got)) < 0)
 		goto fail;
-	moat_msg_push_str(in, "colour");
-	if ((rc = call(e, KV_GET, in, out)) < 0)
+	printf("colour = %.*s\n", (int)got->value.len, (const char *)got->value.data);
+	if ((rc = kv__v1__store__del__call(e, &del, NULL)) < 0)
 		goto fail;
-	moat_msg_item(out, 0, &v, &vl);
-	printf("colour = %.*s\n", (int)vl, (const char *)v);
-	moat_msg_push_str(in, "colour");
-	if ((rc = call(e, KV_DEL, in, out)) < 0)
-		goto fail;
-	moat_msg_push_str(in, "colour");
-	rc = call(e, KV_GET, in, out);
-	printf("after delete: %s (enclave code %lld)\n", rc == MOAT_EHANDLER ? "not found" : "still there",
+	/* The enclave's Get fails with NOT_FOUND now: MOAT_EHANDLER, the code in moat_error_last(). */
+	rc = kv__v1__store__get__call(e, &get, NULL);
+	printf("after delete: %s (enclave code %lld)\n",
+	       rc == MOAT_EHANDLER && moat_error_last()->enclave_code == KV__V1__ERROR__NOT_FOUND
+	           ? "not found"
+	           : "still there",
 	       (long long)moat_error_last()->enclave_code);
 	rc = 0;
 fail:
 	if (rc < 0)
 		fprintf(stderr, "kv_host: %s\n", moat_error_last()->message);
-	moat_msg_free(in);
-	moat_msg_free(out);
+	kv__v1__store__get__reply_free(got);
 	moat_enclave_destroy(e);
 	return rc < 0;
 }

@@ -20,6 +20,16 @@
  * a handler fails the enclave's exit call (moat::error gives its own code,
  * anything else MOAT_EHANDLER) and is not rethrown on the host.
  *
+ * Typed calls (docs/TYPED-CALLS.md): with the header protoc-gen-moat makes
+ * from a .proto, which has a type per method (typed.v1.Book/Find is
+ * typed::v1::Book::Find),
+ *
+ *     auto reply = e.call<typed::v1::Book::Find>(request);    // moat::reply<Typed__V1__FindReply>
+ *     e.on_exit<typed::v1::Audit::Record>([&e](const Typed__V1__AuditRequest &q, Typed__V1__AuditReply &r) {
+ *             r.people = e.call<typed::v1::Book::Stats>()->people;
+ *             return 0;
+ *     });
+ *
  * Nothing here is for enclave code: enclaves include moat/enclave.h.
  */
 #ifndef MOAT_MOAT_HPP
@@ -80,6 +90,28 @@ class error : public std::runtime_error
 	moat_origin origin_;
 	std::int64_t enclave_code_;
 };
+
+/**
+ * The error of a typed call to method (its full name, "pkg.Service/Method")
+ * whose stub returned rc: moat_error_last() when it is about rc; MOAT_EPROTO
+ * from the enclave when it could not decode the request (origin enclave,
+ * enclave_code MOAT_EPROTO); else the stub's own failure (a reply that did
+ * not decode: origin enclave; out of memory: origin api).
+ */
+inline error typed_error(int rc, const char *method)
+{
+	const moat_error *e = moat_error_last();
+	std::string m(method);
+
+	if (rc == MOAT_EPROTO && e->code == MOAT_EHANDLER && e->enclave_code == MOAT_EPROTO)
+		return error(rc, MOAT_ORIGIN_ENCLAVE, e->enclave_code,
+		             m + ": the enclave could not decode the request");
+	if (e->code == rc && e->message[0] != '\0')
+		return error(rc, e->origin, e->enclave_code, m + ": " + e->message);
+	if (rc == MOAT_EPROTO)
+		return error(rc, MOAT_ORIGIN_ENCLAVE, 0, m + ": the reply is not a valid message");
+	return error(rc, MOAT_ORIGIN_API, 0, m + ": " + moat_strerror(rc));
+}
 
 /** Throw moat::error for a negative result; pass anything else through. */
 inline int check(int rc)
@@ -192,6 +224,39 @@ class message
  */
 typedef std::function<int(const moat_msg *in, moat_msg *out)> exit_handler;
 
+/** Frees a reply of a typed call with the function its method names (protobuf-c's free). */
+template <class T> struct reply_deleter {
+	reply_deleter() : fn(nullptr)
+	{
+	}
+	explicit reply_deleter(void (*f)(T *)) : fn(f)
+	{
+	}
+	void operator()(T *p) const
+	{
+		if (p && fn)
+			fn(p);
+	}
+	void (*fn)(T *);
+};
+
+/**
+ * The reply of a typed entry call: a protobuf-c message T (e.g.
+ * Typed__V1__FindReply) the caller owns, freed when its owner goes.
+ */
+template <class T> using reply = std::unique_ptr<T, reply_deleter<T>>;
+
+/**
+ * The host's function for exit method M (a type from a generated header): it
+ * reads the decoded request and fills the reply, which is at its defaults.
+ * Everything it hangs on the reply must come from malloc() (the C rule:
+ * docs/TYPED-CALLS.md). It returns 0 or a negative code for the enclave's
+ * stub; throwing fails the exit call as for exit_handler.
+ */
+template <class M>
+using typed_exit_handler =
+    std::function<int(const typename M::request_type &request, typename M::reply_type &reply)>;
+
 /** An owned enclave handle: destroyed with the object. Movable, not copyable. */
 class enclave
 {
@@ -255,6 +320,22 @@ class enclave
 		return out;
 	}
 
+	/**
+	 * Typed entry call M (a method type of a generated header: docs/TYPED-CALLS.md).
+	 * The request is borrowed for the call. Returns the reply; throws moat::error
+	 * (typed_error()), e.g. MOAT_EHANDLER with enclave_code() when the enclave's
+	 * function failed.
+	 */
+	template <class M> reply<typename M::reply_type> call(const typename M::request_type &request)
+	{
+		return typed_call<M>(&request);
+	}
+	/** Typed entry call M with every field of the request at its default. */
+	template <class M> reply<typename M::reply_type> call()
+	{
+		return typed_call<M>(nullptr);
+	}
+
 	/** Answer the enclave's exit calls with selector with fn (an empty fn removes the handler). */
 	void on_exit(std::uint64_t selector, exit_handler fn)
 	{
@@ -263,10 +344,27 @@ class enclave
 			handlers_->erase(selector);
 			return;
 		}
-		std::unique_ptr<exit_handler> h(new exit_handler(std::move(fn)));
+		std::unique_ptr<raw_slot> h(new raw_slot(std::move(fn)));
 
-		check(moat_enclave_set_exit_handler(get(), selector, trampoline, h.get()));
+		check(moat_enclave_set_exit_handler(get(), selector, raw_slot::run, h.get()));
 		(*handlers_)[selector] = std::move(h);
+	}
+	/**
+	 * Answer the enclave's typed exit calls of method M (of a service with
+	 * option (moat.v1.host)) with fn; an empty fn removes the handler.
+	 */
+	template <class M> void on_exit(typed_exit_handler<M> fn)
+	{
+		static_assert(M::host,
+		              "moat::enclave::on_exit<M>: M is an entry call (the enclave serves it)");
+		if (!fn) {
+			on_exit(M::selector(), exit_handler());
+			return;
+		}
+		std::unique_ptr<typed_slot<M>> h(new typed_slot<M>(std::move(fn)));
+
+		check(M::serve(get(), &h->server));
+		(*handlers_)[M::selector()] = std::move(h);
 	}
 
 	moat_identity identity() const
@@ -296,18 +394,73 @@ class enclave
 	}
 
       private:
-	typedef std::map<std::uint64_t, std::unique_ptr<exit_handler>> handler_map;
-
-	static int trampoline(void *payload, std::uint64_t selector, const moat_msg *in, moat_msg *out)
+	/* What a handler threw, as the code of the enclave's exit call. */
+	static int thrown()
 	{
-		(void)selector;
 		try {
-			return (*static_cast<exit_handler *>(payload))(in, out);
+			throw;
 		} catch (const error &e) {
 			return e.code() < 0 ? e.code() : MOAT_EHANDLER;
 		} catch (...) {
 			return MOAT_EHANDLER;
 		}
+	}
+
+	/* An exit handler kept by the enclave object; its address is the C callback's payload. */
+	struct slot {
+		virtual ~slot()
+		{
+		}
+	};
+	struct raw_slot : slot {
+		explicit raw_slot(exit_handler f) : fn(std::move(f))
+		{
+		}
+		static int run(void *payload, std::uint64_t selector, const moat_msg *in, moat_msg *out)
+		{
+			(void)selector;
+			try {
+				return static_cast<raw_slot *>(payload)->fn(in, out);
+			} catch (...) {
+				return thrown();
+			}
+		}
+		exit_handler fn;
+	};
+	/* A typed one: a table of M's service with only M's function, which calls fn. */
+	template <class M> struct typed_slot : slot {
+		explicit typed_slot(typed_exit_handler<M> f) : server(), fn(std::move(f))
+		{
+			server.payload = this;
+			M::set(server, run);
+		}
+		static int run(void *payload, const typename M::request_type *request,
+		               typename M::reply_type *out)
+		{
+			try {
+				return static_cast<typed_slot *>(payload)->fn(*request, *out);
+			} catch (...) {
+				return thrown();
+			}
+		}
+		typename M::server_type server;
+		typed_exit_handler<M> fn;
+	};
+	typedef std::map<std::uint64_t, std::unique_ptr<slot>> handler_map;
+
+	template <class M> reply<typename M::reply_type> typed_call(const typename M::request_type *request)
+	{
+		static_assert(!M::host,
+		              "moat::enclave::call<M>: M is an exit call (the host serves it: on_exit<M>)");
+		typedef typename M::reply_type T;
+		moat_enclave *e = get();
+		T *r = nullptr;
+		int rc;
+
+		moat_error_clear();
+		if ((rc = M::call(e, request, &r)) < 0)
+			throw typed_error(rc, M::name());
+		return reply<T>(r, reply_deleter<T>(M::reply_free));
 	}
 
 	moat_enclave *e_;

@@ -20,8 +20,8 @@
 
 #include <moat/moat.h>
 
-#include "fib/fib.h"
-#include "kv/kv.h"
+#include "fib_raw.h"
+#include "kv_raw.h"
 #include "moat_test.h"
 #include "test_enclave.h"
 
@@ -116,7 +116,7 @@ static uint64_t kv_count(moat_enclave *e)
 
 static void test_kv(void **state)
 {
-	moat_enclave *e = test_load(TEST_ENCLAVE("kv_enclave"), NULL);
+	moat_enclave *e = test_load(TEST_ENCLAVE("kv_raw_enclave"), NULL);
 	moat_msg *out = test_msg();
 	const moat_error *err;
 
@@ -204,7 +204,7 @@ static void test_fib_nesting(void **state)
 	pthread_attr_t attr;
 	pthread_t t;
 
-	c.e = test_load(TEST_ENCLAVE("fib_enclave"), NULL);
+	c.e = test_load(TEST_ENCLAVE("fib_raw_enclave"), NULL);
 	assert_moat_ok(moat_enclave_set_exit_handler(c.e, FIB_EXIT, fib_exit, &c));
 	/* 1000 nested entry+exit pairs; a large stack keeps sanitizer builds from overflowing. */
 	assert_int_equal(pthread_attr_init(&attr), 0);
@@ -387,8 +387,8 @@ static void test_two_instances(void **state)
 {
 	moat_enclave *a = test_load(TEST_ENCLAVE("test_enclave"), NULL);
 	moat_enclave *b = test_load(TEST_ENCLAVE("test_enclave"), NULL);
-	moat_enclave *ka = test_load(TEST_ENCLAVE("kv_enclave"), NULL);
-	moat_enclave *kb = test_load(TEST_ENCLAVE("kv_enclave"), NULL);
+	moat_enclave *ka = test_load(TEST_ENCLAVE("kv_raw_enclave"), NULL);
+	moat_enclave *kb = test_load(TEST_ENCLAVE("kv_raw_enclave"), NULL);
 
 	global_set(a, 111);
 	assert_int_equal(global_get(a), 111);

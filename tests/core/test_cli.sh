@@ -61,9 +61,9 @@ run 0 measure --help && out_has "usage: moat measure"
 run 0 run --backend sim "$hello" Alice && { out_is "Hello, Alice!"; err_has "hello enclave: greeting Alice"; }
 MOAT_BACKEND=sim run 0 run "$hello" "Bob Smith" && out_is "Hello, Bob Smith!"
 run 0 run "$hello" && out_is "Hello, world!"
-run 0 run "$dir/fib_enclave.so" 90 && out_is "2880067194370816120"
+run 0 run "$dir/fib_raw_enclave.so" 90 && out_is "2880067194370816120"
 run 0 run "$dir/threads_enclave.so" 4 && out_is "$(printf '500000500000\n4')"
-run 0 run "$dir/kv_enclave.so" put k v get k get nope && out_is "$(printf 'v\n(not found)')"
+run 0 run "$dir/kv_raw_enclave.so" put k v get k get nope && out_is "$(printf 'v\n(not found)')"
 # --verbose says where the enclave runs, on stderr only (remote targets: test_remote_fleet_dns).
 run 0 run --verbose "$hello" v && { out_is "Hello, v!"; err_has "runs on this machine (backend sim)"; }
 
@@ -85,7 +85,7 @@ run 1 measure "$tmp/missing.so" && one_line_reason "no such file"
 printf 'not an elf\n' >"$tmp/text.so"
 run 1 run "$tmp/text.so" && one_line_reason "not an ELF"
 run 1 run --backend nosuch "$hello" && one_line_reason "unknown backend 'nosuch'"
-run 1 run "$dir/kv_enclave.so" bogus k && one_line_reason "run: "
+run 1 run "$dir/kv_raw_enclave.so" bogus k && one_line_reason "run: "
 run 2 run --expect zz "$hello" && one_line_reason "hex digits"
 # 64 characters that sscanf("%2x") would have taken: signs and spaces are not hex digits.
 run 2 run --expect "$(printf ' 1%.0s' $(seq 32))" "$hello" && one_line_reason "hex digits"

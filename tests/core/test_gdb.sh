@@ -35,10 +35,13 @@ check "hello" "Breakpoint 1, greet"
 check "hello" "#[0-9]+ .*greet .*examples/hello/enclave.c"
 check "hello" "#[0-9]+ .*cmd_run"
 
-# Three levels into fib: host main -> enclave fib -> the host's exit handler -> enclave fib -> ...
+# Three levels into fib: host main -> enclave fib -> the host's exit handler (answer) -> enclave fib -> ...,
+# through the calls generated from fib.proto (their code is in the build tree).
 gdb_bt "$out" -ex "break fib" -ex run -ex continue -ex continue -ex bt --args "$fib_host" 5 "$dir/fib_enclave.so"
 check "fib" "#0 .*fib .*examples/fib/enclave.c"
+check "fib" "#[0-9]+ .*fib__v1__host__fib__call .*fib.moat-enclave.c"
 check "fib" "#[0-9]+ .*exit_dispatch"
+check "fib" "#[0-9]+ .*answer .*examples/fib/host.c"
 check "fib" "#[0-9]+ .*main .*examples/fib/host.c"
 if [ "$(grep -cE '^#[0-9]+ .* fib \(' "$out")" -lt 3 ]; then
 	echo "FAIL: fib: fewer than 3 enclave frames in the backtrace" >&2

@@ -335,19 +335,19 @@ static void test_identity(void **state)
 	size_t i;
 
 	o.backend = "sim";
-	e = test_load(TEST_ENCLAVE("kv_enclave"), &o);
+	e = test_load(TEST_ENCLAVE("kv_raw_enclave"), &o);
 	assert_moat_ok(moat_enclave_identity(e, &id));
 	assert_string_equal(id.backend, "sim");
 	assert_int_equal(id.isolation, 0);
 	assert_int_equal(id.has_target_key, 0);
-	assert_moat_ok(moat_measure_file(m, TEST_ENCLAVE("kv_enclave")));
+	assert_moat_ok(moat_measure_file(m, TEST_ENCLAVE("kv_raw_enclave")));
 	assert_memory_equal(id.measurement, m, MOAT_MEASUREMENT_LEN);
 	moat_enclave_destroy(e);
 
 	/* The CLI prints the same measurement. */
 	for (i = 0; i < MOAT_MEASUREMENT_LEN; i++)
 		snprintf(hex + 2 * i, 3, "%02x", m[i]);
-	p = popen(MOAT_TEST_BINDIR "/moat measure " TEST_ENCLAVE("kv_enclave"), "r");
+	p = popen(MOAT_TEST_BINDIR "/moat measure " TEST_ENCLAVE("kv_raw_enclave"), "r");
 	assert_non_null(p);
 	assert_non_null(fgets(line, sizeof(line), p));
 	assert_int_equal(pclose(p), 0);

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "fib/fib.h"
+#include "fib_raw.h"
 #include "proc_test.h"
 #include "test_enclave.h"
 
@@ -95,7 +95,7 @@ static int fib_exit(void *payload, uint64_t selector, const moat_msg *in, moat_m
 /* Depth 1000: every level is an exit call whose handler makes a nested entry call. */
 static void test_fib_nesting(void **state)
 {
-	moat_enclave *e = load_with(EXAMPLE_PATH("fib"), "proc", NULL, 0);
+	moat_enclave *e = load_with(EXAMPLE_PATH("fib_raw"), "proc", NULL, 0);
 	moat_msg *in = NULL, *out = NULL;
 	uint64_t a = 0, b = 1, i, got = 0;
 
@@ -167,8 +167,8 @@ static int kv_run(moat_enclave *e, const char *a, const char *b, const char *c, 
 /* Two loads of one image are two processes: nothing is shared. */
 static void test_two_instances(void **state)
 {
-	moat_enclave *a = load_with(EXAMPLE_PATH("kv"), "proc", NULL, 0);
-	moat_enclave *b = load_with(EXAMPLE_PATH("kv"), "proc", NULL, 0);
+	moat_enclave *a = load_with(EXAMPLE_PATH("kv_raw"), "proc", NULL, 0);
+	moat_enclave *b = load_with(EXAMPLE_PATH("kv_raw"), "proc", NULL, 0);
 	char reply[64];
 
 	assert_non_null(a);

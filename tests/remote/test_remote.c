@@ -16,8 +16,8 @@
 
 #include <moat/moat.h>
 
-#include "fib/fib.h"
-#include "kv/kv.h"
+#include "fib_raw.h"
+#include "kv_raw.h"
 #include "moat_test.h"
 #include "moatd_helper.h"
 #include "remote_enclave.h"
@@ -300,8 +300,8 @@ static void test_max_threads_per_session(void **state)
 
 static void test_two_sessions_isolated(void **state)
 {
-	moat_enclave *a = load_on(shared.uri, TEST_ENCLAVE("kv_enclave"), NULL);
-	moat_enclave *b = load_on(shared.uri, TEST_ENCLAVE("kv_enclave"), NULL);
+	moat_enclave *a = load_on(shared.uri, TEST_ENCLAVE("kv_raw_enclave"), NULL);
+	moat_enclave *b = load_on(shared.uri, TEST_ENCLAVE("kv_raw_enclave"), NULL);
 	moat_msg *in = test_msg(), *out = test_msg();
 
 	moat_msg_push_str(in, "k");
@@ -412,7 +412,7 @@ static void test_nested_fib_threads(void **state)
 	static const uint64_t fibs[] = {0,    1,    1,    2,     3,     5,     8,     13,    21,
 	                                34,   55,   89,   144,   233,   377,   610,   987,   1597,
 	                                2584, 4181, 6765, 10946, 17711, 28657, 46368, 75025, 121393};
-	moat_enclave *e = load_on(shared.uri, TEST_ENCLAVE("fib_enclave"), NULL);
+	moat_enclave *e = load_on(shared.uri, TEST_ENCLAVE("fib_raw_enclave"), NULL);
 	fib_thread f[20];
 	pthread_t t[20];
 	int i;
@@ -463,7 +463,7 @@ static int nest_again(void *payload, uint64_t selector, const moat_msg *in, moat
 static void nest_until_refused(test_moatd *m, unsigned int limit)
 {
 	nester n = {NULL, 0, 0, 100000, 0, ""};
-	moat_enclave *bystander = load_on(m->uri, TEST_ENCLAVE("kv_enclave"), NULL);
+	moat_enclave *bystander = load_on(m->uri, TEST_ENCLAVE("kv_raw_enclave"), NULL);
 	moat_msg *in = test_msg(), *out = test_msg();
 
 	n.e = load_on(m->uri, TEST_ENCLAVE("remote_enclave"), NULL);

@@ -86,11 +86,11 @@ static void emit_service(gen_buf *b, const gen_service *s)
 	               s->host ? "exit calls (option moat.v1.host): the enclave calls, the host serves"
 	                       : "entry calls: the host calls, the enclave serves");
 	for (i = 0; i < s->n_method; i++)
-		gen_buf_printf(
-		    b, "/** Selector of %s (%s). */\n#define %s__%s__SELECTOR ((uint64_t)%lluull)\n",
-		    s->method[i].full,
-		    s->method[i].explicit_sel ? "option moat.v1.selector" : "derived from the name", s->upper,
-		    s->method[i].upper, (unsigned long long)s->method[i].selector);
+		gen_buf_printf(b, "/** Selector of %s (%s). */\n#define %s__%s__SELECTOR UINT64_C(%llu)\n",
+		               s->method[i].full,
+		               s->method[i].explicit_sel ? "option moat.v1.selector"
+		                                         : "derived from the name",
+		               s->upper, s->method[i].upper, (unsigned long long)s->method[i].selector);
 	gen_buf_printf(b, "\n");
 	emit_server_struct(b, s);
 	for (i = 0; i < s->n_method; i++)
@@ -129,5 +129,7 @@ void gen_emit_header(gen_buf *b, const gen_file *f)
 	               f->guard, f->guard, f->stem);
 	for (i = 0; i < f->n_service; i++)
 		emit_service(b, &f->service[i]);
-	gen_buf_printf(b, "#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
+	gen_buf_printf(b, "#ifdef __cplusplus\n}\n#endif\n\n");
+	gen_emit_cxx(b, f);
+	gen_buf_printf(b, "#endif\n");
 }

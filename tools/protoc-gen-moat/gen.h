@@ -84,6 +84,9 @@ void gen_emit_header(gen_buf *b, const gen_file *f);
 void gen_emit_host(gen_buf *b, const gen_file *f);
 void gen_emit_enclave(gen_buf *b, const gen_file *f);
 
+/** The C++ part of iface.moat.h: a type per method for <moat/moat.hpp> (emit_cxx.c). */
+void gen_emit_cxx(gen_buf *b, const gen_file *f);
+
 /** The comment at the top of each generated file (emit_header.c). */
 void gen_emit_prologue(gen_buf *b, const gen_file *f, const char *side);
 
