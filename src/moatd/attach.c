@@ -114,7 +114,8 @@ static void serve_destroy(attach_stream *as, moat_conv_result *res)
 	as->conv.done = 1;
 }
 
-/* Run one Call from the host: an entry call into the enclave, or the session's destruction. */
+/* Run one Call from the host: an entry call into the enclave, its deferred init, or the session's
+ * destruction. */
 static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_result *res)
 {
 	attach_stream *as = ctx;
@@ -132,8 +133,13 @@ static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_re
 		return;
 	}
 	t0 = moat__now_ns();
-	res->code = moat_enclave_call(as->s->enclave, f->selector, f->items, out);
-	moatd_metrics_entry(res->code, (uint64_t)(moat__now_ns() - t0), f->items, out);
+	if (f->selector == MOAT_PROTOCOL_SELECTOR_START) {
+		/* A Load that deferred init: it runs now, its exit calls forwarded on this stream. */
+		res->code = moat_enclave_start(as->s->enclave);
+	} else {
+		res->code = moat_enclave_call(as->s->enclave, f->selector, f->items, out);
+		moatd_metrics_entry(res->code, (uint64_t)(moat__now_ns() - t0), f->items, out);
+	}
 	moatd_session_leave(as->s);
 	if (res->code < 0) {
 		e = moat_error_last();

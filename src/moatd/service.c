@@ -38,7 +38,7 @@ static int status_for(int code)
 
 void moatd_refuse(moat_rpc_call *call, int code, const char *fmt, ...)
 {
-	char msg[384];
+	char msg[MOAT__MESSAGE_MAX];
 	va_list ap;
 
 	va_start(ap, fmt);
