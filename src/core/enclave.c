@@ -433,7 +433,7 @@ static int start_claim(struct moat_enclave *e)
 int moat_enclave_start(moat_enclave *e)
 {
 	call_frame frame;
-	int rc, none = 0;
+	int rc, dead, none = 0;
 
 	moat_error_clear();
 	if (!e)
@@ -444,7 +444,16 @@ int moat_enclave_start(moat_enclave *e)
 	frame.enclave = e;
 	frame.prev = current_frame;
 	current_frame = &frame;
-	rc = e->vtable->start(e->backend);
+	dead = __atomic_load_n(&e->backend->dead, __ATOMIC_ACQUIRE);
+	if (dead)
+		rc = moat_error_set(dead,
+		                    dead == MOAT_ETRANSPORT  ? MOAT_ORIGIN_TRANSPORT
+		                    : dead == MOAT_ECANCELED ? MOAT_ORIGIN_API
+		                                             : MOAT_ORIGIN_ENCLAVE,
+		                    "the enclave is no longer usable (%s): its init cannot run",
+		                    moat_strerror(dead));
+	else
+		rc = e->vtable->start(e->backend);
 	current_frame = frame.prev;
 	pthread_mutex_lock(&e->lock);
 	__atomic_store_n(&e->init, rc == 0 ? INIT_DONE : INIT_FAILED, __ATOMIC_RELEASE);

@@ -105,8 +105,7 @@ static void check_deep_report(const char *m)
 	/* Then init (inlined into the runtime's moat__enclave_user_init, or not), and the runtime. */
 	snprintf(frame, sizeof(frame), "#%d ", PROBE_DEEP_FRAMES);
 	assert_non_null(strstr(strstr(m, frame), "(probe_enclave.c:"));
-	snprintf(frame, sizeof(frame), "#%d moat__enclave_start (runtime.c:", PROBE_DEEP_FRAMES + 1);
-	assert_non_null(strstr(m, frame));
+	assert_non_null(strstr(strstr(m, frame), " moat__enclave_start (runtime.c:"));
 	assert_true(strlen(m) > 700);
 	assert_null(strstr(m, "/proc/self/fd"));
 }

@@ -449,6 +449,10 @@ static int remote_start(moat_backend *b)
  */
 static int agent_start(remote_backend *r, const moat_load_options *o)
 {
+	moat_rpc_status st;
+	stream *s;
+	int rc;
+
 	if (!r->init_deferred && (o->flags & MOAT_LOAD_DEFER_INIT))
 		return moat_error_set(
 		    MOAT_EPROTO, MOAT_ORIGIN_TARGET,
@@ -457,7 +461,19 @@ static int agent_start(remote_backend *r, const moat_load_options *o)
 		    r->where);
 	if (!r->init_deferred || (o->flags & MOAT_LOAD_DEFER_INIT))
 		return 0;
-	return remote_start(&r->parent);
+	rc = remote_start(&r->parent);
+	/*
+	 * The loading thread may never call: its stream would hold one of the
+	 * session's host threads on the target (max_threads) while it lives.
+	 * End it cleanly: the target frees the slot before it says the stream
+	 * ended, so a thread that calls next is not refused.
+	 */
+	if ((s = (stream *)moat__chan_find(&r->streams)) != NULL) {
+		if (rc == 0 && !s->conv.broken)
+			moat__rpc_stream_finish(s->call, NULL, NULL, LOCAL_START_TIMEOUT_MS, &st);
+		moat__chan_drop(&s->link);
+	}
+	return rc;
 }
 
 static int remote_open(moat_backend **out, const moat_backend_params *params)
