@@ -459,8 +459,7 @@ int moat_enclave_start(moat_enclave *e)
 	__atomic_store_n(&e->init, rc == 0 ? INIT_DONE : INIT_FAILED, __ATOMIC_RELEASE);
 	e->ready = rc == 0;
 	pthread_mutex_unlock(&e->lock);
-	/* A failed init leaves the handle to destroy: every call fails with init's code (or an earlier one).
-	 */
+	/* A failed init leaves the handle to destroy: calls fail with its code (or an earlier one). */
 	if (rc < 0)
 		__atomic_compare_exchange_n(&e->backend->dead, &none, rc, 0, __ATOMIC_ACQ_REL,
 		                            __ATOMIC_ACQUIRE);
