@@ -79,11 +79,16 @@ MOAT_EXTERN(int) moat_thread_join(moat_thread thread);
 /** Where the enclave runs, as the process that loaded it reports it (moat_host_identity). */
 typedef struct moat_host_info {
 	/**
-	 * "sim" (inside the application's own process) or "proc" (a sandboxed
-	 * process of its own); on a target server, the target's local backend.
+	 * "sim" (inside the application's own process), "proc" (a sandboxed
+	 * process of its own) or "remote" (on a target server, for a host
+	 * elsewhere), as the host's moat_identity.backend names it.
 	 */
 	const char *backend;
-	/** MOAT_ISOLATION_* layers applied to this enclave where it runs. */
+	/**
+	 * MOAT_ISOLATION_* layers applied to this enclave where it runs; on a
+	 * target server those of the target's local backend plus
+	 * MOAT_ISOLATION_REMOTE, as the host's moat_identity.isolation.
+	 */
 	unsigned int isolation;
 	/** 1 when loaded in debug mode (MOAT_LOAD_DEBUG): a debugger may read and change it. */
 	int debug;
@@ -111,7 +116,7 @@ struct moat_runtime {
 	int (*exit_call)(void *ctx, uint64_t selector, const moat_msg *in, moat_msg *out);
 	/* Since these fields: where the enclave runs (moat_host_identity); size says whether they are there.
 	 */
-	const char *backend; /**< "sim", "proc" */
+	const char *backend; /**< "sim", "proc", "remote" */
 	uint32_t isolation;  /**< MOAT_ISOLATION_* */
 	uint32_t flags;      /**< MOAT_RUNTIME_* */
 };

@@ -46,6 +46,23 @@ typedef enum moat_thread_policy {
  * backend, selector, item counts and bytes, result and duration.
  */
 #define MOAT_LOAD_TRACE 0x8u
+/**
+ * Return from moat_enclave_load() before the enclave's init function has
+ * run. The application sets its exit handlers on the handle, then calls
+ * moat_enclave_start(), which runs init with every exit call it makes
+ * answered by those handlers, on every backend. Until init has run, entry
+ * calls fail with MOAT_EINVAL (origin api) but those nested in an exit
+ * handler of init on the starting thread, threads cannot be donated, and
+ * moat_enclave_destroy() does not run the enclave's finalizer.
+ */
+#define MOAT_LOAD_DEFER_INIT 0x10u
+/**
+ * For a server that hosts enclaves on behalf of remote hosts (moatd): the
+ * enclave's moat_host_identity() says backend "remote", with this
+ * backend's isolation layers plus MOAT_ISOLATION_REMOTE, which is what the
+ * remote host's moat_identity says of it.
+ */
+#define MOAT_LOAD_FOR_REMOTE_HOST 0x20u
 
 /* 2 added image_name, 3 target_keys; libmoat still takes the older structs. */
 #define MOAT_LOAD_OPTIONS_VERSION 3
@@ -148,6 +165,19 @@ typedef int (*moat_exit_handler)(void *payload, uint64_t selector, const moat_ms
  * Returns 0 or a negative code; details in moat_error_last().
  */
 MOAT_EXTERN(int) moat_enclave_load(moat_enclave **out, const char *path, const moat_load_options *options);
+
+/**
+ * Run the enclave's init function on the calling thread, after a load with
+ * MOAT_LOAD_DEFER_INIT (see there). Its exit calls are answered by the
+ * handlers set on the handle and may make entry calls on this thread
+ * (nesting), as for any call. Returns 0, or init's failure as
+ * moat_enclave_load() returns it without the flag (MOAT_EINIT with origin
+ * enclave for a non-zero return, MOAT_ECRASHED for a crash...): the handle
+ * is then good only for moat_enclave_destroy(), every call failing with
+ * that code. MOAT_EINVAL (origin api) when enclave is NULL, was loaded
+ * without the flag, or was started already.
+ */
+MOAT_EXTERN(int) moat_enclave_start(moat_enclave *enclave);
 
 /**
  * Make an entry call: run the enclave's handler for selector with items

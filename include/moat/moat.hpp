@@ -367,6 +367,13 @@ class enclave
 		(*handlers_)[M::selector()] = std::move(h);
 	}
 
+	/** Run the enclave's init after a load with MOAT_LOAD_DEFER_INIT (moat_enclave_start), once the
+	 * handlers that answer its exit calls are set. */
+	void start()
+	{
+		check(moat_enclave_start(get()));
+	}
+
 	moat_identity identity() const
 	{
 		moat_identity id;

@@ -4,6 +4,7 @@
  * gRPC stream, and a fuzzer can drive both sides.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "codec/conv.h"
@@ -26,41 +27,40 @@ static int broken(moat_conv *c, int rc, const char *why)
 	return rc;
 }
 
-/* Run one Call of the peer (or refuse it past the depth limit) and send its Return. */
-static int answer(moat_conv *c, const moat_frame_in *call)
+/* Run one Call of the peer (or refuse it past the depth limit) into res and send its Return. */
+static int answer_into(moat_conv *c, const moat_frame_in *call, moat_conv_result *res)
 {
 	moat_msg *out = NULL;
-	moat_conv_result res;
 	moat_frame ret;
 	int rc;
 
-	res.code = 0;
-	res.origin = MOAT_ORIGIN_NONE;
-	res.enclave_code = 0;
-	res.message[0] = '\0';
+	res->code = 0;
+	res->origin = MOAT_ORIGIN_NONE;
+	res->enclave_code = 0;
+	res->message[0] = '\0';
 	if (c->max_depth && c->depth >= c->max_depth) {
-		res.code = MOAT_ELIMIT;
-		res.origin = c->depth_limit_origin;
-		snprintf(res.message, sizeof(res.message),
+		res->code = MOAT_ELIMIT;
+		res->origin = c->depth_limit_origin;
+		snprintf(res->message, sizeof(res->message),
 		         "calls nested more than %u deep on one thread (%s); the innermost was not run",
 		         c->max_depth, c->depth_limit_name);
 	} else if (moat_msg_new(&out) < 0) {
-		res.code = MOAT_ENOMEM;
-		res.origin = c->depth_limit_origin;
-		snprintf(res.message, sizeof(res.message), "out of memory");
+		res->code = MOAT_ENOMEM;
+		res->origin = c->depth_limit_origin;
+		snprintf(res->message, sizeof(res->message), "out of memory");
 	} else {
 		c->depth++;
-		c->ops->serve(c->ctx, call, out, &res);
+		c->ops->serve(c->ctx, call, out, res);
 		c->depth--;
 	}
 	memset(&ret, 0, sizeof(ret));
 	ret.kind = MOAT_FRAME_RETURN;
 	ret.seq = call->seq;
-	ret.code = res.code;
-	if (res.code) {
-		ret.origin = (uint32_t)res.origin;
-		ret.enclave_code = res.enclave_code;
-		ret.message = res.message;
+	ret.code = res->code;
+	if (res->code) {
+		ret.origin = (uint32_t)res->origin;
+		ret.enclave_code = res->enclave_code;
+		ret.message = res->message;
 	} else {
 		/* A failed call's partial reply is dropped: the caller's out stays as it was. */
 		ret.items = out;
@@ -77,6 +77,44 @@ static int answer(moat_conv *c, const moat_frame_in *call)
 		ret.message = "the reply is larger than the stream's frame limit";
 		rc = c->ops->send(c->io, &ret);
 	}
+	return rc < 0 ? broken(c, rc, NULL) : 0;
+}
+
+/* The outermost Call of the peer: its result (a crash report's room) on this stack. */
+__attribute__((noinline)) static int answer_outermost(moat_conv *c, const moat_frame_in *call)
+{
+	moat_conv_result res;
+
+	return answer_into(c, call, &res);
+}
+
+/*
+ * Run one Call of the peer and send its Return. Nested Calls keep their
+ * result on the heap: every level of nesting lives on one thread's stack,
+ * sized per level (the proc runner, moatd), and a result holds
+ * MOAT__MESSAGE_MAX bytes of message.
+ */
+static int answer(moat_conv *c, const moat_frame_in *call)
+{
+	moat_conv_result *res;
+	moat_frame ret;
+	int rc;
+
+	if (c->depth == 0)
+		return answer_outermost(c, call);
+	if ((res = malloc(sizeof(*res))) != NULL) {
+		rc = answer_into(c, call, res);
+		free(res);
+		return rc;
+	}
+	/* No room for a result: refuse the Call without running it, as past the depth limit. */
+	memset(&ret, 0, sizeof(ret));
+	ret.kind = MOAT_FRAME_RETURN;
+	ret.seq = call->seq;
+	ret.code = MOAT_ENOMEM;
+	ret.origin = (uint32_t)c->depth_limit_origin;
+	ret.message = "out of memory";
+	rc = c->broken ? MOAT_ETRANSPORT : c->ops->send(c->io, &ret);
 	return rc < 0 ? broken(c, rc, NULL) : 0;
 }
 

@@ -30,10 +30,10 @@
 
 /* What a served Call produced, for its Return (besides the items). */
 typedef struct moat_conv_result {
-	int code;             /* 0 or a negative Moat code */
-	moat_origin origin;   /* where a failure came from */
-	int64_t enclave_code; /* MOAT_EHANDLER: the handler's own value */
-	char message[1024];   /* a failure's detail, or "" (room for a crash report) */
+	int code;                        /* 0 or a negative Moat code */
+	moat_origin origin;              /* where a failure came from */
+	int64_t enclave_code;            /* MOAT_EHANDLER: the handler's own value */
+	char message[MOAT__MESSAGE_MAX]; /* a failure's detail, or "" (room for a crash report) */
 } moat_conv_result;
 
 typedef struct moat_conv_ops {

@@ -22,10 +22,23 @@
 
 /* Attach stream: a Call with this selector destroys the session (target.proto). */
 #define MOAT_PROTOCOL_SELECTOR_DESTROY ((uint64_t)0)
-/* proc channel: load the image. Items: image name (for messages), image bytes, pin (0 or 32 bytes), config.
+/*
+ * Attach stream and proc channel: run the enclave's init, after a load
+ * that deferred it (LoadRequest.defer_init; the proc LOAD's
+ * MOAT_PROC_LOAD_DEFER_INIT). No items; the Return is init's result, with
+ * the code, origin and message a load that ran init would have failed
+ * with. The enclave's exit calls come back on the same stream meanwhile.
+ */
+#define MOAT_PROTOCOL_SELECTOR_START ((uint64_t)1002)
+/*
+ * proc channel: load the image. Items: image name (for messages), image
+ * bytes, pin (0 or 32 bytes), config, and optionally a u64 of
+ * MOAT_PROC_LOAD_* flags.
  */
 #define MOAT_PROC_SELECTOR_LOAD ((uint64_t)1000)
-/* proc channel: run the enclave's finalizer. */
+/* MOAT_PROC_SELECTOR_LOAD's flags: load only; init runs at MOAT_PROTOCOL_SELECTOR_START. */
+#define MOAT_PROC_LOAD_DEFER_INIT ((uint64_t)1)
+/* proc channel: run the enclave's finalizer (only when init has run and succeeded). */
 #define MOAT_PROC_SELECTOR_STOP ((uint64_t)1001)
 
 /* moat.v1 protocol version this code speaks (LoadRequest/LoadResponse protocol_major.minor). */

@@ -50,10 +50,15 @@ struct moat_enclave {
 		int code;
 	} * failed;
 	size_t n_failed;
-	int ready; /* the backend is open: threads may enter */
+	int ready; /* the backend is open and init has run: threads may enter */
 	int closing;
 	int trace; /* MOAT_LOAD_TRACE: log every entry and exit call */
+	/* INIT_*: MOAT_LOAD_DEFER_INIT's state; read on the call path with __atomic_load_n. */
+	int init;
 };
+
+/* Where the enclave's init is (moat_enclave.init). */
+enum { INIT_DONE, INIT_PENDING, INIT_RUNNING, INIT_FAILED };
 
 /*
  * The entry calls in progress on this thread, innermost first, so a nested
@@ -129,6 +134,15 @@ int moat_enclave_call(moat_enclave *e, uint64_t selector, const moat_msg *in, mo
 		                                               : MOAT_ORIGIN_ENCLAVE,
 		                      "the enclave is no longer usable after an earlier failure: %s",
 		                      moat_strerror(dead));
+	/*
+	 * Before a deferred init has run only the thread running it may enter
+	 * (from an exit handler of init: nesting).
+	 */
+	if (__atomic_load_n(&e->init, __ATOMIC_ACQUIRE) != INIT_DONE && !thread_is_inside(e))
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                      "entry call %llu: the enclave's init has not run yet (it was loaded "
+		                      "with MOAT_LOAD_DEFER_INIT: call moat_enclave_start() first)",
+		                      (unsigned long long)selector);
 	/*
 	 * A thread the enclave asked for (donate) takes no slot: max_threads
 	 * bounds the application's callers, and an enclave that starts and joins
@@ -234,8 +248,9 @@ static int service_spawn(struct moat_enclave *e, const moat_msg *in)
 	reap_finished(e);
 	if (!e->ready || e->closing) {
 		/*
-		 * During init the handle has no backend yet, and during destroy it
-		 * is going away: no thread can enter the enclave then.
+		 * During init the handle has no backend yet (or, with
+		 * MOAT_LOAD_DEFER_INIT, no entry table), and during destroy it is
+		 * going away: no thread can enter the enclave then.
 		 */
 		rc = MOAT_EINVAL;
 	} else if ((errno = pthread_create(&t->thread, NULL, donated_main, t)) != 0) {
@@ -401,6 +416,61 @@ const char *moat_enclave_target(const moat_enclave *e)
 	return e ? e->backend->target : NULL;
 }
 
+/* Claim the start of a deferred init: 0, or MOAT_EINVAL (recorded) when there is none to start. */
+static int start_claim(struct moat_enclave *e)
+{
+	int state;
+
+	pthread_mutex_lock(&e->lock);
+	state = e->init;
+	if (state == INIT_PENDING)
+		__atomic_store_n(&e->init, INIT_RUNNING, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&e->lock);
+	if (state == INIT_PENDING)
+		return 0;
+	return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_start: %s",
+	                      state == INIT_DONE
+	                          ? "the enclave's init has run already (start follows a load with "
+	                            "MOAT_LOAD_DEFER_INIT, once)"
+	                          : "the enclave was started already");
+}
+
+int moat_enclave_start(moat_enclave *e)
+{
+	call_frame frame;
+	int rc, dead, none = 0;
+
+	moat_error_clear();
+	if (!e)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API, "moat_enclave_start: NULL enclave");
+	if ((rc = start_claim(e)) < 0)
+		return rc;
+	/* This thread is inside while init runs: its exit handlers may call in (nesting). */
+	frame.enclave = e;
+	frame.prev = current_frame;
+	current_frame = &frame;
+	dead = __atomic_load_n(&e->backend->dead, __ATOMIC_ACQUIRE);
+	if (dead)
+		rc = moat_error_set(dead,
+		                    dead == MOAT_ETRANSPORT  ? MOAT_ORIGIN_TRANSPORT
+		                    : dead == MOAT_ECANCELED ? MOAT_ORIGIN_API
+		                                             : MOAT_ORIGIN_ENCLAVE,
+		                    "the enclave is no longer usable (%s): its init cannot run",
+		                    moat_strerror(dead));
+	else
+		rc = e->vtable->start(e->backend);
+	current_frame = frame.prev;
+	pthread_mutex_lock(&e->lock);
+	__atomic_store_n(&e->init, rc == 0 ? INIT_DONE : INIT_FAILED, __ATOMIC_RELEASE);
+	e->ready = rc == 0;
+	pthread_mutex_unlock(&e->lock);
+	/* A failed init leaves the handle to destroy: calls fail with its code (or an earlier one). */
+	if (rc < 0)
+		__atomic_compare_exchange_n(&e->backend->dead, &none, rc, 0, __ATOMIC_ACQ_REL,
+		                            __ATOMIC_ACQUIRE);
+	return rc;
+}
+
 static void enclave_free(struct moat_enclave *e)
 {
 	pthread_rwlock_destroy(&e->handlers_lock);
@@ -492,11 +562,18 @@ int moat_enclave_load(moat_enclave **out, const char *path, const moat_load_opti
 	params.options = options;
 	params.exit_dispatch = exit_dispatch;
 	params.exit_ctx = e;
+	if ((options->flags & MOAT_LOAD_DEFER_INIT) && !e->vtable->start) {
+		rc = moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                    "the %s backend cannot defer the enclave's init (MOAT_LOAD_DEFER_INIT)",
+		                    e->vtable->name);
+		goto fail;
+	}
 	rc = e->vtable->open(&e->backend, &params);
 	if (rc < 0)
 		goto fail;
 	pthread_mutex_lock(&e->lock);
-	e->ready = 1;
+	e->init = (options->flags & MOAT_LOAD_DEFER_INIT) ? INIT_PENDING : INIT_DONE;
+	e->ready = e->init == INIT_DONE;
 	pthread_mutex_unlock(&e->lock);
 	*out = e;
 	return 0;

@@ -6,7 +6,7 @@
 #include "core/internal.h"
 
 static _Thread_local moat_error last_error = {0, MOAT_ORIGIN_NONE, "", 0};
-static _Thread_local char last_message[1024];
+static _Thread_local char last_message[MOAT__MESSAGE_MAX];
 
 const char *moat_strerror(int code)
 {

@@ -114,7 +114,8 @@ static void serve_destroy(attach_stream *as, moat_conv_result *res)
 	as->conv.done = 1;
 }
 
-/* Run one Call from the host: an entry call into the enclave, or the session's destruction. */
+/* Run one Call from the host: an entry call into the enclave, its deferred init, or the session's
+ * destruction. */
 static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_result *res)
 {
 	attach_stream *as = ctx;
@@ -132,8 +133,13 @@ static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_re
 		return;
 	}
 	t0 = moat__now_ns();
-	res->code = moat_enclave_call(as->s->enclave, f->selector, f->items, out);
-	moatd_metrics_entry(res->code, (uint64_t)(moat__now_ns() - t0), f->items, out);
+	if (f->selector == MOAT_PROTOCOL_SELECTOR_START) {
+		/* A Load that deferred init: it runs now, its exit calls forwarded on this stream. */
+		res->code = moat_enclave_start(as->s->enclave);
+	} else {
+		res->code = moat_enclave_call(as->s->enclave, f->selector, f->items, out);
+		moatd_metrics_entry(res->code, (uint64_t)(moat__now_ns() - t0), f->items, out);
+	}
 	moatd_session_leave(as->s);
 	if (res->code < 0) {
 		e = moat_error_last();
@@ -224,37 +230,43 @@ int moatd_forward_exit(void *payload, uint64_t selector, const moat_msg *in, moa
 	return rc;
 }
 
-/* Serve the host thread behind this stream until it goes or destroys the session. */
-static void serve_stream(session *s, moat_rpc_call *call)
+/* Serve the host thread behind this stream until it goes or destroys the session; as says how it ended. */
+static void serve_stream(session *s, moat_rpc_call *call, attach_stream *as)
 {
-	attach_stream as;
-
-	memset(&as, 0, sizeof(as));
-	as.s = s;
-	as.call = call;
-	moat__conv_init(&as.conv, &attach_ops, &as, &as);
-	as.conv.max_depth = s->d->cfg.max_nesting;
-	snprintf(as.limit_name, sizeof(as.limit_name), "moatd's limit, --max-nesting %u",
+	memset(as, 0, sizeof(*as));
+	as->s = s;
+	as->call = call;
+	moat__conv_init(&as->conv, &attach_ops, as, as);
+	as->conv.max_depth = s->d->cfg.max_nesting;
+	snprintf(as->limit_name, sizeof(as->limit_name), "moatd's limit, --max-nesting %u",
 	         s->d->cfg.max_nesting);
-	as.conv.depth_limit_name = as.limit_name;
-	as.conv.depth_limit_origin = MOAT_ORIGIN_TARGET;
-	current_stream = &as;
-	if (moat__conv_serve(&as.conv) == 0)
-		stream_flush(&as); /* the Return of the session's destruction */
+	as->conv.depth_limit_name = as->limit_name;
+	as->conv.depth_limit_origin = MOAT_ORIGIN_TARGET;
+	current_stream = as;
+	if (moat__conv_serve(&as->conv) == 0)
+		stream_flush(as); /* the Return of the session's destruction */
 	current_stream = NULL;
-	end_stream(&as);
-	free(as.pending);
+	free(as->pending);
+	as->pending = NULL;
 }
 
 void moatd_handle_attach(moatd *d, moat_rpc_call *call, session *s, int lease)
 {
+	attach_stream as;
 	stream_ref ref;
 
-	(void)d;
 	moatd_session_track(s, &ref, call);
 	if (lease)
 		moatd_session_serve_lease(s, call);
 	else
-		serve_stream(s, call);
+		serve_stream(s, call, &as);
 	moatd_session_untrack(s, &ref);
+	/*
+	 * The host thread's slot is free before the host hears that its stream
+	 * ended: a thread it starts next (after libmoat's load ended the
+	 * loading thread's stream, say) is not refused for it.
+	 */
+	moatd_attach_done(d, call);
+	if (!lease)
+		end_stream(&as);
 }

@@ -205,7 +205,7 @@ static session *open_session(moatd *d, int fd, const char *path, const char *sho
                              const Moat__V1__LoadRequest *req, uint8_t token[32], moat_rpc_call *call)
 {
 	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
-	char fdpath[64], msg[1024];
+	char fdpath[64], msg[MOAT__MESSAGE_MAX];
 	uint8_t raw[16];
 	session *s;
 	int rc;
@@ -218,6 +218,13 @@ static session *open_session(moatd *d, int fd, const char *path, const char *sho
 	opts.call_timeout_ms = req->call_timeout_ms;
 	if (req->debug)
 		opts.flags |= MOAT_LOAD_DEBUG;
+	/*
+	 * The enclave sees what its host's identity says (backend "remote"). Its
+	 * init runs once the session's exit handler is set: here for a host
+	 * that did not ask to defer it (its exit calls answered by moatd), or at
+	 * the host's START on an Attach stream (forwarded to the host).
+	 */
+	opts.flags |= MOAT_LOAD_FOR_REMOTE_HOST | MOAT_LOAD_DEFER_INIT;
 	/* At debug level every entry and exit call of the session is logged (libmoat's trace). */
 	if (moatd_log_level >= MOATD_LOG_DEBUG)
 		opts.flags |= MOAT_LOAD_TRACE;
@@ -233,7 +240,18 @@ static session *open_session(moatd *d, int fd, const char *path, const char *sho
 	snprintf(s->image, sizeof(s->image), "%s", image);
 	pthread_cond_init(&s->idle, NULL);
 	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+	if (RAND_bytes(raw, sizeof(raw)) != 1 || RAND_bytes(token, 32) != 1) {
+		moatd_refuse(call, MOAT_EIO, "no randomness for the session id");
+		goto fail;
+	}
+	moat__hex(s->id, raw, sizeof(raw));
+	moat__hex(s->token_hex, token, 32);
 	rc = moat_enclave_load(&s->enclave, fdpath, &opts);
+	if (rc == 0) {
+		moat_enclave_set_fallback_handler(s->enclave, moatd_forward_exit, s);
+		if (!req->defer_init)
+			rc = moat_enclave_start(s->enclave);
+	}
 	if (rc < 0) {
 		moatd_log(MOATD_LOG_INFO, "cannot load %s (%s): %s", path, fdpath,
 		          moat_error_last()->message);
@@ -241,13 +259,6 @@ static session *open_session(moatd *d, int fd, const char *path, const char *sho
 		moatd_refuse(call, rc, "%s", msg);
 		goto fail;
 	}
-	moat_enclave_set_fallback_handler(s->enclave, moatd_forward_exit, s);
-	if (RAND_bytes(raw, sizeof(raw)) != 1 || RAND_bytes(token, 32) != 1) {
-		moatd_refuse(call, MOAT_EIO, "no randomness for the session id");
-		goto fail;
-	}
-	moat__hex(s->id, raw, sizeof(raw));
-	moat__hex(s->token_hex, token, 32);
 	return s;
 fail:
 	moat_enclave_destroy(s->enclave);
@@ -307,6 +318,7 @@ static int make_reply(moatd *d, session *s, const Moat__V1__LoadRequest *req, ui
 	resp.max_threads = d->cfg.max_threads;
 	resp.debug = id.debug;
 	resp.debug_pid = id.debug_pid;
+	resp.init_deferred = req->defer_init;
 	*reply = malloc(moat__v1__load_response__get_packed_size(&resp) + 1);
 	if (*reply)
 		*len = moat__v1__load_response__pack(&resp, *reply);

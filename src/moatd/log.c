@@ -19,9 +19,11 @@
 
 #include "moatd/moatd.h"
 
-#define LOG_BURST    20
-#define LOG_WINDOW_S 10
-#define LOG_SLOTS    64
+/* A line's message: room for a crash report (MOAT__MESSAGE_MAX) and the session that names it. */
+#define MOATD_LOG_LINE (MOAT__MESSAGE_MAX + 128)
+#define LOG_BURST      20
+#define LOG_WINDOW_S   10
+#define LOG_SLOTS      64
 
 int moatd_log_level = MOATD_LOG_WARN;
 static int log_format = MOATD_LOG_TEXT;
@@ -101,7 +103,7 @@ static void emit(int level, const char *msg)
 {
 	static const char *const names[] = {"error", "warn", "info", "debug"};
 	static const int priority[] = {3, 4, 6, 7}; /* syslog's err, warning, info, debug */
-	char out[2600], when[40], esc[2200];
+	char out[2 * MOATD_LOG_LINE + 200], when[40], esc[2 * MOATD_LOG_LINE + 100];
 	struct timespec ts;
 	struct tm tm;
 	int n;
@@ -131,7 +133,7 @@ static void emit(int level, const char *msg)
 
 void moatd_log(int level, const char *fmt, ...)
 {
-	char line[1024], full[1100];
+	char line[MOATD_LOG_LINE], full[MOATD_LOG_LINE + 64];
 	unsigned long dropped;
 	va_list ap;
 

@@ -270,8 +270,13 @@ int moatd_serving(moatd *d);
 void moatd_health_tick(moatd *d);
 void moatd_handle_load(moatd *d, moat_rpc_call *call);
 void moatd_handle_upload(moatd *d, moat_rpc_call *call);
-/* Serve an admitted Attach stream of session s (a lease, or a host thread). */
+/*
+ * Serve an admitted Attach stream of session s (a lease, or a host thread);
+ * it undoes the admission (moatd_attach_done) before the final status.
+ */
 void moatd_handle_attach(moatd *d, moat_rpc_call *call, session *s, int lease);
+/* Undo an Attach stream's admission: its counts and its session reference (service.c). Once. */
+void moatd_attach_done(moatd *d, moat_rpc_call *call);
 void moatd_handle_destroy(moatd *d, moat_rpc_call *call);
 
 /* End the call with the gRPC status that goes with Moat code code, and the message. */

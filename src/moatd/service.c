@@ -38,7 +38,7 @@ static int status_for(int code)
 
 void moatd_refuse(moat_rpc_call *call, int code, const char *fmt, ...)
 {
-	char msg[384];
+	char msg[MOAT__MESSAGE_MAX];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -102,7 +102,7 @@ static int is_lease(moat_rpc_call *call)
 }
 
 /* Undo what admit_attach counted: the stream ended, or never got its thread. */
-static void unadmit_attach(moatd *d, moat_rpc_call *call)
+void moatd_attach_done(moatd *d, moat_rpc_call *call)
 {
 	session *s = moat__rpc_call_data(call);
 
@@ -171,7 +171,7 @@ int moatd_admit_call(void *ctx, moat_rpc_call *call)
 void moatd_dropped_call(void *ctx, moat_rpc_call *call)
 {
 	if (moat__rpc_call_data(call))
-		unadmit_attach(ctx, call);
+		moatd_attach_done(ctx, call);
 }
 
 void moatd_handle_call(void *ctx, moat_rpc_call *call)
@@ -182,10 +182,10 @@ void moatd_handle_call(void *ctx, moat_rpc_call *call)
 	moatd_log(MOATD_LOG_DEBUG, "call %s", m);
 	moatd_metrics_call(m);
 	if (strcmp(m, "/moat.v1.Target/Attach") == 0) {
-		if (moat__rpc_call_data(call)) {
+		if (moat__rpc_call_data(call))
 			moatd_handle_attach(d, call, moat__rpc_call_data(call), is_lease(call));
-			unadmit_attach(d, call);
-		}
+		if (moat__rpc_call_data(call))
+			moatd_attach_done(d, call);
 	} else if (strcmp(m, "/moat.v1.Target/Load") == 0) {
 		moatd_handle_load(d, call);
 	} else if (strcmp(m, "/moat.v1.Target/Upload") == 0) {

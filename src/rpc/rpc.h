@@ -56,7 +56,7 @@ typedef enum moat_rpc_result {
 typedef struct moat_rpc_status {
 	int code;
 	int moat_code;
-	char message[384];
+	char message[4096]; /* MOAT__MESSAGE_MAX: a target's refusal may carry a crash report */
 } moat_rpc_status;
 
 typedef struct moat_rpc_channel moat_rpc_channel;

@@ -9,6 +9,14 @@
 #include <stdint.h>
 #include <time.h>
 
+/*
+ * The longest error message Moat carries, NUL included: moat_error.message,
+ * a Return's message, a target's refusal (gRPC status message) and what
+ * libmoat and moatd copy them into. Room for a whole crash report: the
+ * call, signal, address and a symbolized backtrace of up to 24 frames.
+ */
+#define MOAT__MESSAGE_MAX 4096
+
 /* Lower-case hex of len bytes into out (2 * len + 1 bytes, NUL-terminated). */
 void moat__hex(char *out, const uint8_t *data, size_t len);
 

@@ -38,6 +38,17 @@
 /* -> moat_host_identity(): backend string, u64 isolation, u64 debug, u64 simulated_attestation */
 #define T_HOST (MOAT_SELECTOR_USER + 12)
 
+/*
+ * With this config init logs T_INIT_EXIT_LOG through the host, then makes
+ * exit call T_INIT_EXIT_SELECTOR (no items) and keeps its result and its
+ * u64 reply; T_INIT_EXIT returns them: u64 (as int64) result, u64 reply (0
+ * when none). Only an application's own handler answers that selector.
+ */
+#define T_INIT_EXIT_CONFIG   "init-exit"
+#define T_INIT_EXIT_SELECTOR (MOAT_SELECTOR_USER + 700)
+#define T_INIT_EXIT_LOG      "test enclave: init says hello"
+#define T_INIT_EXIT          (MOAT_SELECTOR_USER + 13)
+
 /* init refuses to load (returns T_INIT_FAIL_CODE) when the config is exactly this string */
 #define T_INIT_FAIL_CONFIG "fail-init"
 #define T_INIT_FAIL_CODE   7

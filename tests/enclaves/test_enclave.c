@@ -232,6 +232,30 @@ static int on_host(void *p, const moat_msg *in, moat_msg *out)
 	return rc;
 }
 
+static int64_t init_exit_rc = 1; /* 1: not tried */
+static uint64_t init_exit_value;
+
+static int on_init_exit(void *p, const moat_msg *in, moat_msg *out)
+{
+	int rc = moat_msg_push_u64(out, (uint64_t)init_exit_rc);
+
+	return rc ? rc : moat_msg_push_u64(out, init_exit_value);
+}
+
+/* Init's exit calls: a log line, then a call only the application answers (T_INIT_EXIT_CONFIG). */
+static void init_exit_calls(void)
+{
+	moat_msg *out = NULL;
+
+	moat_host_log("%s", T_INIT_EXIT_LOG);
+	if (moat_msg_new(&out) < 0)
+		return;
+	init_exit_rc = moat_exit_call(T_INIT_EXIT_SELECTOR, NULL, out);
+	if (init_exit_rc == 0 && moat_msg_item_u64(out, 0, &init_exit_value) < 0)
+		init_exit_value = 0;
+	moat_msg_free(out);
+}
+
 static int init(const void *config, size_t len)
 {
 	int rc = 0;
@@ -249,6 +273,8 @@ static int init(const void *config, size_t len)
 		if (init_spawn_rc == 0)
 			moat_thread_join(t);
 	}
+	if (rc == 0 && len == strlen(T_INIT_EXIT_CONFIG) && memcmp(config, T_INIT_EXIT_CONFIG, len) == 0)
+		init_exit_calls(); /* T_ECHO is registered: the application's handler may call it */
 	config_copy = malloc(len ? len : 1);
 	if (!config_copy)
 		return MOAT_ENOMEM;
@@ -267,6 +293,7 @@ static int init(const void *config, size_t len)
 	rc |= moat_entry_register(T_ON_FINI, on_on_fini, NULL);
 	rc |= moat_entry_register(T_TIME, on_time, NULL);
 	rc |= moat_entry_register(T_HOST, on_host, NULL);
+	rc |= moat_entry_register(T_INIT_EXIT, on_init_exit, NULL);
 	return rc;
 }
 

@@ -13,6 +13,8 @@
 #define PROBE_KILL   (MOAT_SELECTOR_USER + 15) /* kill(getppid(), SIGKILL) */
 #define PROBE_VMREAD (MOAT_SELECTOR_USER + 16) /* process_vm_readv(getppid(), address item 0) */
 #define PROBE_PEEK   (MOAT_SELECTOR_USER + 17) /* copy item-1 bytes at address item 0 */
+/* Config "crash-deep": init faults this many frames of deep() down (#0 to #15, then init, #16). */
+#define PROBE_DEEP_FRAMES 16
 #define PROBE_SEGV   (MOAT_SELECTOR_USER + 20) /* write through NULL */
 #define PROBE_ABORT  (MOAT_SELECTOR_USER + 21) /* abort() */
 #define PROBE_EXIT   (MOAT_SELECTOR_USER + 22) /* exit(3) */

@@ -143,6 +143,17 @@ static int peek(void *p, const moat_msg *in, moat_msg *out)
 	return moat_msg_push(out, (const void *)(uintptr_t)addr, (size_t)len);
 }
 
+/* Fault PROBE_DEEP_FRAMES calls down (init's "crash-deep"): a report longer than any one line. */
+static int __attribute__((noinline, noclone)) deep(int levels)
+{
+	if (levels == 0)
+		*nowhere = 1;
+	else
+		deep(levels - 1);
+	__asm__ volatile("");
+	return levels;
+}
+
 static int segv(void *p, const moat_msg *in, moat_msg *out)
 {
 	*nowhere = 1;
@@ -261,6 +272,8 @@ static int init(const void *cfg, size_t len)
 		return 5;
 	if (len == 5 && memcmp(cfg, "crash", 5) == 0)
 		*nowhere = 1;
+	if (len == 10 && memcmp(cfg, "crash-deep", 10) == 0)
+		deep(PROBE_DEEP_FRAMES - 1);
 	if (len == 3 && memcmp(cfg, "log", 3) == 0)
 		moat_host_log("probe enclave: init with config log");
 	for (i = 0; i < sizeof(table) / sizeof(table[0]); i++)

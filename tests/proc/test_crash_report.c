@@ -88,6 +88,53 @@ static void test_init(void **state)
 	assert_non_null(strstr(m, "(probe_enclave.c:"));
 }
 
+/*
+ * A crash in init deep down a stack: the whole report, not its first few
+ * hundred bytes, reaches the host, from a load and from a deferred start
+ * (on local through the target's Attach stream).
+ */
+static void check_deep_report(const char *m)
+{
+	char frame[64];
+
+	assert_non_null(strstr(m, "the enclave crashed in its init function: killed by signal 11 (SIGSEGV"));
+	assert_non_null(strstr(m, "at address 0x8"));
+	assert_non_null(strstr(m, "backtrace: #0 deep (probe_enclave.c:"));
+	snprintf(frame, sizeof(frame), "#%d deep (probe_enclave.c:", PROBE_DEEP_FRAMES - 1);
+	assert_non_null(strstr(m, frame));
+	/* Then init (inlined into the runtime's moat__enclave_user_init, or not), and the runtime. */
+	snprintf(frame, sizeof(frame), "#%d ", PROBE_DEEP_FRAMES);
+	assert_non_null(strstr(strstr(m, frame), "(probe_enclave.c:"));
+	assert_non_null(strstr(strstr(m, frame), " moat__enclave_start (runtime.c:"));
+	assert_true(strlen(m) > 700);
+	assert_null(strstr(m, "/proc/self/fd"));
+}
+
+static void test_init_deep(void **state)
+{
+	moat_load_options o = MOAT_LOAD_OPTIONS_INIT;
+	moat_enclave *e = NULL;
+	static char first[4096];
+
+	o.backend = backend();
+	o.config = "crash-deep";
+	o.config_len = 10;
+	assert_int_equal(moat_enclave_load(&e, PROBE_PATH, &o), MOAT_ECRASHED);
+	assert_null(e);
+	assert_int_equal(moat_error_last()->origin, MOAT_ORIGIN_ENCLAVE);
+	snprintf(first, sizeof(first), "%s", moat_error_last()->message);
+	fprintf(stderr, "[report] %s\n", first);
+	check_deep_report(first);
+	/* The same report from moat_enclave_start(); the handle is then good only for destroy. */
+	o.flags = MOAT_LOAD_DEFER_INIT;
+	assert_int_equal(moat_enclave_load(&e, PROBE_PATH, &o), 0);
+	assert_int_equal(moat_enclave_start(e), MOAT_ECRASHED);
+	assert_int_equal(moat_error_last()->origin, MOAT_ORIGIN_ENCLAVE);
+	check_deep_report(moat_error_last()->message);
+	assert_int_equal(call_str(e, PROBE_ECHO, "x", NULL, 0), MOAT_ECRASHED);
+	moat_enclave_destroy(e);
+}
+
 /* A thread the enclave started itself has no call behind it. */
 static void test_own_thread(void **state)
 {
@@ -116,6 +163,7 @@ int main(void)
 	    cmocka_unit_test(test_segv),
 	    cmocka_unit_test(test_abort),
 	    cmocka_unit_test(test_init),
+	    cmocka_unit_test(test_init_deep),
 	    cmocka_unit_test(test_own_thread),
 	};
 

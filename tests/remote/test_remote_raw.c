@@ -19,6 +19,7 @@
 #include "moat/v1/target.pb-c.h"
 #include "moat_test.h"
 #include "moatd_helper.h"
+#include "codec/protocol.h"
 #include "rpc/rpc.h"
 #include "test_enclave.h"
 
@@ -50,7 +51,12 @@ typedef struct session {
 	char token[65];
 } session;
 
-static int raw_load(session *s, uint32_t major, moat_rpc_status *st)
+/*
+ * Load image name with config (may be NULL), deferring init when defer is
+ * set; *deferred (may be NULL) gets LoadResponse.init_deferred.
+ */
+static int raw_load_image(session *s, uint32_t major, const char *name, const char *config, int defer,
+                          int *deferred, moat_rpc_status *st)
 {
 	Moat__V1__LoadRequest req = MOAT__V1__LOAD_REQUEST__INIT;
 	Moat__V1__LoadResponse *resp;
@@ -60,19 +66,29 @@ static int raw_load(session *s, uint32_t major, moat_rpc_status *st)
 
 	req.protocol_major = major;
 	req.image_case = MOAT__V1__LOAD_REQUEST__IMAGE_NAME;
-	req.name = "test_enclave";
+	req.name = (char *)name;
+	req.config.data = (uint8_t *)config;
+	req.config.len = config ? strlen(config) : 0;
+	req.defer_init = defer;
 	n = moat__v1__load_request__pack(&req, buf);
 	rc = moat__rpc_unary(ch, "/moat.v1.Target/Load", NULL, buf, n, &reply, &len, 10000, st);
 	if (rc != MOAT_RPC_OK)
 		return rc;
 	resp = moat__v1__load_response__unpack(NULL, len, reply);
 	assert_non_null(resp);
+	if (deferred)
+		*deferred = resp->init_deferred;
 	snprintf(s->id, sizeof(s->id), "%s", resp->session_id);
 	for (i = 0; i < 32; i++)
 		snprintf(s->token + 2 * i, 3, "%02x", resp->session_token.data[i]);
 	moat__v1__load_response__free_unpacked(resp, NULL);
 	free(reply);
 	return 0;
+}
+
+static int raw_load(session *s, uint32_t major, moat_rpc_status *st)
+{
+	return raw_load_image(s, major, "test_enclave", NULL, 0, NULL, st);
 }
 
 /* One entry call over a fresh Attach stream with the given credentials. */
@@ -182,6 +198,24 @@ static void test_protocol_mismatch(void **state)
 }
 
 /* Send one frame on an Attach stream and wait for moatd's next frame (*fin) or the stream's end. */
+/* Send f on call and receive the next frame into *fin. Returns 0 or how the stream ended. */
+static int raw_send(moat_rpc_call *call, const moat_frame *f, moat_frame_in **fin, moat_rpc_status *st)
+{
+	uint8_t *send = NULL, *recv = NULL;
+	size_t send_len, recv_len;
+	int rc;
+
+	*fin = NULL;
+	assert_int_equal(moat__frame_encode(f, 0, &send, &send_len), 0);
+	rc = moat__rpc_exchange(call, send, send_len, &recv, &recv_len, 10000, st);
+	free(send);
+	if (rc == 0) {
+		assert_int_equal(moat__frame_decode(fin, recv, recv_len), 0);
+		free(recv);
+	}
+	return rc;
+}
+
 static int raw_frame(moat_rpc_call *call, int kind, uint64_t seq, uint64_t selector, moat_frame_in **fin,
                      moat_rpc_status *st)
 {
@@ -224,6 +258,83 @@ static moat_rpc_call *raw_exit_call_waiting(const session *s)
 	assert_int_equal(fin->kind, MOAT_FRAME_CALL);
 	moat__frame_in_free(fin);
 	return call;
+}
+
+/*
+ * LoadRequest.defer_init: entry calls wait for START (selector 1002) on an
+ * Attach stream, and init's exit calls (its log line, a call only the host
+ * answers) come to the host on that stream before START's Return.
+ */
+static void test_deferred_init(void **state)
+{
+	moat_frame f = {0};
+	moat_frame_in *fin;
+	moat_rpc_status st;
+	moat_rpc_call *call;
+	moat_msg *reply = NULL;
+	session s;
+	int deferred = 0;
+	uint64_t v;
+
+	assert_int_equal(raw_load_image(&s, 1, "test_enclave", T_INIT_EXIT_CONFIG, 1, &deferred, &st), 0);
+	assert_int_equal(deferred, 1);
+	call = raw_attach(&s);
+	assert_int_equal(raw_frame(call, MOAT_FRAME_CALL, 1, T_ECHO, &fin, &st), 0);
+	assert_int_equal(fin->kind, MOAT_FRAME_RETURN);
+	assert_int_equal(fin->code, MOAT_EINVAL);
+	assert_int_equal(fin->origin, MOAT_ORIGIN_API);
+	moat__frame_in_free(fin);
+	/* START: init logs (exit call 1), then makes the host's own exit call. */
+	assert_int_equal(raw_frame(call, MOAT_FRAME_CALL, 2, MOAT_PROTOCOL_SELECTOR_START, &fin, &st), 0);
+	assert_int_equal(fin->kind, MOAT_FRAME_CALL);
+	assert_int_equal(fin->selector, MOAT_SELECTOR_LOG);
+	f.seq = fin->seq;
+	moat__frame_in_free(fin);
+	f.kind = MOAT_FRAME_RETURN;
+	assert_int_equal(raw_send(call, &f, &fin, &st), 0);
+	assert_int_equal(fin->kind, MOAT_FRAME_CALL);
+	assert_int_equal(fin->selector, T_INIT_EXIT_SELECTOR);
+	f.seq = fin->seq;
+	moat__frame_in_free(fin);
+	assert_int_equal(moat_msg_new(&reply), 0);
+	assert_int_equal(moat_msg_push_u64(reply, 99), 0);
+	f.items = reply;
+	assert_int_equal(raw_send(call, &f, &fin, &st), 0);
+	assert_int_equal(fin->kind, MOAT_FRAME_RETURN);
+	assert_int_equal(fin->seq, 2);
+	assert_int_equal(fin->code, 0);
+	moat__frame_in_free(fin);
+	/* Init kept what the host answered. */
+	assert_int_equal(raw_frame(call, MOAT_FRAME_CALL, 3, T_INIT_EXIT, &fin, &st), 0);
+	assert_int_equal(fin->code, 0);
+	assert_int_equal(moat_msg_item_u64(fin->items, 0, &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(moat_msg_item_u64(fin->items, 1, &v), 0);
+	assert_int_equal(v, 99);
+	moat__frame_in_free(fin);
+	moat_msg_free(reply);
+	moat__rpc_call_free(call);
+	raw_destroy(&s);
+}
+
+/*
+ * A host that does not defer init: a crash in init refuses the Load with
+ * the whole crash report in the status message (it was cut at 384 bytes).
+ */
+static void test_init_crash_report(void **state)
+{
+	moat_rpc_status st;
+	session s;
+
+	assert_int_equal(raw_load_image(&s, 1, "proc_probe_enclave", "crash-deep", 0, NULL, &st),
+	                 MOAT_RPC_INTERNAL);
+	fprintf(stderr, "[report] %s\n", st.message);
+	assert_int_equal(st.moat_code, MOAT_ECRASHED);
+	assert_non_null(strstr(st.message, "'proc_probe_enclave': the enclave crashed in its init function"));
+	assert_non_null(strstr(st.message, "backtrace: #0 deep (probe_enclave.c:"));
+	assert_non_null(strstr(st.message, "#15 deep (probe_enclave.c:"));
+	assert_non_null(strstr(strstr(st.message, "#15 "), " moat__enclave_start (runtime.c:"));
+	assert_true(strlen(st.message) > 700);
 }
 
 static void assert_protocol_error(const moat_rpc_status *st)
@@ -522,6 +633,8 @@ int main(void)
 	    cmocka_unit_test(test_name_with_nul),
 	    cmocka_unit_test(test_load_field_rules),
 	    cmocka_unit_test(test_lease_rule),
+	    cmocka_unit_test(test_deferred_init),
+	    cmocka_unit_test(test_init_crash_report),
 	};
 
 	return cmocka_run_group_tests_name("remote_raw", tests, setup, teardown);

@@ -11,7 +11,8 @@
 
 MOAT_BEGIN_DECL
 
-#define MOAT_BACKEND_VERSION 1u
+/* 2 added start. */
+#define MOAT_BACKEND_VERSION 2u
 
 /** Capability bits of a backend. */
 #define MOAT_BACKEND_CAP_ISOLATED 0x1u /**< enclave has its own address space */
@@ -46,7 +47,8 @@ typedef struct moat_backend_vtable {
 	unsigned int caps;    /**< MOAT_BACKEND_CAP_* */
 	/**
 	 * Load the image, check the measurement pin before running anything in
-	 * it, run the enclave's init, and return the instance in *out.
+	 * it, run the enclave's init (unless the options' flags have
+	 * MOAT_LOAD_DEFER_INIT), and return the instance in *out.
 	 */
 	int (*open)(moat_backend **out, const moat_backend_params *params);
 	/** Make an entry call on the calling thread. */
@@ -60,6 +62,14 @@ typedef struct moat_backend_vtable {
 	 * the backend cannot stop code that is running (sim).
 	 */
 	void (*abort)(moat_backend *backend);
+	/**
+	 * Run the enclave's init on the calling thread after an open with
+	 * MOAT_LOAD_DEFER_INIT; its exit calls go to exit_dispatch on this
+	 * thread. Returns 0 or init's failure, recorded as open would have
+	 * recorded it. close() must not run the finalizer of an instance whose
+	 * init has not succeeded. Called at most once.
+	 */
+	int (*start)(moat_backend *backend);
 } moat_backend_vtable;
 
 /** Base of every backend instance. */

@@ -66,8 +66,9 @@ struct proc_backend {
 	pthread_mutex_t ctl_lock; /* sending channels on ctl */
 	pthread_mutex_t reap_lock;
 	int reaped;
-	int image_fd;     /* a copy of the image's bytes, to symbolize a crash report, or -1 */
-	char death[1024]; /* why the instance is dead; written once under reap_lock before parent.dead */
+	int image_fd;                  /* a copy of the image's bytes, to symbolize a crash report, or -1 */
+	char death[MOAT__MESSAGE_MAX]; /* why the instance is dead; written once under reap_lock before
+	                                  parent.dead */
 };
 
 static atomic_flag ns_warned = ATOMIC_FLAG_INIT;
@@ -433,33 +434,60 @@ static int runner_up(proc_backend *b, const char *runner, const uint8_t *bytes, 
 	return 0;
 }
 
-/* Send the image in the first Call: the runner measures, checks the pin and runs the enclave's init. */
-static int runner_load(proc_backend *b, const moat_backend_params *params, const uint8_t *bytes, size_t len)
+/*
+ * A Call of the runner's own (load, start) on this thread's channel; the
+ * enclave's init runs in it, its exit calls answered here. Records errors.
+ */
+static int runner_request(proc_backend *b, uint64_t selector, const moat_msg *in)
 {
-	const moat_load_options *o = params->options;
 	moat_frame_in *ret = NULL;
-	moat_msg *load = NULL;
 	proc_chan *ch;
 	int rc;
 
 	if (!(ch = chan_get(b)))
 		return moat_error_last()->code;
+	rc = chan_call(b, ch, selector, in, b->timeout_ms, &ret);
+	if (rc == 0 && (rc = ret->code) < 0)
+		moat_error_set(rc, ret->origin ? (moat_origin)ret->origin : MOAT_ORIGIN_ENCLAVE, "%s",
+		               ret->message);
+	moat__frame_in_free(ret);
+	return rc;
+}
+
+/*
+ * Send the image in the first Call: the runner measures, checks the pin and
+ * runs the enclave's init, unless the load defers it to proc_start.
+ */
+static int runner_load(proc_backend *b, const moat_backend_params *params, const uint8_t *bytes, size_t len)
+{
+	const moat_load_options *o = params->options;
+	moat_msg *load = NULL;
+	int rc;
+
 	if ((rc = moat_msg_new(&load)) < 0 ||
 	    (rc = moat_msg_push_borrowed(load, b->path, strlen(b->path))) < 0 ||
 	    (rc = moat_msg_push_borrowed(load, bytes, len)) < 0 ||
 	    (rc = moat_msg_push_borrowed(load, o->expected_measurement,
 	                                 o->expected_measurement ? MOAT_MEASUREMENT_LEN : 0)) < 0 ||
-	    (rc = moat_msg_push_borrowed(load, o->config, o->config_len)) < 0) {
+	    (rc = moat_msg_push_borrowed(load, o->config, o->config_len)) < 0 ||
+	    ((o->flags & MOAT_LOAD_DEFER_INIT) &&
+	     (rc = moat_msg_push_u64(load, MOAT_PROC_LOAD_DEFER_INIT)) < 0)) {
 		moat_msg_free(load);
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
 	}
-	rc = chan_call(b, ch, MOAT_PROC_SELECTOR_LOAD, load, b->timeout_ms, &ret);
-	if (rc == 0 && (rc = ret->code) < 0)
-		moat_error_set(rc, ret->origin ? (moat_origin)ret->origin : MOAT_ORIGIN_ENCLAVE, "%s",
-		               ret->message);
-	moat__frame_in_free(ret);
+	rc = runner_request(b, MOAT_PROC_SELECTOR_LOAD, load);
 	moat_msg_free(load);
 	return rc;
+}
+
+static int proc_start(moat_backend *base)
+{
+	proc_backend *b = (proc_backend *)base;
+	int dead = __atomic_load_n(&b->parent.dead, __ATOMIC_ACQUIRE);
+
+	if (dead)
+		return proc_dead_error(b, dead);
+	return runner_request(b, MOAT_PROTOCOL_SELECTOR_START, NULL);
 }
 
 /*
@@ -557,7 +585,7 @@ static void proc_abort(moat_backend *base)
 {
 	proc_backend *b = (proc_backend *)base;
 	moat_error saved = *moat_error_last();
-	char msg[512];
+	char msg[MOAT__MESSAGE_MAX];
 
 	snprintf(msg, sizeof(msg), "%s", saved.message);
 	proc_lost(b, MOAT_PROC_LOST_ABORT, 0);
@@ -576,4 +604,5 @@ const moat_backend_vtable moat__backend_proc = {
     proc_call,
     proc_close,
     proc_abort,
+    proc_start,
 };

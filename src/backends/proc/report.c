@@ -158,7 +158,7 @@ static void where_text(char *out, size_t cap, const moat_proc_crash *c)
 {
 	if (c->where != MOAT_PROC_CRASH_CALL)
 		append(out, cap, " in a thread the enclave started itself");
-	else if (c->selector == MOAT_PROC_SELECTOR_LOAD)
+	else if (c->selector == MOAT_PROC_SELECTOR_LOAD || c->selector == MOAT_PROTOCOL_SELECTOR_START)
 		append(out, cap, " in its init function");
 	else if (c->selector == MOAT_PROC_SELECTOR_STOP)
 		append(out, cap, " in its finalizer");
@@ -223,8 +223,15 @@ int moat__proc_describe_death(char *out, size_t cap, const moat_proc_death *d)
 		         d->path);
 		return MOAT_ECRASHED;
 	case MOAT_PROC_LOST_TIMEOUT:
-		snprintf(out, cap, "%s: entry call %llu did not finish within %u ms; the enclave was stopped",
-		         d->path, (unsigned long long)d->selector, d->timeout_ms);
+		if (d->selector == MOAT_PROC_SELECTOR_LOAD || d->selector == MOAT_PROTOCOL_SELECTOR_START)
+			snprintf(
+			    out, cap,
+			    "%s: the enclave's init did not finish within %u ms; the enclave was stopped",
+			    d->path, d->timeout_ms);
+		else
+			snprintf(out, cap,
+			         "%s: entry call %llu did not finish within %u ms; the enclave was stopped",
+			         d->path, (unsigned long long)d->selector, d->timeout_ms);
 		return MOAT_ETIMEDOUT;
 	default: break;
 	}

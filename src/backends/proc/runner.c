@@ -35,6 +35,16 @@ static struct moat_runtime runtime;
 /* What the enclave learns of where it runs (moat_host_identity): the layers this runner applied. */
 static unsigned int runner_isolation;
 static int runner_debug;
+static int runner_remote;
+/*
+ * A load that deferred init (MOAT_LOAD_DEFER_INIT): the config and name
+ * kept for START. init_state: 0 before the load, 1 deferred, 2 init ran
+ * (or is running), 3 init succeeded (the finalizer may run).
+ */
+static uint8_t *init_config;
+static size_t init_config_len;
+static char *init_name;
+static int init_state;
 /* The channel of the worker running on this thread; enclave exit calls go there. */
 static _Thread_local channel *current;
 
@@ -61,21 +71,62 @@ __attribute__((visibility("default"))) const char *__ubsan_default_options(void)
 
 static int runner_exit_call(void *ctx, uint64_t selector, const moat_msg *in, moat_msg *out);
 
-/* LOAD: items are name, image bytes, pin (0 or 32 bytes), config. */
+/* Run the enclave's init (load_lock held). Returns 0 or MOAT_EINIT with the message. */
+static int run_init(const char *name, const void *config, size_t config_len, moat_origin *origin,
+                    char *message, size_t size)
+{
+	int rc;
+
+	init_state = 2;
+	rc = image->entry->start(&runtime, config_len ? config : NULL, config_len);
+	if (rc != 0) {
+		snprintf(message, size, "%s: the enclave's init function failed (%d)", name, rc);
+		*origin = MOAT_ORIGIN_ENCLAVE;
+		return MOAT_EINIT;
+	}
+	init_state = 3;
+	return 0;
+}
+
+/* START: run the init a LOAD deferred. */
+static int start(moat_origin *origin, char *message, size_t size)
+{
+	int rc;
+
+	pthread_mutex_lock(&load_lock);
+	if (init_state != 1) {
+		snprintf(message, size, "start without a load that deferred init");
+		*origin = MOAT_ORIGIN_TRANSPORT;
+		rc = MOAT_EPROTO;
+	} else {
+		rc = run_init(init_name, init_config, init_config_len, origin, message, size);
+	}
+	free(init_config);
+	init_config = NULL;
+	pthread_mutex_unlock(&load_lock);
+	return rc;
+}
+
+/*
+ * LOAD: items are name, image bytes, pin (0 or 32 bytes), config, and
+ * optionally a u64 of MOAT_PROC_LOAD_* flags.
+ */
 static int load(const moat_frame_in *f, moat_origin *origin, char *message, size_t size)
 {
 	const void *bytes, *pin, *config;
-	size_t len, pin_len, config_len;
+	size_t len, pin_len, config_len, n = moat_msg_count(f->items);
+	uint64_t flags = 0;
 	char *name = NULL;
 	moat_image *img = NULL;
 	int rc;
 
 	*origin = MOAT_ORIGIN_API;
 	pthread_mutex_lock(&load_lock);
-	if (image || moat_msg_count(f->items) != 4 || moat_msg_item_strdup(f->items, 0, &name) < 0 ||
+	if (image || (n != 4 && n != 5) || moat_msg_item_strdup(f->items, 0, &name) < 0 ||
 	    moat_msg_item(f->items, 1, &bytes, &len) < 0 || moat_msg_item(f->items, 2, &pin, &pin_len) < 0 ||
 	    (pin_len != 0 && pin_len != MOAT_MEASUREMENT_LEN) ||
-	    moat_msg_item(f->items, 3, &config, &config_len) < 0) {
+	    moat_msg_item(f->items, 3, &config, &config_len) < 0 ||
+	    (n == 5 && moat_msg_item_u64(f->items, 4, &flags) < 0)) {
 		snprintf(message, size, "malformed load request");
 		*origin = MOAT_ORIGIN_TRANSPORT;
 		rc = MOAT_EPROTO;
@@ -91,16 +142,29 @@ static int load(const moat_frame_in *f, moat_origin *origin, char *message, size
 	runtime.abi_version = MOAT_ENCLAVE_ABI_VERSION;
 	runtime.size = sizeof(runtime);
 	runtime.exit_call = runner_exit_call;
-	runtime.backend = "proc";
-	runtime.isolation = runner_isolation;
+	/* Hosted for a remote host (moatd), the enclave sees what that host's identity says. */
+	runtime.backend = runner_remote ? "remote" : "proc";
+	runtime.isolation = runner_isolation | (runner_remote ? MOAT_ISOLATION_REMOTE : 0);
 	runtime.flags = runner_debug ? MOAT_RUNTIME_DEBUG : 0;
 	image = img;
 	moat__runner_fault_modules(img->dl);
-	rc = img->entry->start(&runtime, config_len ? config : NULL, config_len);
-	if (rc != 0) {
-		snprintf(message, size, "%s: the enclave's init function failed (%d)", name, rc);
-		*origin = MOAT_ORIGIN_ENCLAVE;
-		rc = MOAT_EINIT;
+	if (flags & MOAT_PROC_LOAD_DEFER_INIT) {
+		/* The frame goes when this Call returns: keep what init needs until START. */
+		init_config = malloc(config_len ? config_len : 1);
+		if (!init_config) {
+			snprintf(message, size, "out of memory");
+			rc = MOAT_ENOMEM;
+			goto out;
+		}
+		if (config_len)
+			memcpy(init_config, config, config_len);
+		init_config_len = config_len;
+		init_name = name;
+		name = NULL;
+		init_state = 1;
+		rc = 0;
+	} else {
+		rc = run_init(name, config, config_len, origin, message, size);
 	}
 out:
 	pthread_mutex_unlock(&load_lock);
@@ -123,8 +187,12 @@ static void serve(void *ctx, const moat_frame_in *f, moat_msg *out, moat_conv_re
 		res->code = MOAT_EPROTO;
 		res->origin = MOAT_ORIGIN_TRANSPORT;
 		snprintf(res->message, sizeof(res->message), "no enclave image is loaded");
+	} else if (f->selector == MOAT_PROTOCOL_SELECTOR_START) {
+		res->code = start(&res->origin, res->message, sizeof(res->message));
 	} else if (f->selector == MOAT_PROC_SELECTOR_STOP) {
-		image->entry->stop();
+		/* The finalizer only after an init that succeeded (a deferred one may never have run). */
+		if (init_state == 3)
+			image->entry->stop();
 		res->code = 0;
 	} else {
 		res->code = image->entry->call(f->selector, f->items, out, &res->enclave_code);
@@ -327,7 +395,7 @@ static long outer_pid(void)
 }
 
 /*
- * Parse "--moat-proc PROTOCOL --parent PID [--jit] [--debug] [--needed NAME
+ * Parse "--moat-proc PROTOCOL --parent PID [--jit] [--debug] [--remote] [--needed NAME
  * --needed NAME ...]"; returns the parent's pid or -1. The needed names
  * are collected at the end of argv.
  */
@@ -347,6 +415,8 @@ static long parse_args(int argc, char **argv, moat_runner_mode *mode)
 			mode->jit = 1;
 		else if (strcmp(argv[i], "--debug") == 0)
 			mode->debug = 1;
+		else if (strcmp(argv[i], "--remote") == 0)
+			mode->remote = 1;
 		else if (strcmp(argv[i], "--needed") == 0 && i + 1 < argc && !strchr(argv[i + 1], '/'))
 			mode->needed[mode->n_needed++] = argv[++i];
 		else
@@ -404,6 +474,7 @@ int main(int argc, char **argv)
 	hello.aux = (int32_t)mode.outer_pid;
 	runner_isolation = isolation;
 	runner_debug = mode.debug;
+	runner_remote = mode.remote;
 	if (send(ctl, &hello, sizeof(hello), MSG_NOSIGNAL) != (ssize_t)sizeof(hello) || rc < 0)
 		_exit(1);
 	serve_channels(ctl);

@@ -17,8 +17,9 @@ unsigned int moat__runner_contain(pid_t parent, int *ns_errno, int *err);
 
 /* How the host asked the runner to start (its command line). */
 typedef struct moat_runner_mode {
-	int jit;   /* writable+executable memory allowed */
-	int debug; /* debug mode: stays dumpable so a debugger of the host's user can attach */
+	int jit;    /* writable+executable memory allowed */
+	int debug;  /* debug mode: stays dumpable so a debugger of the host's user can attach */
+	int remote; /* hosted for a remote host (moatd): the enclave's moat_host_identity() says "remote" */
 	/* Debug mode: this process's pid in the host's /proc, which also names the image copy. */
 	long outer_pid;
 	/* The libraries the image needs (DT_NEEDED names), loaded before the sandbox. */

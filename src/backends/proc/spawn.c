@@ -146,7 +146,7 @@ int moat__proc_start_runner(const char *runner, unsigned int flags, char *const 
                             int *ctl, pid_t *pid)
 {
 	char pid_arg[32];
-	char *argv[8 + 2 * MOAT_PROC_MAX_NEEDED] = {(char *)runner, "--moat-proc", MOAT_PROC_PROTOCOL,
+	char *argv[9 + 2 * MOAT_PROC_MAX_NEEDED] = {(char *)runner, "--moat-proc", MOAT_PROC_PROTOCOL,
 	                                            "--parent", pid_arg};
 	spawn_req r;
 	int sv[2] = {-1, -1}, null_fd, err_fd, rc = 0, a = 5;
@@ -156,6 +156,8 @@ int moat__proc_start_runner(const char *runner, unsigned int flags, char *const 
 		argv[a++] = "--jit";
 	if (flags & MOAT_LOAD_DEBUG)
 		argv[a++] = "--debug";
+	if (flags & MOAT_LOAD_FOR_REMOTE_HOST)
+		argv[a++] = "--remote";
 	for (i = 0; i < n_needed && i < MOAT_PROC_MAX_NEEDED; i++) {
 		argv[a++] = "--needed";
 		argv[a++] = needed[i];

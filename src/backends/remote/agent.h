@@ -52,6 +52,7 @@ struct remote_backend {
 	unsigned int call_timeout_ms;
 	unsigned int wait_ms; /* how long a call waits for the target: call_timeout_ms plus a margin */
 	uint64_t max_message;
+	int init_deferred; /* the target deferred the enclave's init (LoadResponse.init_deferred) */
 
 	moat_rpc_call *lease;
 	pthread_t watcher;

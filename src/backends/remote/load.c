@@ -183,6 +183,8 @@ static int send_load(remote_backend *r, const moat_backend_params *params, uint8
 	req.nonce.len = 32;
 	req.call_timeout_ms = o->call_timeout_ms;
 	req.debug = (o->flags & MOAT_LOAD_DEBUG) != 0;
+	/* Init runs over an Attach stream of the host's (remote.c), so its exit calls reach the host. */
+	req.defer_init = 1;
 	req.display_name = (char *)(o->image_name ? o->image_name : params->path);
 	n = moat__v1__load_request__get_packed_size(&req);
 	if (!(buf = malloc(n + 1)))
@@ -242,6 +244,7 @@ static int check_answer(remote_backend *r, const moat_load_options *o, const Moa
 	r->parent.debug = resp->debug;
 	r->parent.debug_pid = (long)resp->debug_pid;
 	r->max_message = resp->max_message_bytes;
+	r->init_deferred = resp->init_deferred;
 	return 0;
 }
 

@@ -232,7 +232,10 @@ static int stream_failed(remote_backend *r, stream *s, int rc, uint64_t selector
 {
 	char what[64];
 
-	snprintf(what, sizeof(what), "entry call %llu", (unsigned long long)selector);
+	if (selector == MOAT_PROTOCOL_SELECTOR_START)
+		snprintf(what, sizeof(what), "the enclave's init");
+	else
+		snprintf(what, sizeof(what), "entry call %llu", (unsigned long long)selector);
 	if (rc == MOAT_ELIMIT)
 		return moat_error_set(MOAT_ELIMIT, MOAT_ORIGIN_TARGET,
 		                      "%s: the message exceeds the target's limit of %llu bytes "
@@ -431,6 +434,52 @@ static int agent_lease(remote_backend *r)
 	return 0;
 }
 
+/*
+ * Run the enclave's init on the target (a Load that deferred it) over this
+ * thread's Attach stream, so its exit calls reach this host's handlers as
+ * an entry call's do. Records errors as a Load that ran init would have.
+ */
+static int remote_start(moat_backend *b)
+{
+	return remote_call(b, MOAT_PROTOCOL_SELECTOR_START, NULL, NULL);
+}
+
+/*
+ * libmoat asks every target to defer init (LoadRequest.defer_init) and,
+ * unless the application asked to start it itself, starts it here over the
+ * loading thread's stream: init's exit calls (its log lines too) reach this
+ * host as on sim and proc. A target that ran init at Load already (one
+ * from before defer_init) says so. Records errors.
+ */
+static int agent_start(remote_backend *r, const moat_load_options *o)
+{
+	moat_rpc_status st;
+	stream *s;
+	int rc;
+
+	if (!r->init_deferred && (o->flags & MOAT_LOAD_DEFER_INIT))
+		return moat_error_set(
+		    MOAT_EPROTO, MOAT_ORIGIN_TARGET,
+		    "%s ran the enclave's init at load: it cannot defer it "
+		    "(MOAT_LOAD_DEFER_INIT needs a moatd that knows LoadRequest.defer_init)",
+		    r->where);
+	if (!r->init_deferred || (o->flags & MOAT_LOAD_DEFER_INIT))
+		return 0;
+	rc = remote_start(&r->parent);
+	/*
+	 * The loading thread may never call: its stream would hold one of the
+	 * session's host threads on the target (max_threads) while it lives.
+	 * End it cleanly: the target frees the slot before it says the stream
+	 * ended, so a thread that calls next is not refused.
+	 */
+	if ((s = (stream *)moat__chan_find(&r->streams)) != NULL) {
+		if (rc == 0 && !s->conv.broken)
+			moat__rpc_stream_finish(s->call, NULL, NULL, LOCAL_START_TIMEOUT_MS, &st);
+		moat__chan_drop(&s->link);
+	}
+	return rc;
+}
+
 static int remote_open(moat_backend **out, const moat_backend_params *params)
 {
 	remote_backend *r = agent_new(params);
@@ -439,9 +488,10 @@ static int remote_open(moat_backend **out, const moat_backend_params *params)
 	*out = NULL;
 	if (!r)
 		return moat_error_set(MOAT_ENOMEM, MOAT_ORIGIN_API, "out of memory");
-	if ((rc = agent_connect(r, params)) < 0 || (rc = agent_lease(r)) < 0) {
+	if ((rc = agent_connect(r, params)) < 0 || (rc = agent_lease(r)) < 0 ||
+	    (rc = agent_start(r, params->options)) < 0) {
 		moat_error saved = *moat_error_last();
-		char msg[512];
+		char msg[MOAT__MESSAGE_MAX];
 
 		snprintf(msg, sizeof(msg), "%s", saved.message);
 		remote_close(&r->parent);
@@ -466,7 +516,7 @@ static void destroy_session(remote_backend *r)
 	const moat_error *last = moat_error_last();
 	int saved_code = last->code, lost = dead == MOAT_ETRANSPORT;
 	moat_origin saved_origin = last->origin;
-	char saved[512];
+	char saved[MOAT__MESSAGE_MAX];
 	moat_rpc_status st;
 	uint8_t *reply = NULL;
 	size_t len;
@@ -530,7 +580,7 @@ static void remote_abort(moat_backend *b)
 	const moat_error *last = moat_error_last();
 	int saved_code = last->code;
 	moat_origin saved_origin = last->origin;
-	char saved[512];
+	char saved[MOAT__MESSAGE_MAX];
 	moat_rpc_status st;
 	uint8_t *reply = NULL;
 	size_t len;
@@ -587,4 +637,5 @@ const moat_backend_vtable moat__backend_remote = {
     remote_call,
     remote_close,
     remote_abort,
+    remote_start,
 };
