@@ -27,6 +27,22 @@ static int broken(moat_conv *c, int rc, const char *why)
 	return rc;
 }
 
+/* Answer a Call of the peer with a failed Return made here (origin: this side's limits). */
+static int refuse_call(moat_conv *c, const moat_frame_in *call, int code, const char *why)
+{
+	moat_frame ret;
+	int rc;
+
+	memset(&ret, 0, sizeof(ret));
+	ret.kind = MOAT_FRAME_RETURN;
+	ret.seq = call->seq;
+	ret.code = code;
+	ret.origin = (uint32_t)c->depth_limit_origin;
+	ret.message = why;
+	rc = c->broken ? MOAT_ETRANSPORT : c->ops->send(c->io, &ret);
+	return rc < 0 ? broken(c, rc, NULL) : 0;
+}
+
 /* Run one Call of the peer (or refuse it past the depth limit) into res and send its Return. */
 static int answer_into(moat_conv *c, const moat_frame_in *call, moat_conv_result *res)
 {
@@ -67,16 +83,8 @@ static int answer_into(moat_conv *c, const moat_frame_in *call, moat_conv_result
 	}
 	rc = c->broken ? MOAT_ETRANSPORT : c->ops->send(c->io, &ret);
 	moat_msg_free(out);
-	if (rc == MOAT_ELIMIT) {
-		/* The reply was too large for the transport: say so instead. */
-		memset(&ret, 0, sizeof(ret));
-		ret.kind = MOAT_FRAME_RETURN;
-		ret.seq = call->seq;
-		ret.code = MOAT_ELIMIT;
-		ret.origin = (uint32_t)c->depth_limit_origin;
-		ret.message = "the reply is larger than the stream's frame limit";
-		rc = c->ops->send(c->io, &ret);
-	}
+	if (rc == MOAT_ELIMIT) /* the reply was too large for the transport: say so instead */
+		return refuse_call(c, call, MOAT_ELIMIT, "the reply is larger than the stream's frame limit");
 	return rc < 0 ? broken(c, rc, NULL) : 0;
 }
 
@@ -97,7 +105,6 @@ __attribute__((noinline)) static int answer_outermost(moat_conv *c, const moat_f
 static int answer(moat_conv *c, const moat_frame_in *call)
 {
 	moat_conv_result *res;
-	moat_frame ret;
 	int rc;
 
 	if (c->depth == 0)
@@ -108,14 +115,7 @@ static int answer(moat_conv *c, const moat_frame_in *call)
 		return rc;
 	}
 	/* No room for a result: refuse the Call without running it, as past the depth limit. */
-	memset(&ret, 0, sizeof(ret));
-	ret.kind = MOAT_FRAME_RETURN;
-	ret.seq = call->seq;
-	ret.code = MOAT_ENOMEM;
-	ret.origin = (uint32_t)c->depth_limit_origin;
-	ret.message = "out of memory";
-	rc = c->broken ? MOAT_ETRANSPORT : c->ops->send(c->io, &ret);
-	return rc < 0 ? broken(c, rc, NULL) : 0;
+	return refuse_call(c, call, MOAT_ENOMEM, "out of memory");
 }
 
 int moat__conv_call(moat_conv *c, uint64_t selector, const moat_msg *in, unsigned int timeout_ms,
