@@ -290,6 +290,14 @@ static void test_bad_endorsement(void **state)
 	                     MOAT_TEST_BINDIR, work, work),
 	                 1);
 	assert_non_null(strstr(out, "cannot read the identity endorsement"));
+	/* The same key in a --config file. */
+	assert_int_equal(
+	    run(out, sizeof(out), "echo 'identity-endorsement = %s/bad' > %s/moatd.conf", work, work), 0);
+	assert_int_equal(run(out, sizeof(out),
+	                     "%s/moatd --config %s/moatd.conf --listen 127.0.0.1:0 --state-dir %s/state-bad",
+	                     MOAT_TEST_BINDIR, work, work),
+	                 1);
+	assert_non_null(strstr(out, "bad is not an identity endorsement"));
 }
 
 static void test_endorse_errors(void **state)
