@@ -64,8 +64,8 @@ typedef enum moat_thread_policy {
  */
 #define MOAT_LOAD_FOR_REMOTE_HOST 0x20u
 
-/* 2 added image_name, 3 target_keys; libmoat still takes the older structs. */
-#define MOAT_LOAD_OPTIONS_VERSION 3
+/* 2 added image_name, 3 target_keys, 4 target_ca_keys; libmoat still takes the older structs. */
+#define MOAT_LOAD_OPTIONS_VERSION 4
 
 /**
  * Options for moat_enclave_load(). Initialise with MOAT_LOAD_OPTIONS_INIT and
@@ -117,12 +117,21 @@ typedef struct moat_load_options {
 	 */
 	const uint8_t *target_keys;
 	size_t n_target_keys;
+	/**
+	 * Remote: n_target_ca_keys 32-byte Ed25519 public keys of CAs, one
+	 * after another. A target whose key one of them endorsed (moat endorse,
+	 * moatd --identity-endorsement) passes the key check too, besides
+	 * target_key and target_keys; a fleet's load skips a target without
+	 * such an endorsement and tries the next.
+	 */
+	const uint8_t *target_ca_keys;
+	size_t n_target_ca_keys;
 } moat_load_options;
 
 #define MOAT_LOAD_OPTIONS_INIT                                                                               \
 	{                                                                                                    \
 		MOAT_LOAD_OPTIONS_VERSION, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, \
-		    NULL, NULL, 0                                                                            \
+		    NULL, NULL, 0, NULL, 0                                                                   \
 	}
 
 /* Sandbox layers (MOAT_ISOLATION_*) are defined in common.h, shared with enclave.h. */

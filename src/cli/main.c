@@ -4,9 +4,11 @@
  *   moat debug [run's options] ENCLAVE.so [ARGS...]
  *   moat measure ENCLAVE.so
  *   moat status [--tls-ca F ...] URI
+ *   moat endorse --ca-key CA.pem TARGET_KEY (endorse.c)
  */
 #include <moat/moat.h>
 
+#include "cli/cli.h"
 #include "util/util.h"
 
 #include <dirent.h>
@@ -25,6 +27,8 @@ static const char usage_main[] = "usage: moat <command> [options]\n"
                                  "  debug     as run, in debug mode: wait for a debugger to attach first\n"
                                  "  measure   print the measurement (SHA-256) of an enclave image\n"
                                  "  status    show what a target server (moatd) says of itself\n"
+                                 "  endorse   sign a target's identity key with a CA key (for "
+                                 "--target-ca-key)\n"
                                  "\n"
                                  "Options:\n"
                                  "  -h, --help     show this help (also: moat <command> --help)\n"
@@ -33,7 +37,8 @@ static const char usage_main[] = "usage: moat <command> [options]\n"
 static const char usage_run[] =
     "usage: moat run [--backend URI] [--config STRING] [--expect HEX] [--timeout MS]\n"
     "                [--tls-ca F] [--tls-cert F] [--tls-key F] [--tls-server-name N]\n"
-    "                [--target-key HEX] [--by-name] [--verbose] ENCLAVE [ARGS...]\n"
+    "                [--target-key HEX] [--target-ca-key HEX]... [--by-name] [--verbose]\n"
+    "                ENCLAVE [ARGS...]\n"
     "\n"
     "Load ENCLAVE, call its run selector (MOAT_SELECTOR_RUN) with each ARG as an\n"
     "item, and print every item it returns on its own line.\n"
@@ -49,6 +54,8 @@ static const char usage_run[] =
     "      --tls-key F       client key for mutual TLS (grpcs)\n"
     "      --tls-server-name N  name expected in the target's certificate\n"
     "      --target-key HEX  refuse unless the target's Ed25519 key is HEX\n"
+    "      --target-ca-key HEX  accept a target whose key the CA with Ed25519 public key\n"
+    "                        HEX endorsed (moat endorse); repeat for more CAs (up to 16)\n"
     "      --by-name         ENCLAVE names an image in the target's enclave directory\n"
     "  -v, --verbose         say on stderr where the enclave runs: backend, and for\n"
     "                        remote ones the target's address and key (a fleet's pick)\n"
@@ -109,14 +116,41 @@ static int cmd_measure(int argc, char **argv)
 	return 0;
 }
 
-/*
- * Parse run's options into opts (expect and tkey hold the pins it points
- * to). Returns -1 to go on, or the exit status (help, bad option).
- */
-static int run_options(int argc, char **argv, moat_load_options *opts, uint8_t *expect, uint8_t *tkey,
-                       int *verbose)
+#define MAX_CA_KEYS 16
+
+/* What run's options pin, which its load options point to. */
+typedef struct run_pins {
+	uint8_t expect[MOAT_MEASUREMENT_LEN];
+	uint8_t tkey[MOAT_TARGET_KEY_LEN];
+	uint8_t ca_keys[MAX_CA_KEYS * MOAT_TARGET_KEY_LEN];
+} run_pins;
+
+/* --target-ca-key HEX: one more CA key. Returns 0, or 2 (said why). */
+static int add_ca_key(moat_load_options *opts, run_pins *pins, const char *hex)
 {
-	enum { OPT_CA = 256, OPT_CERT, OPT_KEY, OPT_NAME, OPT_TKEY, OPT_BYNAME };
+	if (opts->n_target_ca_keys == MAX_CA_KEYS) {
+		fprintf(stderr, "moat: run: at most %d --target-ca-key\n", MAX_CA_KEYS);
+		return 2;
+	}
+	if (moat__unhex(pins->ca_keys + MOAT_TARGET_KEY_LEN * opts->n_target_ca_keys, MOAT_TARGET_KEY_LEN,
+	                hex) < 0) {
+		fprintf(stderr,
+		        "moat: run: --target-ca-key wants %d hex digits (moat endorse --print-ca-key)\n",
+		        2 * MOAT_TARGET_KEY_LEN);
+		return 2;
+	}
+	opts->target_ca_keys = pins->ca_keys;
+	opts->n_target_ca_keys++;
+	return 0;
+}
+
+/*
+ * Parse run's options into opts (pins holds what it points to). Returns -1
+ * to go on, or the exit status (help, bad option).
+ */
+static int run_options(int argc, char **argv, moat_load_options *opts, run_pins *pins, int *verbose)
+{
+	enum { OPT_CA = 256, OPT_CERT, OPT_KEY, OPT_NAME, OPT_TKEY, OPT_TCA, OPT_BYNAME };
 	static const struct option longopts[] = {{"backend", required_argument, NULL, 'b'},
 	                                         {"config", required_argument, NULL, 'c'},
 	                                         {"expect", required_argument, NULL, 'e'},
@@ -126,6 +160,7 @@ static int run_options(int argc, char **argv, moat_load_options *opts, uint8_t *
 	                                         {"tls-key", required_argument, NULL, OPT_KEY},
 	                                         {"tls-server-name", required_argument, NULL, OPT_NAME},
 	                                         {"target-key", required_argument, NULL, OPT_TKEY},
+	                                         {"target-ca-key", required_argument, NULL, OPT_TCA},
 	                                         {"by-name", no_argument, NULL, OPT_BYNAME},
 	                                         {"verbose", no_argument, NULL, 'v'},
 	                                         {"help", no_argument, NULL, 'h'},
@@ -141,12 +176,12 @@ static int run_options(int argc, char **argv, moat_load_options *opts, uint8_t *
 			opts->config_len = strlen(optarg);
 			break;
 		case 'e':
-			if (moat__unhex(expect, MOAT_MEASUREMENT_LEN, optarg) < 0) {
+			if (moat__unhex(pins->expect, MOAT_MEASUREMENT_LEN, optarg) < 0) {
 				fprintf(stderr, "moat: run: --expect wants %d hex digits\n",
 				        2 * MOAT_MEASUREMENT_LEN);
 				return 2;
 			}
-			opts->expected_measurement = expect;
+			opts->expected_measurement = pins->expect;
 			break;
 		case 't': {
 			unsigned long ms;
@@ -167,12 +202,16 @@ static int run_options(int argc, char **argv, moat_load_options *opts, uint8_t *
 		case OPT_KEY: opts->tls_key_file = optarg; break;
 		case OPT_NAME: opts->tls_server_name = optarg; break;
 		case OPT_TKEY:
-			if (moat__unhex(tkey, MOAT_TARGET_KEY_LEN, optarg) < 0) {
+			if (moat__unhex(pins->tkey, MOAT_TARGET_KEY_LEN, optarg) < 0) {
 				fprintf(stderr, "moat: run: --target-key wants %d hex digits\n",
 				        2 * MOAT_TARGET_KEY_LEN);
 				return 2;
 			}
-			opts->target_key = tkey;
+			opts->target_key = pins->tkey;
+			break;
+		case OPT_TCA:
+			if (add_ca_key(opts, pins, optarg) != 0)
+				return 2;
 			break;
 		case OPT_BYNAME: opts->flags |= MOAT_LOAD_BY_NAME; break;
 		case 'v': *verbose = 1; break;
@@ -278,7 +317,7 @@ static void say_where(const moat_enclave *e)
 static int cmd_run(int argc, char **argv, int debug)
 {
 	moat_load_options opts = MOAT_LOAD_OPTIONS_INIT;
-	uint8_t expect[MOAT_MEASUREMENT_LEN], tkey[MOAT_TARGET_KEY_LEN];
+	run_pins pins;
 	moat_enclave *e = NULL;
 	moat_msg *in = NULL, *out = NULL;
 	size_t i;
@@ -288,7 +327,7 @@ static int cmd_run(int argc, char **argv, int debug)
 		fputs(usage_debug, stdout);
 		return 0;
 	}
-	if ((rc = run_options(argc, argv, &opts, expect, tkey, &verbose)) >= 0)
+	if ((rc = run_options(argc, argv, &opts, &pins, &verbose)) >= 0)
 		return rc;
 	if (optind >= argc) {
 		fprintf(stderr, "moat: run: no enclave image given\n%s", usage_run);
@@ -388,6 +427,8 @@ int main(int argc, char **argv)
 		return cmd_measure(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "status"))
 		return cmd_status(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "endorse"))
+		return moat__cli_endorse(argc - 1, argv + 1);
 	fprintf(stderr, "moat: unknown command '%s'\n%s", argv[1], usage_main);
 	return 2;
 }

@@ -56,4 +56,12 @@
 /* LoadReport.format of moatd's simulated attestation. */
 #define MOAT_REPORT_FORMAT "moat-simulated-attestation-v1"
 
+/*
+ * LoadResponse.target_endorsement is a CA's Ed25519 signature over this
+ * string with its NUL (19 bytes) followed by the target's 32-byte key; the
+ * prefix keeps a CA key's endorsements apart from anything else it signs.
+ */
+#define MOAT_ENDORSE_DOMAIN     "moat target key v1"
+#define MOAT_ENDORSE_DOMAIN_LEN 19
+
 #endif

@@ -238,10 +238,14 @@ static int copy_options(moat_load_options *opts, const moat_load_options *option
 	memcpy(opts, options,
 	       options->version == 1   ? offsetof(moat_load_options, image_name)
 	       : options->version == 2 ? offsetof(moat_load_options, target_keys)
+	       : options->version == 3 ? offsetof(moat_load_options, target_ca_keys)
 	                               : sizeof(*opts));
 	if (opts->n_target_keys && !opts->target_keys)
 		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
 		                      "n_target_keys is set but target_keys is NULL");
+	if (opts->n_target_ca_keys && !opts->target_ca_keys)
+		return moat_error_set(MOAT_EINVAL, MOAT_ORIGIN_API,
+		                      "n_target_ca_keys is set but target_ca_keys is NULL");
 	/* The environment can turn debug mode and tracing on for an application that does not ask. */
 	if (moat__env_on("MOAT_DEBUG"))
 		opts->flags |= MOAT_LOAD_DEBUG;

@@ -3,7 +3,10 @@
  * first start. Load reports are signed with it and hosts may pin it. The
  * state directory must be moatd's own: owned by its user, and no one
  * else's to write (a key or image put there would be trusted) or read.
+ * A CA may endorse the key (moat endorse); moatd sends that endorsement with
+ * every LoadResponse so hosts that pin the CA accept it.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -14,6 +17,7 @@
 #include <openssl/pem.h>
 
 #include "moatd/moatd.h"
+#include "util/util.h"
 
 /* Make a new key and store it at path (mode 0600, never over an existing file). */
 static int make_identity(moatd *d, const char *path)
@@ -124,4 +128,37 @@ int moatd_sign(moatd *d, uint8_t sig[64], const uint8_t *data, size_t len)
 	     EVP_DigestSign(c, sig, &n, data, len) > 0;
 	EVP_MD_CTX_free(c);
 	return ok && n == 64 ? 0 : -1;
+}
+
+int moatd_endorsement_load(moatd *d)
+{
+	const char *path = d->cfg.endorsement;
+	char text[160];
+	size_t n;
+	FILE *f;
+
+	if (!path)
+		return 0;
+	if (!(f = fopen(path, "r"))) {
+		moatd_log(MOATD_LOG_ERROR, "cannot read the identity endorsement %s: %s", path,
+		          strerror(errno));
+		return -1;
+	}
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	/* The file is moat endorse's output: the signature in hex, perhaps with a newline. */
+	while (n && isspace((unsigned char)text[n - 1]))
+		n--;
+	text[n] = '\0';
+	if (n != 2 * sizeof(d->endorsement) ||
+	    moat__unhex(d->endorsement, sizeof(d->endorsement), text) < 0) {
+		moatd_log(
+		    MOATD_LOG_ERROR,
+		    "%s is not an identity endorsement: it must hold a 64-byte Ed25519 signature as %zu "
+		    "hex digits, as `moat endorse` writes it",
+		    path, 2 * sizeof(d->endorsement));
+		return -1;
+	}
+	d->has_endorsement = 1;
+	return 0;
 }

@@ -319,6 +319,10 @@ static int make_reply(moatd *d, session *s, const Moat__V1__LoadRequest *req, ui
 	resp.debug = id.debug;
 	resp.debug_pid = id.debug_pid;
 	resp.init_deferred = req->defer_init;
+	if (d->has_endorsement) {
+		resp.target_endorsement.data = d->endorsement;
+		resp.target_endorsement.len = sizeof(d->endorsement);
+	}
 	*reply = malloc(moat__v1__load_response__get_packed_size(&resp) + 1);
 	if (*reply)
 		*len = moat__v1__load_response__pack(&resp, *reply);

@@ -349,7 +349,8 @@ static int announce(moatd *d, const char *addr)
 
 	moat__hex(keyhex, d->public_key, 32);
 	if (moatd_log_level >= MOATD_LOG_WARN)
-		fprintf(stderr, "moatd %s: identity key ed25519:%s\n", moat_version(), keyhex);
+		fprintf(stderr, "moatd %s: identity key ed25519:%s%s\n", moat_version(), keyhex,
+		        d->has_endorsement ? " (endorsed)" : "");
 	if (c->ready_file && write_ready(c->ready_file, addr) < 0) {
 		moatd_log(MOATD_LOG_ERROR, "cannot write %s: %s", c->ready_file, strerror(errno));
 		return -1;
@@ -362,6 +363,22 @@ static int announce(moatd *d, const char *addr)
 	          c->tls_cert ? ", TLS" : "", c->tls_client_ca ? ", client certificates required" : "");
 	moatd_notify_ready(uri);
 	return 0;
+}
+
+/* --print-key: the identity key in hex on stdout (made on first use), for moat endorse and --target-key. */
+static int print_key(moatd *d)
+{
+	char keyhex[65];
+	int rc = 1;
+
+	if (moatd_identity_load(d) == 0) {
+		moat__hex(keyhex, d->public_key, 32);
+		printf("%s\n", keyhex);
+		rc = 0;
+	}
+	EVP_PKEY_free(d->key);
+	moatd_config_file_free();
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -380,6 +397,8 @@ int main(int argc, char **argv)
 	rc = 1;
 	moatd_log_level = c->log_level;
 	moatd_log_set_format(c->log_format);
+	if (c->print_key)
+		return print_key(d);
 	moatd_reload_init(argc, argv);
 
 	/*
@@ -394,7 +413,7 @@ int main(int argc, char **argv)
 	if (check_fd_limit(c) < 0)
 		return 2;
 
-	if (moatd_identity_load(d) < 0)
+	if (moatd_identity_load(d) < 0 || moatd_endorsement_load(d) < 0)
 		goto out;
 	moatd_sessions_init(d);
 	moatd_store_init(d);

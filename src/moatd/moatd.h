@@ -69,6 +69,8 @@ typedef struct moatd_config {
 	const char *tls_cert, *tls_key, *tls_client_ca;
 	const char *enclave_dir;
 	const char *state_dir;
+	const char *endorsement; /* --identity-endorsement FILE (moat endorse's output), or NULL */
+	int print_key;           /* --print-key: print the identity key and exit */
 	const char *ready_file;
 	const char *backend;
 	int allow_upload;
@@ -104,6 +106,8 @@ typedef struct moatd {
 	moatd_config cfg;
 	EVP_PKEY *key;
 	uint8_t public_key[32];
+	uint8_t endorsement[64]; /* a CA's signature over public_key, sent with every LoadResponse */
+	int has_endorsement;
 	volatile int stop;
 	volatile sig_atomic_t draining; /* SIGUSR2: no new sessions, stop once the last one ended */
 	/* The session table (session.c). lock also guards every session's counters and flags. */
@@ -243,6 +247,13 @@ void moatd_startup_warnings(const moatd_config *c);
 
 /* Load the Ed25519 identity key from the state directory, making one on first start. Returns 0 or -1. */
 int moatd_identity_load(moatd *d);
+
+/*
+ * Read --identity-endorsement into d->endorsement (when one is given).
+ * moatd cannot check whose CA signed it; it checks the form: 128 hex digits.
+ * Returns 0 or -1 (logged).
+ */
+int moatd_endorsement_load(moatd *d);
 int moatd_sign(moatd *d, uint8_t sig[64], const uint8_t *data, size_t len);
 
 /* ---- Service (service.c and the handlers) ---- */

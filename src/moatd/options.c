@@ -47,7 +47,10 @@ enum {
 	/* Operating it (config.c, log.c). */
 	OPT_CONFIG,
 	OPT_LOG_FORMAT,
-	OPT_METRICS_LISTEN
+	OPT_METRICS_LISTEN,
+	/* Its identity across a fleet (identity.c). */
+	OPT_ENDORSEMENT,
+	OPT_PRINT_KEY
 };
 
 static const struct option long_options[] = {
@@ -85,6 +88,8 @@ static const struct option long_options[] = {
     {"config", required_argument, NULL, OPT_CONFIG},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+    {"identity-endorsement", required_argument, NULL, OPT_ENDORSEMENT},
+    {"print-key", no_argument, NULL, OPT_PRINT_KEY},
     {NULL, 0, NULL, 0}};
 
 /* The --help text: one fprintf, as long as the text (the man page is made from it). */
@@ -153,6 +158,15 @@ static void usage(FILE *f)
 	        "                                systemd, " MOATD_SYSTEM_STATE_DIR " as root, else "
 	        "$XDG_STATE_HOME/moatd or\n"
 	        "                                ~/.local/state/moatd)\n"
+	        "  --identity-endorsement F      send F, a CA's endorsement of the identity key (moat "
+	        "endorse\n"
+	        "                                --ca-key CA.pem KEY), with every Load: hosts that pin "
+	        "the CA\n"
+	        "                                (target_ca_keys, moat run --target-ca-key) accept this "
+	        "target\n"
+	        "  --print-key                   print the identity key in hex (made on first use) "
+	        "and exit;\n"
+	        "                                needs no --listen\n"
 	        "  --ready-file F                write the bound address to F once serving (default: none)\n"
 	        "  --socket-mode MODE            mode of a unix: listener's socket, octal (default %04o, "
 	        "owner only)\n"
@@ -250,6 +264,7 @@ static int apply(moatd_config *c, int opt, const char *v)
 	case OPT_TLS_CLIENT_CA: c->tls_client_ca = v; return 0;
 	case OPT_ENCLAVE_DIR: c->enclave_dir = v; return 0;
 	case OPT_STATE_DIR: c->state_dir = v; return 0;
+	case OPT_ENDORSEMENT: c->endorsement = v; return 0;
 	case OPT_READY_FILE: c->ready_file = v; return 0;
 	case OPT_BACKEND: c->backend = v; return 0;
 	case OPT_MAX_SESSIONS: return parse_uint(v, &c->max_sessions);
@@ -306,7 +321,7 @@ static int listen_is_local(const char *listen)
 /* The options that only make sense together, and the limits' floors. */
 static int check(moatd_config *c)
 {
-	if (!c->listen) {
+	if (!c->listen && !c->print_key) {
 		fprintf(stderr, "moatd: --listen ADDR is required (see --help)\n");
 		return 2;
 	}
@@ -328,6 +343,8 @@ static int check(moatd_config *c)
 	}
 	if (c->max_message > 0x7fffffff)
 		c->max_message = 0x7fffffff;
+	if (c->print_key)
+		return 0;
 	if (c->allow_upload && !c->tls_cert && !c->insecure_upload && !listen_is_local(c->listen)) {
 		fprintf(
 		    stderr,
@@ -430,6 +447,7 @@ int moatd_options_parse(moatd_config *c, int argc, char **argv)
 		case OPT_ALLOW_DEBUG: c->allow_debug = 1; break;
 		case OPT_IGNORE_FD_LIMIT: c->ignore_fd_limit = 1; break;
 		case OPT_INSECURE_UPLOAD: c->insecure_upload = 1; break;
+		case OPT_PRINT_KEY: c->print_key = 1; break;
 		case ':':
 			fprintf(stderr, "moatd: %s needs a value (see --help)\n", argv[optind - 1]);
 			return 2;

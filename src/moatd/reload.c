@@ -46,6 +46,7 @@ static const struct {
     FIELD("--listen", listen, 1),
     FIELD("--backend", backend, 1),
     FIELD("--state-dir", state_dir, 1),
+    FIELD("--identity-endorsement", endorsement, 1),
     FIELD("--ready-file", ready_file, 1),
     FIELD("--metrics-listen", metrics_listen, 1),
     FIELD("--allow-upload", allow_upload, 0),

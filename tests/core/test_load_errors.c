@@ -203,6 +203,28 @@ static void test_options_version(void **state)
 		assert_int_equal(moat_enclave_load(&e, TEST_ENCLAVE("test_enclave"), &v1.o), 0);
 		moat_enclave_destroy(e);
 	}
+	{
+		/*
+		 * Version 3 ends before target_ca_keys. Beyond it here: a NULL
+		 * target_ca_keys with a count, which the library refuses if it
+		 * reads them (as the last check below shows).
+		 */
+		union {
+			moat_load_options o;
+			unsigned char bytes[sizeof(moat_load_options)];
+		} v3;
+		moat_enclave *e = NULL;
+
+		memset(v3.bytes, 0xa5, sizeof(v3.bytes));
+		memcpy(&v3.o, &o, offsetof(moat_load_options, target_ca_keys));
+		v3.o.target_ca_keys = NULL;
+		v3.o.version = 3;
+		assert_int_equal(moat_enclave_load(&e, TEST_ENCLAVE("test_enclave"), &v3.o), 0);
+		moat_enclave_destroy(e);
+		v3.o.version = 4;
+		expect_load_fails(TEST_ENCLAVE("test_enclave"), &v3.o, MOAT_EINVAL, MOAT_ORIGIN_API,
+		                  "n_target_ca_keys is set but target_ca_keys is NULL");
+	}
 }
 
 static void test_unknown_backend(void **state)

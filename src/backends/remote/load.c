@@ -174,8 +174,8 @@ static int send_load(remote_backend *r, const moat_backend_params *params, uint8
 		req.expected_measurement.data = (uint8_t *)o->expected_measurement;
 		req.expected_measurement.len = MOAT_MEASUREMENT_LEN;
 	}
-	/* One key the target can check itself; a set only the host checks (after the Load). */
-	if (o->target_key && !o->n_target_keys) {
+	/* One key the target can check itself; a set or a CA only the host checks (after the Load). */
+	if (o->target_key && !o->n_target_keys && !o->n_target_ca_keys) {
 		req.expected_target_key.data = (uint8_t *)o->target_key;
 		req.expected_target_key.len = MOAT_TARGET_KEY_LEN;
 	}
@@ -198,21 +198,57 @@ static int send_load(remote_backend *r, const moat_backend_params *params, uint8
 	return rc > 0 ? moat__remote_status_error(r, &st, "load") : rc;
 }
 
-/* Is the target's key one the host pinned (or did it pin none)? */
+/* Does sig, over the endorsement domain and key, verify under the CA key ca? */
+static int endorsed_by(const uint8_t ca[32], const uint8_t sig[64], const uint8_t key[32])
+{
+	uint8_t msg[MOAT_ENDORSE_DOMAIN_LEN + 32];
+	EVP_PKEY *pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, ca, 32);
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	int ok;
+
+	memcpy(msg, MOAT_ENDORSE_DOMAIN, MOAT_ENDORSE_DOMAIN_LEN);
+	memcpy(msg + MOAT_ENDORSE_DOMAIN_LEN, key, 32);
+	ok = pk && c && EVP_DigestVerifyInit(c, NULL, NULL, NULL, pk) > 0 &&
+	     EVP_DigestVerify(c, sig, 64, msg, sizeof(msg)) == 1;
+	EVP_MD_CTX_free(c);
+	EVP_PKEY_free(pk);
+	return ok;
+}
+
+/*
+ * Is the target's key one the host pinned, or endorsed by a pinned CA (or
+ * did the host pin none)? Returns 0, or MOAT_EKEY recorded with the reason.
+ */
 static int key_pinned(const moat_load_options *o, const Moat__V1__LoadResponse *resp)
 {
+	const ProtobufCBinaryData *sig = &resp->target_endorsement;
+	const char *reason;
 	size_t i;
 
-	if (!o->target_key && !o->n_target_keys)
-		return 1;
-	if (resp->target_key.len != 32)
+	if (!o->target_key && !o->n_target_keys && !o->n_target_ca_keys)
 		return 0;
+	if (resp->target_key.len != 32)
+		return moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET, "the target sent no identity key");
 	if (o->target_key && memcmp(resp->target_key.data, o->target_key, 32) == 0)
-		return 1;
+		return 0;
 	for (i = 0; i < o->n_target_keys; i++)
 		if (memcmp(resp->target_key.data, o->target_keys + 32 * i, 32) == 0)
-			return 1;
-	return 0;
+			return 0;
+	for (i = 0; sig->len == 64 && i < o->n_target_ca_keys; i++)
+		if (endorsed_by(o->target_ca_keys + 32 * i, sig->data, resp->target_key.data))
+			return 0;
+	if (!o->n_target_ca_keys)
+		return moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET, "the target's identity key is not %s",
+		                      o->n_target_keys ? "one of the pinned ones" : "the pinned one");
+	if (!sig->len)
+		reason = "the target sent no endorsement (its moatd runs without --identity-endorsement)";
+	else if (sig->len != 64)
+		reason = "the target's endorsement is malformed (not a 64-byte signature)";
+	else
+		reason = "the target's endorsement is by another CA (or for another key)";
+	return moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET,
+	                      "the target's identity key is not endorsed by a pinned CA%s: %s",
+	                      o->target_key || o->n_target_keys ? " nor pinned itself" : "", reason);
 }
 
 /* Check the LoadResponse against what was asked (pins, nonce, signature) and fill r. Records errors. */
@@ -225,9 +261,8 @@ static int check_answer(remote_backend *r, const moat_load_options *o, const Moa
 		return moat_error_set(MOAT_EPROTO, MOAT_ORIGIN_TARGET,
 		                      "the target speaks Moat protocol %u, this host %d",
 		                      resp->protocol_major, MOAT_PROTOCOL_MAJOR);
-	if (!key_pinned(o, resp))
-		return moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET, "the target's identity key is not %s",
-		                      o->n_target_keys ? "one of the pinned ones" : "the pinned one");
+	if (key_pinned(o, resp) < 0)
+		return MOAT_EKEY;
 	if (!verify_report(resp, nonce))
 		return moat_error_set(MOAT_EKEY, MOAT_ORIGIN_TARGET,
 		                      "the target's load report did not verify against its key (signature, "
