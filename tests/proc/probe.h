@@ -15,11 +15,11 @@
 #define PROBE_PEEK   (MOAT_SELECTOR_USER + 17) /* copy item-1 bytes at address item 0 */
 /* Config "crash-deep": init faults this many frames of deep() down (#0 to #15, then init, #16). */
 #define PROBE_DEEP_FRAMES 16
-#define PROBE_SEGV   (MOAT_SELECTOR_USER + 20) /* write through NULL */
-#define PROBE_ABORT  (MOAT_SELECTOR_USER + 21) /* abort() */
-#define PROBE_EXIT   (MOAT_SELECTOR_USER + 22) /* exit(3) */
-#define PROBE_HANG   (MOAT_SELECTOR_USER + 23) /* sleep forever */
-#define PROBE_LATER  (MOAT_SELECTOR_USER + 24) /* an enclave thread segfaults a little later */
+#define PROBE_SEGV        (MOAT_SELECTOR_USER + 20) /* write through NULL */
+#define PROBE_ABORT       (MOAT_SELECTOR_USER + 21) /* abort() */
+#define PROBE_EXIT        (MOAT_SELECTOR_USER + 22) /* exit(3) */
+#define PROBE_HANG        (MOAT_SELECTOR_USER + 23) /* sleep forever */
+#define PROBE_LATER       (MOAT_SELECTOR_USER + 24) /* an enclave thread segfaults a little later */
 #define PROBE_GARBAGE \
 	(MOAT_SELECTOR_USER + 25) /* write garbage on every socket but the control one, then hang */
 #define PROBE_STDIO     (MOAT_SELECTOR_USER + 30)  /* printf, a pthread, malloc: ordinary code works */

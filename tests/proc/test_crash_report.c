@@ -160,11 +160,8 @@ static void test_own_thread(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_segv),
-	    cmocka_unit_test(test_abort),
-	    cmocka_unit_test(test_init),
-	    cmocka_unit_test(test_init_deep),
-	    cmocka_unit_test(test_own_thread),
+	    cmocka_unit_test(test_segv),      cmocka_unit_test(test_abort),      cmocka_unit_test(test_init),
+	    cmocka_unit_test(test_init_deep), cmocka_unit_test(test_own_thread),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
