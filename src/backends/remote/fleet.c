@@ -3,10 +3,9 @@
  * and grpc+dns://NAME:PORT (every address NAME resolves to, resolved
  * again by gRPC when a target's connection fails), with grpcs for TLS.
  * Placement is gRPC's own, not a scheduler of ours: a Health/Check of
- * moat.v1.Target on a
- * channel with the round_robin policy and client-side health checking
- * lands on a target that is up and takes sessions (moatd reports
- * NOT_SERVING while it is full or stopping), and the call's peer says
+ * moat.v1.Target on a channel with the round_robin policy and client-side
+ * health checking lands on a target that is up and takes sessions (moatd
+ * reports NOT_SERVING while it is full or stopping), and the call's peer says
  * which one. The session is then loaded on, and pinned to, that target:
  * its Attach streams and lease use a channel to that address alone. A
  * Load the target refuses because it is full, or that cannot reach it, is
