@@ -239,10 +239,11 @@ static int check_fd_limit(const moatd_config *c)
 	return c->ignore_fd_limit ? 0 : -1;
 }
 
-/* The rpc server's reports (refused connections and calls): the log rate-limits them. */
-static void server_report(void *ctx, int error, const char *msg)
+/* The rpc server's reports (refused connections and calls): counted, and logged (rate-limited). */
+static void server_report(void *ctx, int error, int refusal, unsigned int count, const char *msg)
 {
 	(void)ctx;
+	moatd_metrics_server_refusal(refusal, count);
 	moatd_log(error ? MOATD_LOG_WARN : MOATD_LOG_INFO, "server: %s", msg);
 }
 

@@ -25,6 +25,9 @@ static const char *const codes[] = {
     "ETIMEDOUT",    "ETRANSPORT", "EPERM",      "ELIMIT",      "ECRASHED",  "EPROTO",     "EIO",
     "EKEY",         "EINIT",      "ESANDBOX",   "ETARGET",     "ECANCELED"};
 #define N_CODES ((int)(sizeof(codes) / sizeof(codes[0])))
+/* The rpc server's own refusals by MOAT_RPC_REFUSED_* kind (0, nothing refused, is not shown). */
+static const char *const server_refusals[MOAT_RPC_N_REFUSED] = {
+    "nothing", "connection", "descriptors", "pending", "calls", "parked", "request_timeout", "thread"};
 /* Entry-call latency buckets, seconds (le), and +Inf. */
 static const double bounds[] = {0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 1, 10};
 #define N_BOUNDS (sizeof(bounds) / sizeof(bounds[0]))
@@ -32,6 +35,7 @@ static const double bounds[] = {0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 
 static struct {
 	uint64_t calls[N_METHODS];
 	uint64_t refusals[N_CODES];
+	uint64_t server_refusals[MOAT_RPC_N_REFUSED]; /* by MOAT_RPC_REFUSED_* */
 	uint64_t entry_buckets[2][N_BOUNDS + 1]; /* [ok, error][bucket]: counts per bucket, not cumulative */
 	uint64_t entry_ns[2];
 	uint64_t bytes_in, bytes_out, crashes, reloads;
@@ -51,6 +55,12 @@ void moatd_metrics_call(const char *method)
 void moatd_metrics_refusal(int code)
 {
 	add1(&m.refusals[code <= 0 && code > -N_CODES ? -code : 0]);
+}
+
+void moatd_metrics_server_refusal(int refusal, unsigned int count)
+{
+	if (refusal > 0 && refusal < MOAT_RPC_N_REFUSED)
+		addn(&m.server_refusals[refusal], count);
 }
 
 static uint64_t msg_bytes(const moat_msg *msg)
@@ -191,6 +201,13 @@ char *moatd_metrics_render(moatd *d, size_t *len)
 	for (i = 1; i < (size_t)N_CODES; i++)
 		put(&t, "moatd_refusals_total{reason=\"%s\"} %llu\n", codes[i],
 		    (unsigned long long)get(&m.refusals[i]));
+	metric(&t, "server_refusals_total", "counter",
+	       "Connections and calls the server refused or ended before a handler ran, by limit: connection "
+	       "(--max-connections), descriptors (the fd reserve), pending (--max-pending-calls), calls, "
+	       "parked (--max-health-watches), request_timeout (--request-timeout-ms), thread.");
+	for (i = 1; i < MOAT_RPC_N_REFUSED; i++)
+		put(&t, "moatd_server_refusals_total{reason=\"%s\"} %llu\n", server_refusals[i],
+		    (unsigned long long)get(&m.server_refusals[i]));
 	histogram(&t);
 	metric(&t, "entry_bytes_in_total", "counter", "Bytes of items hosts sent into entry calls.");
 	put(&t, "moatd_entry_bytes_in_total %llu\n", (unsigned long long)get(&m.bytes_in));

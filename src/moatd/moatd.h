@@ -201,6 +201,8 @@ void moatd_config_file_free(void);
 void moatd_metrics_call(const char *method);
 /* Count a refusal with Moat code code. */
 void moatd_metrics_refusal(int code);
+/* Count count refusals the rpc server made itself, of kind refusal (MOAT_RPC_REFUSED_*). */
+void moatd_metrics_server_refusal(int refusal, unsigned int count);
 /* Count an entry call that ended with code after ns nanoseconds, and its items' bytes. */
 void moatd_metrics_entry(int code, uint64_t ns, const moat_msg *in, const moat_msg *out);
 void moatd_metrics_reload(void);

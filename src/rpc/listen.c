@@ -157,14 +157,15 @@ static void accept_ready(moat_rpc_server *s)
 				return;
 			/* Out of descriptors or memory despite the reserve: try again shortly, never give up.
 			 */
-			moat__rpc_server_report(s, 1, "cannot accept a connection: %s", strerror(errno));
+			moat__rpc_server_report(s, 1, MOAT_RPC_REFUSED_NOTHING, 0,
+			                        "cannot accept a connection: %s", strerror(errno));
 			poll(NULL, 0, 50);
 			return;
 		}
 		if ((rlim_t)fd + s->fd_reserve >= ceiling) {
 			close(fd);
 			moat__rpc_server_report(
-			    s, 1,
+			    s, 1, MOAT_RPC_REFUSED_DESCRIPTORS, 1,
 			    "refused a connection: %u of %lu file descriptors are kept for sessions "
 			    "(too many connections)",
 			    s->fd_reserve, (unsigned long)ceiling);
@@ -172,7 +173,8 @@ static void accept_ready(moat_rpc_server *s)
 		}
 		if (!room_for_connection(s)) {
 			close(fd);
-			moat__rpc_server_report(s, 1, "refused a connection: %s", s->connections_limit);
+			moat__rpc_server_report(s, 1, MOAT_RPC_REFUSED_CONNECTION, 1,
+			                        "refused a connection: %s", s->connections_limit);
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails harmlessly on unix */
@@ -247,8 +249,9 @@ void moat__rpc_shed_connections(moat_rpc_server *s)
 		qsort(fds, n, sizeof(*fds), by_fd_desc);
 		for (i = 0; i < n - s->max_connections; i++)
 			shutdown(fds[i], SHUT_RDWR);
-		moat__rpc_server_report(s, 1, "closed %u connections: %s", n - s->max_connections,
-		                        s->connections_limit);
+		moat__rpc_server_report(s, 1, MOAT_RPC_REFUSED_CONNECTION,
+		                        (unsigned int)(n - s->max_connections), "closed %u connections: %s",
+		                        n - s->max_connections, s->connections_limit);
 	}
 	free(fds);
 }

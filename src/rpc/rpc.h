@@ -249,9 +249,26 @@ typedef struct moat_rpc_server_opts {
 	 */
 	unsigned int max_connections;
 	const char *connections_limit;
-	/* Called (from any thread) with a line for the log: refused connections and the like. May be NULL. */
-	void (*report)(void *ctx, int error, const char *msg);
+	/*
+	 * Called (from any thread) with a line for the log: refused connections
+	 * and the like. refusal is a MOAT_RPC_REFUSED_* kind (0 for a line that
+	 * refuses nothing) and count how many it refused. May be NULL.
+	 */
+	void (*report)(void *ctx, int error, int refusal, unsigned int count, const char *msg);
 } moat_rpc_server_opts;
+
+/* What the server refused or ended by itself, before a handler ran (moat_rpc_server_opts.report). */
+enum moat_rpc_refusal {
+	MOAT_RPC_REFUSED_NOTHING = 0,
+	MOAT_RPC_REFUSED_CONNECTION,      /* max_connections */
+	MOAT_RPC_REFUSED_DESCRIPTORS,     /* a connection refused to keep fd_reserve descriptors */
+	MOAT_RPC_REFUSED_PENDING,         /* max_pending: calls waiting for their request */
+	MOAT_RPC_REFUSED_CALLS,           /* max_calls: calls with a thread */
+	MOAT_RPC_REFUSED_PARKED,          /* max_parked: parked streams (health watches) */
+	MOAT_RPC_REFUSED_REQUEST_TIMEOUT, /* a request not in within recv_timeout_ms */
+	MOAT_RPC_REFUSED_THREAD,          /* no thread could be started */
+	MOAT_RPC_N_REFUSED
+};
 
 /* Create, bind and start a server. *port gets the bound TCP port (0 for unix). */
 int moat__rpc_server_start(moat_rpc_server **out, const moat_rpc_server_opts *opts, int *port, char *err,

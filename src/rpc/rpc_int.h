@@ -155,7 +155,7 @@ struct moat_rpc_server {
 	unsigned int n_workers, n_pending; /* guarded by lock; n_pending: calls in waiting */
 	unsigned int max_pending, max_calls, recv_timeout_ms;
 	const char *pending_limit, *calls_limit, *recv_timeout_message;
-	void (*report)(void *ctx, int error, const char *msg);
+	void (*report)(void *ctx, int error, int refusal, unsigned int count, const char *msg);
 	int started;
 
 	/* Our own listener (no TLS): the accept thread hands connections to gRPC. */
@@ -203,9 +203,9 @@ typedef struct rpc_conn {
 	ino_t ino;
 } rpc_conn;
 
-/* Log through the server's report function (printf-style). */
-void moat__rpc_server_report(moat_rpc_server *s, int error, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* Log through the server's report function (printf-style); refusal and count as for report. */
+void moat__rpc_server_report(moat_rpc_server *s, int error, int refusal, unsigned int count, const char *fmt,
+                             ...) __attribute__((format(printf, 5, 6)));
 /* Bind addr ourselves (TCP or unix); returns the fd and the bound port, or -1. */
 int moat__rpc_own_listener(const char *addr, int *port);
 /* The accept thread (arg: the server), and stopping it. */

@@ -35,7 +35,8 @@ static gpr_timespec in_ms(unsigned int ms)
 	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
 }
 
-void moat__rpc_server_report(moat_rpc_server *s, int error, const char *fmt, ...)
+void moat__rpc_server_report(moat_rpc_server *s, int error, int refusal, unsigned int count, const char *fmt,
+                             ...)
 {
 	char msg[256];
 	va_list ap;
@@ -45,7 +46,7 @@ void moat__rpc_server_report(moat_rpc_server *s, int error, const char *fmt, ...
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	s->report(s->ctx, error, msg);
+	s->report(s->ctx, error, refusal, count, msg);
 }
 
 /* Post the request slot of method i (n_methods: any unknown method). */
@@ -321,7 +322,7 @@ void moat__rpc_start_worker(moat_rpc_server *s, moat_rpc_call *c)
 		limit = s->calls_limit;
 	pthread_mutex_unlock(&s->lock);
 	if (limit) {
-		moat__rpc_server_report(s, 0, "refused a call: %s", limit);
+		moat__rpc_server_report(s, 0, MOAT_RPC_REFUSED_CALLS, 1, "refused a call: %s", limit);
 		goto refused;
 	}
 	w = calloc(1, sizeof(*w));
@@ -348,7 +349,7 @@ void moat__rpc_start_worker(moat_rpc_server *s, moat_rpc_call *c)
 		return;
 	free(w);
 	c->worker = NULL;
-	moat__rpc_server_report(s, 1, "refused a call: cannot start a thread");
+	moat__rpc_server_report(s, 1, MOAT_RPC_REFUSED_THREAD, 1, "refused a call: cannot start a thread");
 	limit = "the target cannot start a thread";
 refused:
 	/* An admitted stream's admission is undone: its handler will not run. */

@@ -53,7 +53,8 @@ int moat__rpc_recv(moat_rpc_call *c, uint8_t **buf, size_t *len, moat_rpc_status
 			st->code = MOAT_RPC_DEADLINE_EXCEEDED;
 			snprintf(st->message, sizeof(st->message), "%s", s->recv_timeout_message);
 		}
-		moat__rpc_server_report(s, 0, "ended a call: %s", s->recv_timeout_message);
+		moat__rpc_server_report(s, 0, MOAT_RPC_REFUSED_REQUEST_TIMEOUT, 1, "ended a call: %s",
+		                        s->recv_timeout_message);
 	}
 	return rc;
 }

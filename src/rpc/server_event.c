@@ -118,9 +118,9 @@ static void unwait_locked(moat_rpc_server *s, moat_rpc_call *c)
 }
 
 /* End c at a limit: RESOURCE_EXHAUSTED, moat-error MOAT_ELIMIT, the limit's message (logged too). */
-static void refuse_at_limit(moat_rpc_server *s, moat_rpc_call *c, const char *limit)
+static void refuse_at_limit(moat_rpc_server *s, moat_rpc_call *c, int refusal, const char *limit)
 {
-	moat__rpc_server_report(s, 0, "refused a call: %s", limit);
+	moat__rpc_server_report(s, 0, refusal, 1, "refused a call: %s", limit);
 	moat__rpc_event_finish(c, NULL, 0, GRPC_STATUS_RESOURCE_EXHAUSTED, MOAT_ELIMIT, limit);
 }
 
@@ -139,7 +139,7 @@ void moat__rpc_event_start(moat_rpc_server *s, moat_rpc_call *c)
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (full) {
-		refuse_at_limit(s, c, s->pending_limit);
+		refuse_at_limit(s, c, MOAT_RPC_REFUSED_PENDING, s->pending_limit);
 		ev_put(c, 1);
 		return;
 	}
@@ -311,7 +311,8 @@ void moat__rpc_event_expire(moat_rpc_server *s)
 	for (i = 0; i < n; i++) {
 		grpc_call_cancel_with_status(late[i]->call, GRPC_STATUS_DEADLINE_EXCEEDED,
 		                             s->recv_timeout_message, NULL);
-		moat__rpc_server_report(s, 0, "ended a call: %s", s->recv_timeout_message);
+		moat__rpc_server_report(s, 0, MOAT_RPC_REFUSED_REQUEST_TIMEOUT, 1, "ended a call: %s",
+		                        s->recv_timeout_message);
 	}
 }
 
@@ -414,7 +415,7 @@ int moat__rpc_park(moat_rpc_call *c, const void *first, size_t first_len, const 
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (full) {
-		refuse_at_limit(s, c, s->parked_limit);
+		refuse_at_limit(s, c, MOAT_RPC_REFUSED_PARKED, s->parked_limit);
 		return MOAT_ELIMIT;
 	}
 	if (at_stop) {

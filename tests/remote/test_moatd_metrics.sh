@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # moatd --metrics-listen: Prometheus text on GET /metrics (fetched with bash's /dev/tcp, no client
-# needed) counting calls, entry calls and their latency histogram, refusals by reason, the limits;
+# needed) counting calls, entry calls and their latency histogram, refusals by reason, the connections
+# the server itself refused (--max-connections), the limits;
 # and --log-level debug logging every call, session event and refusal.
 set -u
 moatd=$1 moat=$2 enclaves=$3
@@ -22,7 +23,7 @@ get() {
 value() { sed -n "s/^$1 \([0-9.e+-]*\)$/\1/p" "$dir/resp"; }
 
 "$moatd" --listen "unix:$dir/sock" --state-dir "$dir/state" --ready-file "$dir/ready" --enclave-dir "$enclaves" \
-  --metrics-listen 127.0.0.1:0 --max-sessions 5 --log-level debug >"$dir/out" 2>"$dir/err" &
+  --metrics-listen 127.0.0.1:0 --max-sessions 5 --max-connections 2 --log-level debug >"$dir/out" 2>"$dir/err" &
 pid=$!
 for _ in $(seq 1 200); do [ -s "$dir/ready" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
 [ -s "$dir/ready" ] || fail "moatd did not serve: $(cat "$dir/err")"
@@ -34,6 +35,9 @@ head -n 1 "$dir/resp" | grep -q '^HTTP/1.[01] 200' || fail "GET /metrics: $(head
 grep -qi '^content-type: text/plain; version=0.0.4' "$dir/resp" || fail "not the Prometheus text format"
 [ "$(value 'moatd_sessions')" = 0 ] || fail "sessions before any Load"
 [ "$(value 'moatd_limit{name="max_sessions"}')" = 5 ] || fail "the max_sessions limit"
+for reason in connection descriptors pending calls parked request_timeout thread; do
+  [ "$(value "moatd_server_refusals_total{reason=\"$reason\"}")" = 0 ] || fail "server refusals ($reason) before any"
+done
 
 # Two entry calls by name (ok), one Load of a name that is not there (refused: ENOENT).
 for who in a b; do
@@ -56,6 +60,23 @@ for line in 'debug: call /moat.v1.Target/Load' 'debug: session [0-9a-f]*: a host
             'info: /moat.v1.Target/Load refused: '; do
   grep -q "$line" "$dir/err" || fail "the debug log has no '$line': $(cat "$dir/err")"
 done
+# Three connections at once where two are allowed: the server closes the third on arrival and counts it.
+python3 - "$dir/sock" <<'PY' || fail "could not hold connections open"
+import socket, sys, time
+held = []
+for _ in range(3):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    held.append(s)
+    time.sleep(0.2)
+for s in held:
+    s.close()
+PY
+for _ in $(seq 1 100); do grep -q 'refused a connection' "$dir/err" && break; sleep 0.05; done
+get "$port" /metrics
+# (At least one: a connection of an earlier moat run that the server has not closed yet would count too.)
+[ "$(value 'moatd_server_refusals_total{reason="connection"}')" -ge 1 ] 2>/dev/null ||
+  fail "connection refusals: $(grep server_refusals "$dir/resp"); log: $(grep 'server:' "$dir/err")"
 kill -HUP "$pid"
 for _ in $(seq 1 100); do grep -q 'reloaded (SIGHUP)' "$dir/err" && break; sleep 0.05; done
 get "$port" /metrics
