@@ -30,7 +30,7 @@ static int log_format = MOATD_LOG_TEXT;
 static int log_journal; /* stderr is the journal's stream */
 
 typedef struct log_slot {
-	const char *fmt;
+	const void *fmt; /* the kind of line: its format, or the key moatd_log_keyed was given */
 	time_t window;
 	unsigned int written;
 	unsigned long dropped;
@@ -39,8 +39,9 @@ typedef struct log_slot {
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static log_slot slots[LOG_SLOTS];
 
-/* May a line with format fmt be written now? *dropped gets the lines left out before it. */
-static int log_allowed(const char *fmt, unsigned long *dropped)
+/* May a line of kind fmt (a format, or another key) be written now? *dropped gets the lines left out before
+ * it. */
+static int log_allowed(const void *fmt, unsigned long *dropped)
 {
 	log_slot *sl = &slots[((uintptr_t)fmt >> 3) % LOG_SLOTS];
 	struct timespec now;
@@ -131,23 +132,38 @@ static void emit(int level, const char *msg)
 	fwrite(out, 1, (size_t)n, stderr);
 }
 
-void moatd_log(int level, const char *fmt, ...)
+static void vlog(int level, const void *key, const char *fmt, va_list ap)
 {
 	char line[MOATD_LOG_LINE], full[MOATD_LOG_LINE + 64];
 	unsigned long dropped;
-	va_list ap;
 
 	/* Debug level is asked for on purpose (it traces every call): it is not rate-limited. */
 	dropped = 0;
-	if (level > moatd_log_level || (level < MOATD_LOG_DEBUG && !log_allowed(fmt, &dropped)))
+	if (level > moatd_log_level || (level < MOATD_LOG_DEBUG && !log_allowed(key, &dropped)))
 		return;
-	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
 	if (dropped) {
 		snprintf(full, sizeof(full), "%s (and %lu more like it left out)", line, dropped);
 		emit(level, full);
 	} else {
 		emit(level, line);
 	}
+}
+
+void moatd_log(int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(level, fmt, fmt, ap);
+	va_end(ap);
+}
+
+void moatd_log_keyed(int level, const void *key, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(level, key, fmt, ap);
+	va_end(ap);
 }

@@ -239,12 +239,20 @@ static int check_fd_limit(const moatd_config *c)
 	return c->ignore_fd_limit ? 0 : -1;
 }
 
-/* The rpc server's reports (refused connections and calls): counted, and logged (rate-limited). */
+/*
+ * The rpc server's reports (refused connections and calls): counted, and
+ * logged rate-limited by kind, so that a flood of one (request timeouts)
+ * does not hide the lines of another (a refused connection).
+ */
 static void server_report(void *ctx, int error, int refusal, unsigned int count, const char *msg)
 {
+	static const uint64_t kinds[MOAT_RPC_N_REFUSED]; /* one rate-limit key per kind: the addresses */
+
 	(void)ctx;
 	moatd_metrics_server_refusal(refusal, count);
-	moatd_log(error ? MOATD_LOG_WARN : MOATD_LOG_INFO, "server: %s", msg);
+	moatd_log_keyed(error ? MOATD_LOG_WARN : MOATD_LOG_INFO,
+	                refusal >= 0 && refusal < MOAT_RPC_N_REFUSED ? (const void *)&kinds[refusal] : NULL,
+	                "server: %s", msg);
 }
 
 /* gRPC's own log lines go to moatd's log, rate-limited like every other line. */

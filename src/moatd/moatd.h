@@ -162,6 +162,9 @@ enum { MOATD_LOG_ERROR, MOATD_LOG_WARN, MOATD_LOG_INFO, MOATD_LOG_DEBUG };
 enum { MOATD_LOG_TEXT, MOATD_LOG_JSON };
 
 void moatd_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* moatd_log with lines rate-limited by key (any address) instead of by fmt: kinds of line that share a
+ * format. */
+void moatd_log_keyed(int level, const void *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The id of the session whose Attach stream this thread serves, or NULL (attach.c). */
 const char *moatd_current_session(void);
 /* Process-wide, like stderr itself; set from the command line (and again on SIGHUP). */
